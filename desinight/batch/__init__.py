@@ -1,0 +1,1 @@
+"""Batch backends (local subprocesses, SLURM) behind one protocol, and script rendering."""
