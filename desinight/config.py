@@ -1,0 +1,188 @@
+"""Configuration: defaults < survey environment variables < desinight.toml < CLI flags.
+
+The file is found via ``--config``, then ``$DESINIGHT_CONFIG``, then ``./desinight.toml``.
+Relative paths in the file are relative to the file; defaults are relative to the working
+directory. Any invalid key or value is one clear error naming the key.
+"""
+
+from __future__ import annotations
+
+import os
+import tomllib
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+from .core import defaults as D
+from .core.errors import ConfigError
+
+_SECTIONS = {"desinight", "local", "slurm", "daemon", "kinds"}
+
+
+@dataclass(frozen=True)
+class Config:
+    production: str = D.SPECPROD
+    raw_root: Path = Path("state/raw")
+    redux_root: Path = Path("state/redux")
+    state_dir: Path = Path(D.STATE_DIR)
+    db_url: str = ""                      # empty: sqlite in state_dir
+    backend: str = D.BACKEND
+    templates_dir: Path = Path(__file__).resolve().parent.parent / "slurm_templates"
+    max_attempts: int = D.MAX_ATTEMPTS
+    local_cpus: int = D.LOCAL_CPUS
+    # SLURM site settings (None = let the site default apply)
+    slurm_account: str | None = None
+    slurm_qos: str | None = None
+    slurm_partition: str | None = None
+    slurm_constraint: str | None = None
+    #: command prefix used to launch MPI steps inside jobs, e.g. "srun --mpi=pmi2" or "mpiexec"
+    mpi_launcher: str = ""
+    watch_mode: str = D.WATCH_MODE
+    poll_min_s: float = D.POLL_MIN_S
+    poll_max_s: float = D.POLL_MAX_S
+    full_scan_s: float = D.FULL_SCAN_S
+    kinds: dict[str, dict[str, Any]] = field(default_factory=dict)   # per-kind resource overrides
+    source: Path | None = None            # the file this came from, for messages
+
+    @property
+    def database_url(self) -> str:
+        return self.db_url or f"sqlite:///{(self.state_dir / D.SQLITE_NAME).resolve()}"
+
+    @property
+    def prod_dir(self) -> Path:
+        """$DESI_SPECTRO_REDUX/$SPECPROD: where the production's outputs and run scripts go."""
+        return self.redux_root / self.production
+
+    def with_overrides(self, **kw: Any) -> "Config":
+        return replace(self, **{k: v for k, v in kw.items() if v is not None})
+
+
+# key in the file -> (section, field name, type)
+_KEYS: dict[tuple[str, str], tuple[str, type]] = {
+    ("desinight", "production"): ("production", str),
+    ("desinight", "raw_root"): ("raw_root", Path),
+    ("desinight", "redux_root"): ("redux_root", Path),
+    ("desinight", "state_dir"): ("state_dir", Path),
+    ("desinight", "db_url"): ("db_url", str),
+    ("desinight", "backend"): ("backend", str),
+    ("desinight", "templates_dir"): ("templates_dir", Path),
+    ("desinight", "max_attempts"): ("max_attempts", int),
+    ("local", "cpus"): ("local_cpus", int),
+    ("slurm", "account"): ("slurm_account", str),
+    ("slurm", "qos"): ("slurm_qos", str),
+    ("slurm", "partition"): ("slurm_partition", str),
+    ("slurm", "constraint"): ("slurm_constraint", str),
+    ("slurm", "mpi_launcher"): ("mpi_launcher", str),
+    ("daemon", "watch"): ("watch_mode", str),
+    ("daemon", "poll_min_s"): ("poll_min_s", float),
+    ("daemon", "poll_max_s"): ("poll_max_s", float),
+    ("daemon", "full_scan_s"): ("full_scan_s", float),
+}
+_CHOICES = {"backend": ("local", "slurm"), "watch_mode": ("auto", "native", "polling")}
+_KIND_KEYS = {"nodes", "ntasks", "cpus_per_task", "time_minutes", "mem_mb"}
+
+
+def find_config_file(explicit: str | os.PathLike | None = None) -> Path | None:
+    if explicit:
+        p = Path(explicit)
+        if not p.is_file():
+            raise ConfigError(f"config file {p} does not exist")
+        return p
+    env = os.environ.get("DESINIGHT_CONFIG")
+    if env:
+        p = Path(env)
+        if not p.is_file():
+            raise ConfigError(f"$DESINIGHT_CONFIG={env} does not exist")
+        return p
+    p = Path("desinight.toml")
+    return p if p.is_file() else None
+
+
+def load_config(explicit: str | os.PathLike | None = None, env: dict[str, str] | None = None) -> Config:
+    env = dict(os.environ if env is None else env)
+    values: dict[str, Any] = {}
+    if env.get("DESI_SPECTRO_DATA"):
+        values["raw_root"] = Path(env["DESI_SPECTRO_DATA"])
+    if env.get("DESI_SPECTRO_REDUX"):
+        values["redux_root"] = Path(env["DESI_SPECTRO_REDUX"])
+    if env.get("SPECPROD"):
+        values["production"] = env["SPECPROD"]
+    path = find_config_file(explicit)
+    if path is not None:
+        values.update(_read_file(path))
+        values["source"] = path
+    cfg = Config(**values)
+    _validate(cfg)
+    return cfg
+
+
+def _read_file(path: Path) -> dict[str, Any]:
+    try:
+        data = tomllib.loads(path.read_text())
+    except tomllib.TOMLDecodeError as e:
+        raise ConfigError(f"{path}: not valid TOML: {e}") from None
+    except OSError as e:
+        raise ConfigError(f"{path}: cannot read: {e.strerror}") from None
+    base = path.resolve().parent
+    out: dict[str, Any] = {}
+    for section, table in data.items():
+        if section not in _SECTIONS or not isinstance(table, dict):
+            raise ConfigError(f"{path}: unknown section [{section}] "
+                              f"(known: {', '.join(sorted(_SECTIONS))})")
+        if section == "kinds":
+            out["kinds"] = _read_kinds(path, table)
+            continue
+        for key, value in table.items():
+            spec = _KEYS.get((section, key))
+            if spec is None:
+                raise ConfigError(f"{path}: unknown key {section}.{key}")
+            name, typ = spec
+            out[name] = _coerce(path, f"{section}.{key}", value, typ, base)
+    return out
+
+
+def _coerce(path: Path, key: str, value: Any, typ: type, base: Path) -> Any:
+    if typ is Path:
+        if not isinstance(value, str) or not value:
+            raise ConfigError(f"{path}: {key} must be a non-empty path string")
+        p = Path(os.path.expandvars(os.path.expanduser(value)))
+        return p if p.is_absolute() else base / p
+    if typ is float and isinstance(value, int) and not isinstance(value, bool):
+        value = float(value)
+    if not isinstance(value, typ) or isinstance(value, bool):
+        raise ConfigError(f"{path}: {key} must be {typ.__name__}, got {value!r}")
+    return value
+
+
+def _read_kinds(path: Path, table: dict) -> dict[str, dict[str, Any]]:
+    from .core.planner import JOB_KINDS
+    kinds: dict[str, dict[str, Any]] = {}
+    for kind, res in table.items():
+        if kind not in JOB_KINDS or not isinstance(res, dict):
+            raise ConfigError(f"{path}: unknown job kind [kinds.{kind}] "
+                              f"(known: {', '.join(JOB_KINDS)})")
+        for k, v in res.items():
+            if k not in _KIND_KEYS or not isinstance(v, int) or isinstance(v, bool) or v <= 0:
+                raise ConfigError(f"{path}: kinds.{kind}.{k} must be one of "
+                                  f"{', '.join(sorted(_KIND_KEYS))} with a positive integer")
+        kinds[kind] = dict(res)
+    return kinds
+
+
+def _validate(cfg: Config) -> None:
+    where = f"{cfg.source}: " if cfg.source else ""
+    for name, choices in _CHOICES.items():
+        if getattr(cfg, name) not in choices:
+            key = next(f"{s}.{k}" for (s, k), (n, _) in _KEYS.items() if n == name)
+            raise ConfigError(f"{where}{key} must be one of {', '.join(choices)}, "
+                              f"got {getattr(cfg, name)!r}")
+    if cfg.max_attempts < 1:
+        raise ConfigError(f"{where}desinight.max_attempts must be at least 1")
+    if cfg.local_cpus < 1:
+        raise ConfigError(f"{where}local.cpus must be at least 1")
+    if not cfg.production or "/" in cfg.production or cfg.production.startswith("."):
+        raise ConfigError(f"{where}desinight.production must be a plain name, got {cfg.production!r}")
+    if cfg.poll_min_s <= 0 or cfg.poll_max_s < cfg.poll_min_s:
+        raise ConfigError(f"{where}daemon.poll_min_s must be > 0 and <= daemon.poll_max_s")
+
+

@@ -1,0 +1,41 @@
+"""Named defaults, in one place, each with the reason for its value."""
+
+from __future__ import annotations
+
+#: Production name when neither the config nor $SPECPROD names one.
+SPECPROD = "daily"
+#: Embedded state home (SQLite DB, logs, rendered scripts), relative to the working directory.
+STATE_DIR = "state"
+#: SQLite file inside STATE_DIR; PostgreSQL is configured with an explicit URL.
+SQLITE_NAME = "desinight.db"
+#: Batch backend: "local" needs nothing installed; production sites set "slurm".
+BACKEND = "local"
+#: Attempts per job before resubmission refuses (stops infinite retry loops).
+MAX_ATTEMPTS = 3
+#: CPU budget of the local backend (the machine's cores are shared with the daemon).
+LOCAL_CPUS = 2
+#: Seconds SQLite waits on a lock before failing: the daemon and `status` share the file.
+SQLITE_BUSY_TIMEOUT_S = 30
+#: Raw-data watching: "auto" uses inotify where it can see changes, polling on Lustre/NFS.
+WATCH_MODE = "auto"
+#: Seconds between looks of the polling observer and the full-scan safety net.
+POLL_OBSERVER_S = 2.0
+FULL_SCAN_S = 60.0
+#: Backend poll interval: starts short so fast jobs settle quickly, backs off to the max when
+#: nothing changes, so an idle night costs slurmctld almost nothing.
+POLL_MIN_S = 2.0
+POLL_MAX_S = 60.0
+POLL_BACKOFF = 1.5
+
+#: Per-job-kind resources (SLURM and local). Science kinds spread cameras over MPI ranks.
+KIND_RESOURCES: dict[str, dict[str, int]] = {
+    "biasnight": {"ntasks": 1, "time_minutes": 15},
+    "arc": {"ntasks": 1, "time_minutes": 20},
+    "psfnight": {"ntasks": 1, "time_minutes": 10},
+    "flat": {"ntasks": 1, "time_minutes": 20},
+    "fiberflatnight": {"ntasks": 1, "time_minutes": 10},
+    "science": {"ntasks": 1, "time_minutes": 30},
+    "stdstars": {"ntasks": 1, "time_minutes": 15},
+    "fluxcalib": {"ntasks": 1, "time_minutes": 10},
+    "redshift": {"ntasks": 1, "time_minutes": 30},
+}

@@ -1,0 +1,245 @@
+"""The night planner: a pure function from a night's exposures to new jobs and edges.
+
+Graph (DESIGN.md): ZERO/DARK -> biasnight; ARC -> arc (per exposure) -> psfnight;
+FLAT -> flat (per exposure) -> fiberflatnight; SCIENCE -> science (per exposure, after the
+nightly calibrations) -> stdstars (per tile) -> fluxcalib (per exposure) -> redshift (per tile).
+
+Nightly and per-tile jobs wait for their sequence to be complete. That is decided by rules on
+the data, never by the clock: a sequence is complete when its last exposure says so
+(SEQNUM == SEQTOT), when an exposure of a later phase of the night has arrived (the survey
+always takes zeros, then arcs, then flats, then science), or when the night is closed.
+
+Planning is idempotent and incremental: job keys are deterministic, so existing keys are
+skipped and a late exposure only adds its own jobs (plus a new version of its tile's
+redshift, which waits for the previous version so the two never write the same file).
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+
+from .states import ObsType
+
+#: order of the phases of a night; a later phase arriving closes the earlier ones
+_PHASE = {ObsType.ZERO: 0, ObsType.DARK: 0, ObsType.ARC: 1, ObsType.FLAT: 2, ObsType.SCIENCE: 3}
+NIGHTLY_CALIBS = ("biasnight", "psfnight", "fiberflatnight")
+JOB_KINDS = ("biasnight", "arc", "psfnight", "flat", "fiberflatnight",
+             "science", "stdstars", "fluxcalib", "redshift")
+
+
+@dataclass(frozen=True)
+class ExposureInfo:
+    expid: int
+    night: int
+    obstype: str
+    tileid: int | None = None
+    cameras: tuple[str, ...] = ()      # good cameras: present minus bad
+    seqnum: int | None = None
+    seqtot: int | None = None
+
+
+@dataclass(frozen=True)
+class CalibRef:
+    """A nightly calibration job that science may use: this night's, or an earlier night's."""
+
+    key: str
+    night: int
+
+
+@dataclass(frozen=True)
+class PlannedJob:
+    key: str
+    kind: str
+    night: int
+    tileid: int | None
+    expids: tuple[int, ...]
+    cameras: tuple[str, ...]
+    deps: tuple[str, ...] = ()         # keys of parent jobs (may belong to an earlier night)
+    calib_night: int | None = None     # set when calibrations come from an earlier night
+    hold_reason: str | None = None     # set when the job cannot run yet
+
+
+@dataclass
+class Plan:
+    jobs: list[PlannedJob] = field(default_factory=list)
+    quarantine: dict[int, str] = field(default_factory=dict)   # expid -> reason
+    waiting: list[str] = field(default_factory=list)           # why something was not planned yet
+
+
+def job_key(night: int, kind: str, expid: int | None = None) -> str:
+    """Deterministic key of a job: ``20261124/psfnight``, ``20261124/arc/26112401``, ..."""
+    return f"{night}/{kind}" if expid is None else f"{night}/{kind}/{expid:08d}"
+
+
+def _union_cameras(exps: Iterable[ExposureInfo]) -> tuple[str, ...]:
+    from .cameras import parse_cameras
+    cams: set[str] = set()
+    for e in exps:
+        cams.update(e.cameras)
+    return tuple(parse_cameras(sorted(cams))) if cams else ()
+
+
+class _Night:
+    """Helper holding one night's exposures and the rules on them."""
+
+    def __init__(self, exposures: list[ExposureInfo], closed: bool):
+        self.exps = exposures
+        self.closed = closed
+        self.by_type: dict[ObsType, list[ExposureInfo]] = defaultdict(list)
+        for e in exposures:
+            self.by_type[ObsType(e.obstype)].append(e)
+
+    def of(self, *types: ObsType) -> list[ExposureInfo]:
+        return sorted((e for t in types for e in self.by_type.get(t, [])), key=lambda e: e.expid)
+
+    def phase_done(self, *types: ObsType) -> bool:
+        if self.closed:
+            return True
+        phase = max(_PHASE[t] for t in types)
+        if any(_PHASE[ObsType(e.obstype)] > phase for e in self.exps):
+            return True
+        mine = self.of(*types)
+        return bool(mine) and _sequence_ended(mine[-1])
+
+
+def _sequence_ended(e: ExposureInfo) -> bool:
+    return e.seqtot is not None and e.seqnum is not None and e.seqnum >= e.seqtot
+
+
+def plan_night(night: int, exposures: Iterable[ExposureInfo], existing: Iterable[str] = (),
+               closed: bool = False, fallback: Mapping[str, CalibRef] | None = None) -> Plan:
+    """New jobs for ``night``.
+
+    exposures: the night's ingested (not quarantined) exposures.
+    existing: keys of jobs already in the database (any night).
+    closed: the night is over (one-shot ingest of a finished night, or end-of-night rule).
+    fallback: nearest earlier night's calibration job per kind in NIGHTLY_CALIBS, used when
+      this night has none; science without any PSF/fiberflat is planned but held.
+    """
+    existing = set(existing)
+    fallback = dict(fallback or {})
+    plan = Plan()
+    seen: dict[int, ExposureInfo] = {}
+    good: list[ExposureInfo] = []
+    for e in sorted(exposures, key=lambda e: e.expid):
+        if e.expid in seen:
+            plan.quarantine[e.expid] = f"duplicate EXPID {e.expid}"
+            continue
+        seen[e.expid] = e
+        try:
+            ObsType(e.obstype)
+        except ValueError:
+            plan.quarantine[e.expid] = (f"unknown OBSTYPE {e.obstype!r} (expected one of "
+                                        f"{', '.join(t.value for t in ObsType)})")
+            continue
+        if e.night != night:
+            plan.quarantine[e.expid] = f"exposure NIGHT {e.night} is not night {night}"
+            continue
+        good.append(e)
+    n = _Night(good, closed)
+    out: dict[str, PlannedJob] = {}
+
+    def add(job: PlannedJob) -> None:
+        if job.key not in existing and job.key not in out:
+            out[job.key] = job
+
+    def nightly(kind: str, types: tuple[ObsType, ...]) -> tuple[bool, CalibRef | None]:
+        """(decided, reference) for one nightly calibration: tonight's, an earlier one, or None."""
+        mine = n.of(*types)
+        if not n.phase_done(*types):
+            if mine:
+                plan.waiting.append(f"{kind}: waiting for the rest of the "
+                                    f"{'/'.join(t.value for t in types)} sequence")
+            return False, None
+        if mine:
+            return True, CalibRef(job_key(night, kind), night)
+        return True, fallback.get(kind)
+
+    # --- bias -------------------------------------------------------------------------
+    zeros = n.of(ObsType.ZERO, ObsType.DARK)
+    bias_ok, bias = nightly("biasnight", (ObsType.ZERO, ObsType.DARK))
+    if bias_ok and zeros:
+        add(PlannedJob(bias.key, "biasnight", night, None, tuple(e.expid for e in zeros),
+                       _union_cameras(zeros)))
+    bias_deps = (bias.key,) if bias else ()
+    if not bias_ok:
+        plan.jobs = list(out.values())
+        return plan
+
+    # --- arcs -> psfnight ---------------------------------------------------------------
+    arcs = n.of(ObsType.ARC)
+    for e in arcs:
+        add(PlannedJob(job_key(night, "arc", e.expid), "arc", night, None, (e.expid,),
+                       e.cameras, bias_deps))
+    psf_ok, psf = nightly("psfnight", (ObsType.ARC,))
+    if psf_ok and arcs:
+        add(PlannedJob(psf.key, "psfnight", night, None, tuple(e.expid for e in arcs),
+                       _union_cameras(arcs), tuple(job_key(night, "arc", e.expid) for e in arcs)))
+    if not psf_ok:
+        plan.jobs = list(out.values())
+        return plan
+
+    # --- flats -> fiberflatnight --------------------------------------------------------
+    flats = n.of(ObsType.FLAT)
+    no_psf = None if psf else f"no PSF calibration (no arcs) on night {night} or any earlier night"
+    for e in flats:
+        add(PlannedJob(job_key(night, "flat", e.expid), "flat", night, None, (e.expid,),
+                       e.cameras, (*bias_deps, psf.key) if psf else bias_deps,
+                       calib_night=psf.night if psf and psf.night != night else None,
+                       hold_reason=no_psf))
+    ff_ok, ff = nightly("fiberflatnight", (ObsType.FLAT,))
+    if ff_ok and flats:
+        add(PlannedJob(ff.key, "fiberflatnight", night, None, tuple(e.expid for e in flats),
+                       _union_cameras(flats), tuple(job_key(night, "flat", e.expid) for e in flats),
+                       hold_reason=no_psf))
+    if not ff_ok:
+        plan.jobs = list(out.values())
+        return plan
+
+    # --- science, per exposure, then per tile ---------------------------------------------
+    missing = [k for k, ref in (("psfnight", psf), ("fiberflatnight", ff)) if ref is None]
+    hold = (f"no {' or '.join(missing)} calibration on night {night} or any earlier night"
+            if missing else None)
+    calib_nights = {ref.night for ref in (psf, ff) if ref is not None} - {night}
+    calib_night = min(calib_nights) if calib_nights else None
+    calib_deps = tuple(ref.key for ref in (bias, psf, ff) if ref is not None)
+    tiles: dict[int, list[ExposureInfo]] = defaultdict(list)
+    for e in n.of(ObsType.SCIENCE):
+        add(PlannedJob(job_key(night, "science", e.expid), "science", night, e.tileid,
+                       (e.expid,), e.cameras, calib_deps, calib_night, hold))
+        tiles[e.tileid if e.tileid is not None else -1].append(e)
+
+    for tile, texps in tiles.items():
+        if not _tile_done(n, tile, texps):
+            plan.waiting.append(f"tile {tile}: waiting for the rest of its exposures")
+            continue
+        std_key = f"{night}/stdstars/{tile}"
+        add(PlannedJob(std_key, "stdstars", night, tile, tuple(e.expid for e in texps),
+                       _union_cameras(texps),
+                       tuple(job_key(night, "science", e.expid) for e in texps),
+                       calib_night, hold))
+        for e in texps:
+            add(PlannedJob(job_key(night, "fluxcalib", e.expid), "fluxcalib", night, tile,
+                           (e.expid,), e.cameras, (job_key(night, "science", e.expid), std_key),
+                           calib_night, hold))
+        z_key = f"{night}/redshift/{tile}/{texps[-1].expid:08d}"
+        earlier = sorted(k for k in existing | set(out)
+                         if k.startswith(f"{night}/redshift/{tile}/") and k < z_key)
+        add(PlannedJob(z_key, "redshift", night, tile, tuple(e.expid for e in texps),
+                       _union_cameras(texps),
+                       (*(job_key(night, "fluxcalib", e.expid) for e in texps), *earlier[-1:]),
+                       calib_night, hold))
+
+    plan.jobs = list(out.values())
+    return plan
+
+
+def _tile_done(n: _Night, tile: int, texps: list[ExposureInfo]) -> bool:
+    if n.closed or _sequence_ended(texps[-1]):
+        return True
+    last = texps[-1].expid
+    # Another tile (or anything else) observed after this tile's last exposure closes it.
+    return any(e.expid > last and (e.obstype != ObsType.SCIENCE or e.tileid != tile)
+               for e in n.exps)

@@ -1,0 +1,1 @@
+"""Task database: SQLAlchemy 2 models, engine factory, repository functions, migrations."""

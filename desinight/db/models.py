@@ -1,0 +1,169 @@
+"""SQLAlchemy 2 typed models. Everything desinight knows lives here, not in directory listings.
+
+Every table is keyed by production, so nightly processing and reprocessing campaigns share
+the same tables and the same `status`/`show`/`resubmit` code.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime, timezone
+
+from sqlalchemy import (JSON, BigInteger, DateTime, ForeignKey, Index, Integer, String, Text,
+                        UniqueConstraint)
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
+from sqlalchemy.types import TypeDecorator
+
+
+def utcnow() -> datetime:
+    return datetime.now(timezone.utc)
+
+
+class UTCDateTime(TypeDecorator):
+    """Timezone-aware UTC datetimes on both SQLite (which drops tzinfo) and PostgreSQL."""
+
+    impl = DateTime(timezone=True)
+    cache_ok = True
+
+    def process_bind_param(self, value, dialect):
+        if value is not None and value.tzinfo is None:
+            value = value.replace(tzinfo=timezone.utc)
+        return value.astimezone(timezone.utc) if value is not None else None
+
+    def process_result_value(self, value, dialect):
+        if value is not None and value.tzinfo is None:
+            value = value.replace(tzinfo=timezone.utc)
+        return value
+
+
+class Base(DeclarativeBase):
+    pass
+
+
+class Production(Base):
+    __tablename__ = "production"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    name: Mapped[str] = mapped_column(String(64), unique=True)
+    raw_root: Mapped[str] = mapped_column(Text)
+    redux_dir: Mapped[str] = mapped_column(Text)      # $DESI_SPECTRO_REDUX/$SPECPROD
+    kind: Mapped[str] = mapped_column(String(16), default="nightly")   # nightly | campaign
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    settings: Mapped[dict] = mapped_column(JSON, default=dict)
+
+
+class Night(Base):
+    __tablename__ = "night"
+    __table_args__ = (UniqueConstraint("production_id", "night"),)
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    production_id: Mapped[int] = mapped_column(ForeignKey("production.id"))
+    night: Mapped[int] = mapped_column(Integer)
+    closed: Mapped[bool] = mapped_column(default=False)   # no more data expected
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+
+class Exposure(Base):
+    __tablename__ = "exposure"
+    __table_args__ = (UniqueConstraint("production_id", "expid"),
+                      Index("ix_exposure_prod_night", "production_id", "night"))
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    production_id: Mapped[int] = mapped_column(ForeignKey("production.id"))
+    expid: Mapped[int] = mapped_column(BigInteger)
+    night: Mapped[int] = mapped_column(Integer)
+    obstype: Mapped[str] = mapped_column(String(16))
+    tileid: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    exptime: Mapped[float | None] = mapped_column(nullable=True)
+    program: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    seqnum: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    seqtot: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    cameras: Mapped[str] = mapped_column(String(512), default="")      # present, comma list
+    bad_cameras: Mapped[str] = mapped_column(String(512), default="")  # excluded from processing
+    raw_path: Mapped[str] = mapped_column(Text)
+    status: Mapped[str] = mapped_column(String(16))                    # ExposureStatus
+    quarantine_reason: Mapped[str | None] = mapped_column(Text, nullable=True)
+    arrived_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
+    ingested_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+
+class JobExposure(Base):
+    __tablename__ = "job_exposure"
+    job_id: Mapped[int] = mapped_column(ForeignKey("job.id"), primary_key=True)
+    expid: Mapped[int] = mapped_column(BigInteger, primary_key=True, index=True)
+
+
+class JobEdge(Base):
+    """parent must complete before child runs (mirrored as SLURM afterok)."""
+
+    __tablename__ = "job_edge"
+    parent_id: Mapped[int] = mapped_column(ForeignKey("job.id"), primary_key=True)
+    child_id: Mapped[int] = mapped_column(ForeignKey("job.id"), primary_key=True, index=True)
+
+
+class Job(Base):
+    __tablename__ = "job"
+    __table_args__ = (UniqueConstraint("production_id", "key"),
+                      Index("ix_job_prod_state", "production_id", "state"),
+                      Index("ix_job_prod_night", "production_id", "night"))
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    production_id: Mapped[int] = mapped_column(ForeignKey("production.id"))
+    key: Mapped[str] = mapped_column(String(128))          # deterministic, e.g. 20261124/arc/26112401
+    kind: Mapped[str] = mapped_column(String(32))
+    night: Mapped[int] = mapped_column(Integer)
+    tileid: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    cameras: Mapped[str] = mapped_column(String(512), default="")
+    calib_night: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    state: Mapped[str] = mapped_column(String(16))          # JobState
+    hold_reason: Mapped[str | None] = mapped_column(Text, nullable=True)
+    reason: Mapped[str | None] = mapped_column(Text, nullable=True)   # why it failed / dep_failed
+    resources: Mapped[dict] = mapped_column(JSON, default=dict)
+    campaign: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow, onupdate=utcnow)
+    attempts: Mapped[list["Attempt"]] = relationship(
+        back_populates="job", order_by="Attempt.number", cascade="all, delete-orphan")
+    exposures: Mapped[list[JobExposure]] = relationship(cascade="all, delete-orphan")
+
+    @property
+    def expids(self) -> list[int]:
+        return sorted(e.expid for e in self.exposures)
+
+    @property
+    def last_attempt(self) -> "Attempt | None":
+        return self.attempts[-1] if self.attempts else None
+
+
+class Attempt(Base):
+    """One submission of a job. Written *before* the backend call (outbox intent, no
+    backend_id), completed with the id right after; a crash in between is reconciled by tag."""
+
+    __tablename__ = "attempt"
+    __table_args__ = (UniqueConstraint("job_id", "number"),
+                      Index("ix_attempt_backend_id", "backend_id"))
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    job_id: Mapped[int] = mapped_column(ForeignKey("job.id"))
+    number: Mapped[int] = mapped_column(Integer)
+    backend: Mapped[str] = mapped_column(String(16))
+    backend_id: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    comment: Mapped[str] = mapped_column(String(200))      # tag the backend can be searched by
+    attempt_dir: Mapped[str] = mapped_column(Text)
+    script_path: Mapped[str] = mapped_column(Text)
+    log_path: Mapped[str] = mapped_column(Text)
+    command: Mapped[str] = mapped_column(Text)              # the step command line it runs
+    depends_on: Mapped[str] = mapped_column(Text, default="")   # backend ids passed as afterok
+    state: Mapped[str] = mapped_column(String(16))
+    exit_code: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    reason: Mapped[str | None] = mapped_column(Text, nullable=True)
+    node: Mapped[str | None] = mapped_column(String(128), nullable=True)
+    intent_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    submitted_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
+    started_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
+    ended_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
+    job: Mapped[Job] = relationship(back_populates="attempts")
+
+
+class ServiceState(Base):
+    """Health of the daemon per production: shown in `status`' footer."""
+
+    __tablename__ = "service_state"
+    production_id: Mapped[int] = mapped_column(ForeignKey("production.id"), primary_key=True)
+    key: Mapped[str] = mapped_column(String(64), primary_key=True)   # last_poll, last_ingest, ...
+    value: Mapped[str | None] = mapped_column(Text, nullable=True)
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow, onupdate=utcnow)

@@ -1,0 +1,230 @@
+"""Repository functions. Each takes a ``Session``; the caller (a daemon tick, a CLI command)
+owns the transaction, so one tick is one commit and a crash mid-tick leaves nothing half-done."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from datetime import datetime
+
+from sqlalchemy import func, select
+from sqlalchemy.orm import Session, selectinload
+
+from ..core.errors import NotFound
+from ..core.planner import NIGHTLY_CALIBS, CalibRef, ExposureInfo, Plan
+from ..core.states import ACTIVE, BROKEN, ExposureStatus, JobState
+from .models import Attempt, Exposure, Job, JobEdge, JobExposure, Night, Production, ServiceState, utcnow
+
+
+# --- productions ------------------------------------------------------------------------
+def get_production(s: Session, name: str) -> Production:
+    prod = s.scalar(select(Production).where(Production.name == name))
+    if prod is None:
+        names = s.scalars(select(Production.name)).all()
+        hint = f" (known: {', '.join(names)})" if names else " (run `desinight init` first)"
+        raise NotFound(f"no production named {name!r}{hint}")
+    return prod
+
+
+def ensure_production(s: Session, name: str, raw_root: str, redux_dir: str,
+                      kind: str = "nightly") -> tuple[Production, bool]:
+    prod = s.scalar(select(Production).where(Production.name == name))
+    if prod is not None:
+        return prod, False
+    prod = Production(name=name, raw_root=raw_root, redux_dir=redux_dir, kind=kind)
+    s.add(prod)
+    s.flush()
+    return prod, True
+
+
+def ensure_night(s: Session, prod: Production, night: int) -> Night:
+    row = s.scalar(select(Night).where(Night.production_id == prod.id, Night.night == night))
+    if row is None:
+        row = Night(production_id=prod.id, night=night)
+        s.add(row)
+        s.flush()
+    return row
+
+
+# --- exposures ----------------------------------------------------------------------------
+def known_expids(s: Session, prod: Production, night: int | None = None) -> dict[int, str]:
+    """{expid: raw_path} already recorded (ingested or quarantined)."""
+    q = select(Exposure.expid, Exposure.raw_path).where(Exposure.production_id == prod.id)
+    if night is not None:
+        q = q.where(Exposure.night == night)
+    return dict(s.execute(q).tuples().all())
+
+
+def add_exposure(s: Session, prod: Production, **fields) -> tuple[Exposure, bool]:
+    """Insert idempotently by EXPID. A second, different file claiming a known EXPID is
+    returned as not-created so the caller can report it; the first one is kept."""
+    existing = s.scalar(select(Exposure).where(Exposure.production_id == prod.id,
+                                               Exposure.expid == fields["expid"]))
+    if existing is not None:
+        return existing, False
+    exp = Exposure(production_id=prod.id, **fields)
+    s.add(exp)
+    s.flush()
+    return exp, True
+
+
+def exposure_infos(s: Session, prod: Production, night: int) -> list[ExposureInfo]:
+    from ..core.cameras import subtract
+    rows = s.scalars(select(Exposure).where(
+        Exposure.production_id == prod.id, Exposure.night == night,
+        Exposure.status != ExposureStatus.QUARANTINED.value).order_by(Exposure.expid)).all()
+    return [ExposureInfo(e.expid, e.night, e.obstype, e.tileid,
+                         tuple(subtract(e.cameras.split(",") if e.cameras else [],
+                                        e.bad_cameras.split(",") if e.bad_cameras else [])),
+                         e.seqnum, e.seqtot) for e in rows]
+
+
+def get_exposure(s: Session, prod: Production, expid: int) -> Exposure:
+    exp = s.scalar(select(Exposure).where(Exposure.production_id == prod.id, Exposure.expid == expid))
+    if exp is None:
+        near = s.scalars(select(Exposure.expid).where(Exposure.production_id == prod.id)
+                         .order_by(func.abs(Exposure.expid - expid)).limit(3)).all()
+        hint = f"; nearest: {', '.join(map(str, near))}" if near else ""
+        raise NotFound(f"no exposure {expid} in production {prod.name}{hint}")
+    return exp
+
+
+# --- planning -----------------------------------------------------------------------------
+def job_keys(s: Session, prod: Production, night: int) -> set[str]:
+    return set(s.scalars(select(Job.key).where(Job.production_id == prod.id, Job.night == night)))
+
+
+def fallback_calibs(s: Session, prod: Production, night: int) -> dict[str, CalibRef]:
+    """Nearest earlier night's nightly calibration job of each kind that is not broken."""
+    out: dict[str, CalibRef] = {}
+    for kind in NIGHTLY_CALIBS:
+        row = s.execute(select(Job.key, Job.night).where(
+            Job.production_id == prod.id, Job.kind == kind, Job.night < night,
+            Job.state.not_in([st.value for st in BROKEN])).order_by(Job.night.desc()).limit(1)).first()
+        if row is not None:
+            out[kind] = CalibRef(row.key, row.night)
+    return out
+
+
+def save_plan(s: Session, prod: Production, plan: Plan, resources: dict[str, dict],
+              campaign: str | None = None) -> list[Job]:
+    """Insert the plan's jobs, their exposures and edges in bulk; quarantine what it rejected."""
+    for expid, reason in plan.quarantine.items():
+        exp = s.scalar(select(Exposure).where(Exposure.production_id == prod.id,
+                                              Exposure.expid == expid))
+        if exp is not None and exp.status != ExposureStatus.QUARANTINED.value:
+            exp.status, exp.quarantine_reason = ExposureStatus.QUARANTINED.value, reason
+    if not plan.jobs:
+        return []
+    jobs = []
+    for pj in plan.jobs:
+        job = Job(production_id=prod.id, key=pj.key, kind=pj.kind, night=pj.night,
+                  tileid=pj.tileid, cameras=",".join(pj.cameras), calib_night=pj.calib_night,
+                  state=(JobState.HELD if pj.hold_reason else JobState.PLANNED).value,
+                  hold_reason=pj.hold_reason, resources=resources.get(pj.kind, {}),
+                  campaign=campaign)
+        job.exposures = [JobExposure(expid=e) for e in pj.expids]
+        jobs.append(job)
+    s.add_all(jobs)
+    s.flush()
+    parent_keys = {k for pj in plan.jobs for k in pj.deps}
+    ids = dict(s.execute(select(Job.key, Job.id).where(
+        Job.production_id == prod.id, Job.key.in_(parent_keys))).tuples().all()) if parent_keys else {}
+    edges = []
+    for pj, job in zip(plan.jobs, jobs):
+        for dep in pj.deps:
+            if dep not in ids:
+                raise NotFound(f"planner bug: parent {dep} of {pj.key} is not in the database")
+            edges.append(JobEdge(parent_id=ids[dep], child_id=job.id))
+    s.add_all(edges)
+    planned_expids = {e for pj in plan.jobs for e in pj.expids}
+    for exp in s.scalars(select(Exposure).where(Exposure.production_id == prod.id,
+                                                Exposure.expid.in_(planned_expids),
+                                                Exposure.status == ExposureStatus.INGESTED.value)):
+        exp.status = ExposureStatus.PLANNED.value
+    s.flush()
+    return jobs
+
+
+# --- jobs and attempts --------------------------------------------------------------------
+def parents_of(s: Session, job_ids: Sequence[int]) -> dict[int, list[Job]]:
+    """{child id: [parent jobs]} in one query."""
+    out: dict[int, list[Job]] = {j: [] for j in job_ids}
+    if not job_ids:
+        return out
+    rows = s.execute(select(JobEdge.child_id, Job).join(Job, Job.id == JobEdge.parent_id)
+                     .where(JobEdge.child_id.in_(job_ids))
+                     .options(selectinload(Job.attempts))).tuples().all()
+    for child, parent in rows:
+        out[child].append(parent)
+    return out
+
+
+def children_of(s: Session, job_ids: Iterable[int]) -> dict[int, list[int]]:
+    job_ids = list(job_ids)
+    out: dict[int, list[int]] = {j: [] for j in job_ids}
+    if job_ids:
+        for parent, child in s.execute(select(JobEdge.parent_id, JobEdge.child_id)
+                                       .where(JobEdge.parent_id.in_(job_ids))).tuples():
+            out[parent].append(child)
+    return out
+
+
+def descendants(s: Session, job_ids: Iterable[int]) -> list[int]:
+    """Every job downstream of the given ones (not including them), breadth first."""
+    seen: set[int] = set()
+    frontier = list(job_ids)
+    order: list[int] = []
+    while frontier:
+        kids = children_of(s, frontier)
+        frontier = []
+        for child_list in kids.values():
+            for c in child_list:
+                if c not in seen:
+                    seen.add(c)
+                    order.append(c)
+                    frontier.append(c)
+    return order
+
+
+def jobs_in_state(s: Session, prod: Production, states: Iterable[JobState],
+                  night: int | None = None) -> list[Job]:
+    q = (select(Job).where(Job.production_id == prod.id,
+                           Job.state.in_([JobState(x).value for x in states]))
+         .options(selectinload(Job.attempts), selectinload(Job.exposures)).order_by(Job.id))
+    if night is not None:
+        q = q.where(Job.night == night)
+    return list(s.scalars(q))
+
+
+def get_job(s: Session, prod: Production, ident: str | int) -> Job:
+    q = select(Job).where(Job.production_id == prod.id)
+    text = str(ident)
+    q = q.where(Job.id == int(text)) if text.isdigit() else q.where(Job.key == text)
+    job = s.scalar(q.options(selectinload(Job.attempts), selectinload(Job.exposures)))
+    if job is None:
+        pattern = f"%{text}%"
+        near = s.scalars(select(Job.key).where(Job.production_id == prod.id, Job.key.like(pattern))
+                         .limit(3)).all()
+        hint = f"; did you mean {', '.join(near)}?" if near else ""
+        raise NotFound(f"no job {text!r} in production {prod.name}{hint}")
+    return job
+
+
+def active_attempts(s: Session, prod: Production) -> list[Attempt]:
+    return list(s.scalars(select(Attempt).join(Job).where(
+        Job.production_id == prod.id,
+        Attempt.state.in_([st.value for st in ACTIVE])).options(selectinload(Attempt.job))))
+
+
+def set_service(s: Session, prod: Production, key: str, value: str | None,
+                now: datetime | None = None) -> None:
+    row = s.get(ServiceState, (prod.id, key))
+    if row is None:
+        s.add(ServiceState(production_id=prod.id, key=key, value=value, updated_at=now or utcnow()))
+    else:
+        row.value, row.updated_at = value, now or utcnow()
+
+
+def service_state(s: Session, prod: Production) -> dict[str, ServiceState]:
+    return {r.key: r for r in s.scalars(select(ServiceState).where(
+        ServiceState.production_id == prod.id))}
