@@ -83,6 +83,20 @@ class Exposure(Base):
     ingested_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
 
 
+class Rejection(Base):
+    """A raw file that cannot be an exposure row: a duplicate EXPID (the EXPID is already
+    taken by another file) or a directory whose EXPID cannot be read. Shown by `status`."""
+
+    __tablename__ = "rejection"
+    __table_args__ = (UniqueConstraint("production_id", "path"),)
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    production_id: Mapped[int] = mapped_column(ForeignKey("production.id"))
+    night: Mapped[int] = mapped_column(Integer)
+    path: Mapped[str] = mapped_column(Text)
+    reason: Mapped[str] = mapped_column(Text)
+    seen_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+
 class JobExposure(Base):
     __tablename__ = "job_exposure"
     job_id: Mapped[int] = mapped_column(ForeignKey("job.id"), primary_key=True)

@@ -2,7 +2,7 @@
 
 Revision ID: 0001
 Revises: 
-Create Date: 2026-11-25 06:38:48.994126
+Create Date: 2026-11-25
 """
 from alembic import op
 import sqlalchemy as sa
@@ -86,6 +86,17 @@ def upgrade() -> None:
     sa.PrimaryKeyConstraint('id'),
     sa.UniqueConstraint('production_id', 'night')
     )
+    op.create_table('rejection',
+    sa.Column('id', sa.Integer(), nullable=False),
+    sa.Column('production_id', sa.Integer(), nullable=False),
+    sa.Column('night', sa.Integer(), nullable=False),
+    sa.Column('path', sa.Text(), nullable=False),
+    sa.Column('reason', sa.Text(), nullable=False),
+    sa.Column('seen_at', sa.DateTime(timezone=True), nullable=False),
+    sa.ForeignKeyConstraint(['production_id'], ['production.id'], ),
+    sa.PrimaryKeyConstraint('id'),
+    sa.UniqueConstraint('production_id', 'path')
+    )
     op.create_table('service_state',
     sa.Column('production_id', sa.Integer(), nullable=False),
     sa.Column('key', sa.String(length=64), nullable=False),
@@ -158,6 +169,7 @@ def downgrade() -> None:
 
     op.drop_table('attempt')
     op.drop_table('service_state')
+    op.drop_table('rejection')
     op.drop_table('night')
     with op.batch_alter_table('job', schema=None) as batch_op:
         batch_op.drop_index('ix_job_prod_state')

@@ -1,0 +1,42 @@
+"""Wiring: from a Config to an open database and a backend (used by the CLI and the daemon)."""
+
+from __future__ import annotations
+
+from .batch.base import Backend
+from .config import Config
+from .core.errors import DesinightError
+from .db.engine import is_initialised, make_engine, migrate, session_factory
+from .orchestrate import Context
+
+
+def make_backend(cfg: Config, name: str | None = None) -> Backend:
+    name = name or cfg.backend
+    if name == "local":
+        from .batch.local import LocalBackend
+        return LocalBackend(cfg.state_dir.resolve() / "local-spool", cpus=cfg.local_cpus)
+    if name == "slurm":
+        from .batch.slurm import SlurmBackend
+        return SlurmBackend()
+    raise DesinightError(f"unknown backend {name!r} (known: local, slurm)")
+
+
+def open_context(cfg: Config, backend: Backend | None = None, create: bool = False) -> Context:
+    engine = make_engine(cfg.database_url)
+    if create:
+        migrate(engine)
+    elif not is_initialised(engine):
+        raise DesinightError(f"no desinight database at {_safe_url(cfg.database_url)}: "
+                             "run `desinight init` first")
+    else:
+        migrate(engine)   # cheap when already at head; upgrades after a code update
+    return Context(cfg=cfg, sessions=session_factory(engine),
+                   backend=backend or make_backend(cfg), production=cfg.production)
+
+
+def _safe_url(url: str) -> str:
+    """The URL without its password, for messages."""
+    from sqlalchemy.engine import make_url
+    try:
+        return make_url(url).render_as_string(hide_password=True)
+    except Exception:  # noqa: BLE001 - a bad URL is reported by make_engine
+        return url

@@ -1,0 +1,78 @@
+"""`desinight` entry point: global options, error handling, sub-command registry."""
+
+from __future__ import annotations
+
+import sys
+
+import click
+
+from ..config import load_config
+from ..core.errors import DesinightError
+
+
+class Obj:
+    """Lazily loaded configuration shared by sub-commands."""
+
+    def __init__(self, config_path: str | None, verbose: int):
+        self.config_path = config_path
+        self.verbose = verbose
+        self._cfg = None
+
+    @property
+    def cfg(self):
+        if self._cfg is None:
+            self._cfg = load_config(self.config_path)
+        return self._cfg
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
+@click.option("--config", "config_path", type=click.Path(dir_okay=False),
+              help="desinight.toml to use (else $DESINIGHT_CONFIG, else ./desinight.toml).")
+@click.option("-v", "--verbose", count=True, help="More log output (-v info, -vv debug).")
+@click.version_option(package_name="desinight")
+@click.pass_context
+def cli(ctx: click.Context, config_path: str | None, verbose: int) -> None:
+    """desinight: nightly production of a DESI-like spectroscopic survey.
+
+    \b
+    Quick start (embedded SQLite + local backend, simulated night):
+      desinight demo
+    Operate:
+      desinight init && desinight ingest 20261124 --wait && desinight status
+    """
+    from .. import logs
+    logs.setup(verbose)
+    ctx.obj = Obj(config_path, verbose)
+
+
+def _register() -> None:
+    from . import ops_cmds, status_cmd
+    for cmd in (*ops_cmds.COMMANDS, *status_cmd.COMMANDS):
+        cli.add_command(cmd)
+    for module, name in (("sim_cmd", "sim"), ("step_cmd", "step")):
+        try:
+            mod = __import__(f"desinight.cli.{module}", fromlist=[name])
+        except ImportError:
+            continue
+        cli.add_command(getattr(mod, name))
+
+
+_register()
+
+
+def main(argv: list[str] | None = None) -> None:
+    try:
+        cli.main(args=argv, prog_name="desinight", standalone_mode=False)
+    except click.exceptions.Abort:
+        click.echo("aborted", err=True)
+        sys.exit(130)
+    except click.ClickException as e:
+        e.show()
+        sys.exit(e.exit_code)
+    except DesinightError as e:
+        click.echo(f"desinight: error: {e}", err=True)
+        sys.exit(e.exit_code)
+    except KeyboardInterrupt:
+        sys.exit(130)
+    except click.exceptions.Exit as e:
+        sys.exit(e.exit_code)

@@ -1,0 +1,206 @@
+"""status and show: the state of everything, one command away."""
+
+from __future__ import annotations
+
+import json
+
+import click
+from rich.console import Console
+from rich.table import Table
+
+from ..core.planner import JOB_KINDS
+
+GLYPH = {"completed": "[green]✔[/]", "running": "[cyan]▶[/]", "pending": "[yellow]…[/]",
+         "submitted": "[yellow]↑[/]", "planned": "[dim]·[/]", "held": "[magenta]H[/]",
+         "failed": "[red]✘[/]", "timeout": "[red]T[/]", "out_of_memory": "[red]M[/]",
+         "cancelled": "[red]C[/]", "node_fail": "[red]N[/]", "dep_failed": "[red]↯[/]",
+         "unknown": "[red]?[/]"}
+SHORT = {"biasnight": "bias", "arc": "arc", "psfnight": "psf", "flat": "flat",
+         "fiberflatnight": "ff", "science": "sci", "stdstars": "std", "fluxcalib": "cal",
+         "redshift": "z"}
+
+
+def print_status(ctx, night: int | None = None, expid: int | None = None,
+                 console: Console | None = None) -> dict:
+    from .. import status as S
+    from ..db import repo
+    from ..db.engine import transaction
+    console = console or Console()
+    with transaction(ctx.sessions) as s:
+        data = S.collect(s, repo.get_production(s, ctx.production), night=night, expid=expid)
+    render(data, console)
+    return data
+
+
+def render(data: dict, console: Console) -> None:
+    nights = Table(title=f"production {data['production']}", title_justify="left")
+    for col in ("night", "exposures", "jobs"):
+        nights.add_column(col)
+    for n in data["nights"][-7:]:
+        exps = " ".join(f"{k}:{v}" for k, v in sorted(n["exposures"].items()))
+        jobs = " ".join(f"{GLYPH.get(k, k)}{k}:{v}" for k, v in sorted(n["jobs"].items()))
+        nights.add_row(str(n["night"]) + (" (closed)" if n["closed"] else ""), exps, jobs)
+    console.print(nights)
+    if data["night"] is None:
+        console.print("no nights yet")
+        return
+    kinds = [k for k in JOB_KINDS if any(k in e["jobs"] for e in data["exposures"])]
+    t = Table(title=f"night {data['night']}", title_justify="left")
+    for col in ("EXPID", "OBSTYPE", "TILE", "cameras", "status", *(SHORT[k] for k in kinds)):
+        t.add_column(col)
+    for e in data["exposures"]:
+        cams = e["cameras"] + (f" -{e['bad_cameras']}" if e["bad_cameras"] else "")
+        status = e["status"] if e["status"] != "quarantined" else "[red]quarantined[/]"
+        t.add_row(str(e["expid"]), e["obstype"], "" if e["tileid"] is None else str(e["tileid"]),
+                  cams, status, *(GLYPH.get(e["jobs"].get(k, ""), "") for k in kinds))
+    console.print(t)
+    if data["failures"]:
+        f = Table(title="failures", title_justify="left")
+        for col in ("what", "state", "reason", "log"):
+            f.add_column(col, overflow="fold")
+        for x in data["failures"]:
+            what = x.get("job") or (f"exposure {x['exposure']}" if "exposure" in x else x.get("path"))
+            f.add_row(str(what), f"[red]{x['state']}[/]", x.get("reason") or "", x.get("log") or "")
+        console.print(f)
+    h = data["health"]
+    counts = {}
+    for j in data["jobs"]:
+        counts[j["state"]] = counts.get(j["state"], 0) + 1
+    console.print("jobs: " + (", ".join(f"{k} {v}" for k, v in sorted(counts.items())) or "none")
+                  + f" | last poll {h['last_poll'] or '-'} | last ingest {h['last_ingest'] or '-'}"
+                  + (f" | [red]backend: {h['backend_error']}[/]" if h["backend_error"] else
+                     " | backend ok"))
+
+
+@click.command()
+@click.option("--night", help="Night YYYYMMDD (default: the latest).")
+@click.option("--expid", type=int, help="Only this exposure (and its night).")
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output (docs/status-json.md).")
+@click.pass_obj
+def status(obj, night: str | None, expid: int | None, as_json: bool) -> None:
+    """Nights, exposures, jobs and failures at a glance.
+
+    \b
+    Examples:
+      desinight status
+      desinight status --night 20261124 --json | jq '.failures'
+    """
+    from .. import status as S
+    from ..app import open_context
+    from ..db import repo
+    from ..db.engine import transaction
+    from .ops_cmds import _NoBackend, _night
+    ctx = open_context(obj.cfg, backend=_NoBackend())
+    n = _night(night) if night else None
+    if as_json:
+        with transaction(ctx.sessions) as s:
+            data = S.collect(s, repo.get_production(s, ctx.production), night=n, expid=expid)
+        click.echo(json.dumps(data, indent=1, sort_keys=True))
+    else:
+        print_status(ctx, night=n, expid=expid)
+
+
+@click.group()
+def show() -> None:
+    """Everything about one job, exposure or night."""
+
+
+@show.command("job")
+@click.argument("ident")
+@click.option("--json", "as_json", is_flag=True)
+@click.option("--lines", default=15, show_default=True, help="Log lines to show.")
+@click.pass_obj
+def show_job(obj, ident: str, as_json: bool, lines: int) -> None:
+    """A job by id or key: inputs, attempts (backend ids, states, script, log).
+
+    \b
+    Example:
+      desinight show job 20261124/psfnight
+    """
+    from ..app import open_context
+    from ..db import repo
+    from ..db.engine import transaction
+    from .ops_cmds import _NoBackend
+    ctx = open_context(obj.cfg, backend=_NoBackend())
+    with transaction(ctx.sessions) as s:
+        prod = repo.get_production(s, ctx.production)
+        job = repo.get_job(s, prod, ident)
+        parents = repo.parents_of(s, [job.id])[job.id]
+        data = {
+            "schema": 1, "id": job.id, "key": job.key, "kind": job.kind, "night": job.night,
+            "tileid": job.tileid, "cameras": job.cameras, "expids": job.expids,
+            "state": job.state, "reason": job.reason, "hold_reason": job.hold_reason,
+            "calib_night": job.calib_night, "resources": job.resources,
+            "parents": [{"id": p.id, "key": p.key, "state": p.state} for p in parents],
+            "attempts": [{
+                "number": a.number, "backend": a.backend, "backend_id": a.backend_id,
+                "state": a.state, "exit_code": a.exit_code, "reason": a.reason, "node": a.node,
+                "depends_on": a.depends_on.split(",") if a.depends_on else [],
+                "submitted_at": a.submitted_at and a.submitted_at.isoformat(),
+                "started_at": a.started_at and a.started_at.isoformat(),
+                "ended_at": a.ended_at and a.ended_at.isoformat(),
+                "script": a.script_path, "command": a.command, "log": a.log_path,
+                "attempt_dir": a.attempt_dir} for a in job.attempts]}
+    if as_json:
+        click.echo(json.dumps(data, indent=1))
+        return
+    console = Console()
+    console.print(f"[bold]job {data['id']}[/] {data['key']}  kind={data['kind']} "
+                  f"state={GLYPH.get(data['state'], '')} {data['state']}")
+    console.print(f"exposures {data['expids']}  cameras {data['cameras']}  tile {data['tileid']}"
+                  + (f"  calibrations from night {data['calib_night']}" if data["calib_night"] else ""))
+    if data["reason"] or data["hold_reason"]:
+        console.print(f"[red]reason:[/] {data['reason'] or data['hold_reason']}")
+    for p in data["parents"]:
+        console.print(f"  after {p['key']} ({p['state']})")
+    for a in data["attempts"]:
+        console.print(f"[bold]attempt {a['number']}[/] {a['backend']} id={a['backend_id']} "
+                      f"state={a['state']} exit={a['exit_code']} node={a['node']} "
+                      f"afterok={','.join(a['depends_on']) or '-'}")
+        console.print(f"  submitted {a['submitted_at']} started {a['started_at']} ended {a['ended_at']}")
+        if a["reason"]:
+            console.print(f"  reason: {a['reason']}")
+        console.print(f"  script:  {a['script']}\n  command: {a['command']}\n  log:     {a['log']}",
+                      markup=False, highlight=False)
+    if data["attempts"]:
+        tail = _tail(data["attempts"][-1]["log"], lines)
+        if tail:
+            console.print(f"[bold]last {len(tail)} lines of the log[/]")
+            console.print("\n".join(tail), markup=False, highlight=False)
+        console.print(f"rerun by hand: DESINIGHT_ATTEMPT_DIR=$(mktemp -d) bash "
+                      f"{data['attempts'][-1]['script']}", markup=False, highlight=False)
+
+
+def _tail(path: str | None, n: int) -> list[str]:
+    if not path:
+        return []
+    try:
+        with open(path, "rb") as f:
+            f.seek(0, 2)
+            f.seek(max(0, f.tell() - 64_000))
+            return f.read().decode(errors="replace").splitlines()[-n:]
+    except OSError:
+        return []
+
+
+@show.command("exposure")
+@click.argument("expid", type=int)
+@click.pass_obj
+def show_exposure(obj, expid: int) -> None:
+    """One exposure: header values, status, its jobs."""
+    from ..app import open_context
+    from .ops_cmds import _NoBackend
+    print_status(open_context(obj.cfg, backend=_NoBackend()), expid=expid)
+
+
+@show.command("night")
+@click.argument("night")
+@click.pass_obj
+def show_night(obj, night: str) -> None:
+    """One night: all its exposures, jobs and failures."""
+    from ..app import open_context
+    from .ops_cmds import _NoBackend, _night
+    print_status(open_context(obj.cfg, backend=_NoBackend()), night=_night(night))
+
+
+COMMANDS = [status, show]

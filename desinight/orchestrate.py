@@ -1,0 +1,395 @@
+"""The work of one tick: ingest, plan, submit, poll. Used by `desinight ingest` and the daemon.
+
+Each function takes a session factory and does its own short transactions, because
+submission must follow the outbox pattern: the intent (an attempt row without backend id)
+is committed *before* the backend is called, and the id right after. After a crash,
+``reconcile`` settles intents without ids against the backend before anything new is
+submitted, so a job is never submitted twice.
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from pathlib import Path
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session, sessionmaker
+
+from . import rawdata
+from .batch.base import Backend, Resources, SubmitRequest
+from .batch.exitfile import read_exit
+from .batch.render import job_name, render_script, step_command, write_script
+from .config import Config
+from .core import defaults as D
+from .core.errors import BackendError, BadExposure
+from .core.planner import plan_night
+from .core.states import ACTIVE, BROKEN, ExposureStatus, JobState, can_advance
+from .db import repo
+from .db.engine import transaction
+from .db.models import Attempt, Exposure, Job, Production, Rejection, utcnow
+
+log = logging.getLogger("desinight")
+
+#: an intent older than this with no id and no trace in the backend was never submitted
+LOST_INTENT_AFTER = timedelta(seconds=60)
+#: a job the backend has forgotten, with no exit record after this long, is UNKNOWN
+FORGOTTEN_AFTER = timedelta(minutes=5)
+
+
+@dataclass
+class Context:
+    cfg: Config
+    sessions: sessionmaker[Session]
+    backend: Backend
+    production: str
+    on_event: Callable[[str, dict], None] = field(default=lambda event, fields: None)
+
+    def event(self, name: str, **fields) -> None:
+        log.info(name, extra={"fields": fields})
+        self.on_event(name, fields)
+
+    @property
+    def tag(self) -> str:
+        return f"desinight:{self.production}"
+
+
+def resources_for(cfg: Config, kind: str) -> Resources:
+    spec = {**D.KIND_RESOURCES.get(kind, {}), **cfg.kinds.get(kind, {})}
+    return Resources(account=cfg.slurm_account, qos=cfg.slurm_qos, partition=cfg.slurm_partition,
+                     constraint=cfg.slurm_constraint, **spec)
+
+
+# --- ingest --------------------------------------------------------------------------------
+def ingest_exposure(s: Session, prod: Production, expdir: Path, now: datetime,
+                    verify_data: bool = True) -> str:
+    """Record one complete exposure directory. Returns 'ingested', 'quarantined',
+    'rejected', 'known' or 'incomplete'. Never raises on bad data."""
+    night = int(expdir.parent.name)
+    expid = int(expdir.name)
+    known = repo.known_expids(s, prod)
+    if expid in known and Path(known[expid]).parent == expdir:
+        return "known"
+    if s.scalar(select(Rejection.id).where(Rejection.production_id == prod.id,
+                                           Rejection.path == str(expdir))):
+        return "known"
+    try:
+        raw = rawdata.inspect_exposure(expdir, verify_data=verify_data)
+    except rawdata.Incomplete:
+        return "incomplete"
+    except BadExposure as e:
+        if expid in known:
+            return _reject(s, prod, night, expdir, f"duplicate EXPID {expid} (also {known[expid]}); "
+                                                    f"and bad: {e}")
+        repo.add_exposure(s, prod, expid=expid, night=night, obstype="UNKNOWN", tileid=None,
+                          raw_path=str(rawdata.raw_file(expdir, expid)),
+                          status=ExposureStatus.QUARANTINED.value, quarantine_reason=str(e),
+                          arrived_at=now, ingested_at=now)
+        return "quarantined"
+    if raw.expid in known:
+        return _reject(s, prod, night, expdir,
+                       f"duplicate EXPID {raw.expid}: already ingested from {known[raw.expid]}")
+    status, reason = ExposureStatus.INGESTED, None
+    if raw.night != night:
+        status, reason = ExposureStatus.QUARANTINED, (f"header NIGHT {raw.night} does not match "
+                                                      f"directory night {night}")
+    repo.add_exposure(s, prod, expid=raw.expid, night=night, obstype=raw.obstype,
+                      tileid=raw.tileid, exptime=raw.exptime, program=raw.program,
+                      seqnum=raw.seqnum, seqtot=raw.seqtot, cameras=",".join(raw.cameras),
+                      bad_cameras=",".join(raw.bad_cameras), raw_path=str(raw.raw_path),
+                      status=status.value, quarantine_reason=reason, arrived_at=now,
+                      ingested_at=now)
+    return "ingested" if status is ExposureStatus.INGESTED else "quarantined"
+
+
+def _reject(s: Session, prod: Production, night: int, expdir: Path, reason: str) -> str:
+    s.add(Rejection(production_id=prod.id, night=night, path=str(expdir), reason=reason))
+    s.flush()
+    return "rejected"
+
+
+def ingest_night(ctx: Context, night: int, now: datetime, only: list[Path] | None = None) -> dict[str, int]:
+    """Scan a night (or just the given exposure dirs) and record what is complete."""
+    counts: dict[str, int] = {}
+    dirs = only if only is not None else rawdata.list_exposure_dirs(ctx.cfg.raw_root, night)
+    with transaction(ctx.sessions) as s:
+        prod = repo.get_production(s, ctx.production)
+        repo.ensure_night(s, prod, night)
+        for d in dirs:
+            outcome = ingest_exposure(s, prod, d, now)
+            counts[outcome] = counts.get(outcome, 0) + 1
+            if outcome in ("ingested", "quarantined", "rejected"):
+                ctx.event(f"exposure_{outcome}", night=night, expid=d.name)
+        if counts.get("ingested") or counts.get("quarantined"):
+            repo.set_service(s, prod, "last_ingest", now.isoformat(), now)
+    return counts
+
+
+# --- plan ----------------------------------------------------------------------------------
+def plan(ctx: Context, night: int, closed: bool | None = None) -> int:
+    """Add the jobs the night's data now allow; returns how many were added."""
+    with transaction(ctx.sessions) as s:
+        prod = repo.get_production(s, ctx.production)
+        nrow = repo.ensure_night(s, prod, night)
+        if closed:
+            nrow.closed = True
+        p = plan_night(night, repo.exposure_infos(s, prod, night), repo.job_keys(s, prod, night),
+                       closed=nrow.closed, fallback=repo.fallback_calibs(s, prod, night))
+        from .core.planner import JOB_KINDS
+        res = {k: resources_for(ctx.cfg, k).__dict__ for k in JOB_KINDS}
+        jobs = repo.save_plan(s, prod, p, res)
+        if jobs:
+            ctx.event("planned", night=night, jobs=len(jobs))
+        return len(jobs)
+
+
+# --- submit --------------------------------------------------------------------------------
+def attempt_dir(cfg: Config, job: Job, number: int) -> Path:
+    return cfg.prod_dir.resolve() / "run" / job.key / f"attempt-{number}"
+
+
+def _settle_dep_failed(s: Session, prod: Production) -> int:
+    """Mark waiting jobs whose upstream broke as dep_failed (to a fixed point)."""
+    changed, total = 1, 0
+    while changed:
+        changed = 0
+        waiting = repo.jobs_in_state(s, prod, [JobState.PLANNED, JobState.HELD])
+        parents = repo.parents_of(s, [j.id for j in waiting])
+        for job in waiting:
+            broken = [p for p in parents[job.id] if JobState(p.state) in BROKEN]
+            if broken:
+                job.state = JobState.DEP_FAILED.value
+                job.reason = f"upstream {broken[0].key} {broken[0].state}"
+                changed += 1
+        total += changed
+        s.flush()
+    return total
+
+
+def _ready(s: Session, prod: Production) -> list[tuple[Job, list[str]]]:
+    """PLANNED jobs whose parents are all completed or queued with a known id.
+
+    A completed parent adds no dependency (SLURM may have purged its id, and an unknown
+    afterok id is silently satisfied); a queued parent adds its current backend id."""
+    out = []
+    waiting = repo.jobs_in_state(s, prod, [JobState.PLANNED])
+    parents = repo.parents_of(s, [j.id for j in waiting])
+    for job in waiting:
+        deps, ok = [], True
+        for p in parents[job.id]:
+            state = JobState(p.state)
+            if state is JobState.COMPLETED:
+                continue
+            last = p.last_attempt
+            if state in ACTIVE and last is not None and last.backend_id:
+                deps.append(last.backend_id)
+            else:
+                ok = False
+                break
+        if ok:
+            out.append((job, deps))
+    return out
+
+
+def submit_ready(ctx: Context, now: datetime) -> int:
+    """Submit every job whose parents allow it, in waves (a wave's ids feed the next)."""
+    total = 0
+    python = sys.executable
+    while True:
+        with transaction(ctx.sessions) as s:
+            prod = repo.get_production(s, ctx.production)
+            _settle_dep_failed(s, prod)
+            intents = []
+            for job, deps in _ready(s, prod):
+                number = len(job.attempts) + 1
+                adir = attempt_dir(ctx.cfg, job, number)
+                script = adir / "job.sh"
+                cmd = step_command(python, job.kind, job.night, job.expids, job.tileid,
+                                   job.cameras, job.calib_night)
+                res = Resources(**job.resources) if job.resources else resources_for(ctx.cfg, job.kind)
+                name = job_name(ctx.production, job.id, job.kind)
+                write_script(script, render_script(
+                    ctx.cfg.templates_dir, job.kind, job_key=job.key, job_name=name,
+                    attempt=number, production=ctx.production, attempt_dir=adir,
+                    script_path=script, raw_root=ctx.cfg.raw_root.resolve(),
+                    redux_root=ctx.cfg.redux_root.resolve(), command=cmd, resources=res,
+                    launcher=ctx.cfg.mpi_launcher, now=now))
+                att = Attempt(job=job, number=number, backend=ctx.backend.name,
+                              comment=f"{ctx.tag}:{job.id}:{number}", attempt_dir=str(adir),
+                              script_path=str(script), log_path=str(adir / "job.log"),
+                              command=" ".join(cmd), depends_on=",".join(deps),
+                              state=JobState.SUBMITTED.value, intent_at=now)
+                s.add(att)
+                job.state = JobState.SUBMITTED.value
+                job.reason = None
+                intents.append((att, job, res, name))
+            s.flush()
+            reqs = [(att.id, SubmitRequest(name=name, tag=ctx.tag, comment=att.comment,
+                                           script=Path(att.script_path),
+                                           attempt_dir=Path(att.attempt_dir),
+                                           log=Path(att.log_path),
+                                           depends_on=tuple(att.depends_on.split(",")) if att.depends_on else (),
+                                           resources=res))
+                    for att, job, res, name in intents]
+        if not reqs:
+            return total
+        # The intents are committed: now call the backend, recording each id at once.
+        for att_id, req in reqs:
+            try:
+                bid = ctx.backend.submit(req)
+            except BackendError as e:
+                with transaction(ctx.sessions) as s:
+                    prod = repo.get_production(s, ctx.production)
+                    repo.set_service(s, prod, "backend_error", f"submit: {e}", now)
+                ctx.event("submit_failed", comment=req.comment, error=str(e))
+                return total   # the intent stays; reconcile/resubmit on the next tick
+            with transaction(ctx.sessions) as s:
+                att = s.get(Attempt, att_id)
+                att.backend_id, att.submitted_at = bid, now
+            total += 1
+            ctx.event("submitted", job=req.name, backend_id=bid)
+
+
+def reconcile(ctx: Context, now: datetime) -> int:
+    """Settle intents recorded without a backend id (a crash between intent and id)."""
+    fixed = 0
+    with transaction(ctx.sessions) as s:
+        prod = repo.get_production(s, ctx.production)
+        orphans = [a for a in repo.active_attempts(s, prod) if not a.backend_id]
+        if not orphans:
+            return 0
+        try:
+            known = ctx.backend.find(ctx.tag)
+        except BackendError as e:
+            repo.set_service(s, prod, "backend_error", f"find: {e}", now)
+            return 0
+        for att in orphans:
+            if att.comment in known:
+                att.backend_id = known[att.comment]
+                att.submitted_at = att.submitted_at or now
+                fixed += 1
+                ctx.event("reconciled", comment=att.comment, backend_id=att.backend_id)
+                continue
+            rec = read_exit(Path(att.attempt_dir))
+            if rec is not None:
+                _finish(att, rec["state"], rec["exit_code"], None, rec["start"], rec["end"],
+                        rec.get("host"))
+                fixed += 1
+            elif now - att.intent_at > LOST_INTENT_AFTER or not _backend_can_lag(ctx):
+                # Never reached the backend: this attempt is void; plan the job again.
+                att.state, att.reason = JobState.CANCELLED.value, "submission lost (never reached the backend)"
+                att.job.state = JobState.PLANNED.value
+                fixed += 1
+                ctx.event("intent_lost", comment=att.comment)
+    return fixed
+
+
+def _backend_can_lag(ctx: Context) -> bool:
+    return ctx.backend.name != "local"
+
+
+# --- poll ----------------------------------------------------------------------------------
+def _finish(att: Attempt, state: JobState, exit_code, reason, start, end, node) -> None:
+    att.state = state.value
+    att.exit_code = exit_code if exit_code is not None else att.exit_code
+    att.reason = reason or att.reason
+    att.started_at = start or att.started_at
+    att.ended_at = end or att.ended_at
+    att.node = node or att.node
+    job = att.job
+    if job.last_attempt is att and can_advance(JobState(job.state), state):
+        job.state = state.value
+        if state in BROKEN:
+            job.reason = reason or (f"exit code {exit_code}" if exit_code else state.value)
+
+
+def poll(ctx: Context, now: datetime) -> dict[str, int]:
+    """One look at every active attempt: one backend call, then exit records for what the
+    backend cannot tell (lag, purge, outage)."""
+    changes: dict[str, int] = {}
+    with transaction(ctx.sessions) as s:
+        prod = repo.get_production(s, ctx.production)
+        active = [a for a in repo.active_attempts(s, prod) if a.backend_id]
+        if not active:
+            repo.set_service(s, prod, "last_poll", now.isoformat(), now)
+            return changes
+        try:
+            seen = ctx.backend.poll([a.backend_id for a in active])
+            repo.set_service(s, prod, "backend_error", None, now)
+        except BackendError as e:
+            seen = {}
+            repo.set_service(s, prod, "backend_error", f"poll: {e}", now)
+            ctx.event("poll_failed", error=str(e))
+        for att in active:
+            old = att.state
+            bj = seen.get(att.backend_id)
+            rec = read_exit(Path(att.attempt_dir))
+            if bj is not None and JobState(bj.state) not in ACTIVE:
+                state = JobState(bj.state)
+                if state is JobState.CANCELLED and bj.reason and "DependencyNeverSatisfied" in bj.reason:
+                    state = JobState.DEP_FAILED
+                _finish(att, state, bj.exit_code, bj.reason, bj.start, bj.end, bj.node)
+            elif rec is not None:
+                # The job's own record is newer than a lagging or silent backend.
+                _finish(att, rec["state"], rec["exit_code"], None, rec["start"], rec["end"], rec.get("host"))
+            elif bj is not None:
+                att.state = bj.state.value
+                att.started_at = bj.start or att.started_at
+                att.node = bj.node or att.node
+                if can_advance(JobState(att.job.state), bj.state) and att.job.last_attempt is att:
+                    att.job.state = bj.state.value
+            elif ctx.backend.name == "local" or now - (att.submitted_at or att.intent_at) > FORGOTTEN_AFTER:
+                if not seen and ctx.backend.name != "local":
+                    continue   # backend unreachable: wait, do not guess
+                _finish(att, JobState.UNKNOWN, None, "backend has no record and no exit file",
+                        None, None, None)
+            if att.state != old:
+                changes[att.state] = changes.get(att.state, 0) + 1
+        s.flush()
+        _settle_dep_failed(s, prod)
+        _cancel_orphaned_dependents(ctx, s, prod)
+        repo.set_service(s, prod, "last_poll", now.isoformat(), now)
+    return changes
+
+
+def _cancel_orphaned_dependents(ctx: Context, s: Session, prod: Production) -> None:
+    """Queued jobs whose upstream broke can never run: cancel them in the backend (SLURM
+    without kill_invalid_depend keeps them PENDING forever) and mark them dep_failed."""
+    queued = repo.jobs_in_state(s, prod, [JobState.SUBMITTED, JobState.PENDING])
+    parents = repo.parents_of(s, [j.id for j in queued])
+    to_cancel = []
+    for job in queued:
+        broken = [p for p in parents[job.id] if JobState(p.state) in BROKEN]
+        att = job.last_attempt
+        if broken and att is not None and att.backend_id:
+            to_cancel.append(att.backend_id)
+            att.state = JobState.DEP_FAILED.value
+            att.reason = f"upstream {broken[0].key} {broken[0].state}"
+            job.state, job.reason = JobState.DEP_FAILED.value, att.reason
+    if to_cancel:
+        try:
+            ctx.backend.cancel(to_cancel)
+        except BackendError as e:
+            repo.set_service(s, prod, "backend_error", f"cancel: {e}", None)
+
+
+def night_done(ctx: Context, night: int) -> bool:
+    """True when no job of the night can still change without a human."""
+    with transaction(ctx.sessions) as s:
+        prod = repo.get_production(s, ctx.production)
+        open_states = [JobState.PLANNED, *ACTIVE]
+        return not repo.jobs_in_state(s, prod, open_states, night=night)
+
+
+def exposure_count(ctx: Context, night: int) -> int:
+    with transaction(ctx.sessions) as s:
+        prod = repo.get_production(s, ctx.production)
+        return len(s.scalars(select(Exposure.id).where(Exposure.production_id == prod.id,
+                                                       Exposure.night == night)).all())
+
+
+def utc_now() -> datetime:
+    return utcnow()
