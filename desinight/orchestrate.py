@@ -162,11 +162,18 @@ def _settle_dep_failed(s: Session, prod: Production) -> int:
             broken = [p for p in parents[job.id] if JobState(p.state) in BROKEN]
             if broken:
                 job.state = JobState.DEP_FAILED.value
-                job.reason = f"upstream {broken[0].key} {broken[0].state}"
+                job.reason = _upstream_reason(broken[0])
                 changed += 1
         total += changed
         s.flush()
     return total
+
+
+def _upstream_reason(parent: Job) -> str:
+    """Name the root failure, not the nearest dep_failed link of the chain."""
+    if parent.state == JobState.DEP_FAILED.value and parent.reason:
+        return parent.reason
+    return f"upstream {parent.key} {parent.state}"
 
 
 def _ready(s: Session, prod: Production) -> list[tuple[Job, list[str]]]:
@@ -367,7 +374,7 @@ def _cancel_orphaned_dependents(ctx: Context, s: Session, prod: Production) -> N
         if broken and att is not None and att.backend_id:
             to_cancel.append(att.backend_id)
             att.state = JobState.DEP_FAILED.value
-            att.reason = f"upstream {broken[0].key} {broken[0].state}"
+            att.reason = _upstream_reason(broken[0])
             job.state, job.reason = JobState.DEP_FAILED.value, att.reason
     if to_cancel:
         try:

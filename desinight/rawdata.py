@@ -127,7 +127,7 @@ def _read_fits(path: Path, expid: int, req: dict, verify_data: bool) -> RawExpos
         try:
             hdr = fits[0].read_header()
             size = path.stat().st_size
-            ends = [h.get_offsets()[2] for h in fits]
+            ends = [h.get_offsets()["data_end"] for h in fits]
         except (OSError, ValueError, IndexError) as e:
             raise BadExposure(f"{path.name}: cannot read headers ({_short(e)})") from None
         if max(ends) > size:

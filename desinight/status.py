@@ -40,7 +40,7 @@ def collect(s: Session, prod: Production, night: int | None = None, expid: int |
                      .order_by(Job.id)).all()
     cover = defaultdict(list)
     for job_id, e in s.execute(select(JobExposure.job_id, JobExposure.expid).join(Job).where(
-            Job.production_id == prod.id, Job.night == night)).tuples():
+            Job.production_id == prod.id, Job.night == night)):
         cover[job_id].append(e)
     last_att = _last_attempts(s, [j.id for j in jobs])
     per_exp: dict[int, dict[str, str]] = defaultdict(dict)
@@ -82,16 +82,16 @@ def collect(s: Session, prod: Production, night: int | None = None, expid: int |
 def _nights(s: Session, prod: Production) -> list[dict]:
     by_night: dict[int, dict] = {}
     for n, closed in s.execute(select(Night.night, Night.closed).where(
-            Night.production_id == prod.id)).tuples():
+            Night.production_id == prod.id)):
         by_night[n] = {"night": n, "closed": closed, "exposures": {}, "jobs": {}}
     for n, obstype, count in s.execute(select(Exposure.night, Exposure.obstype, func.count())
                                        .where(Exposure.production_id == prod.id)
-                                       .group_by(Exposure.night, Exposure.obstype)).tuples():
+                                       .group_by(Exposure.night, Exposure.obstype)):
         by_night.setdefault(n, {"night": n, "closed": False, "exposures": {}, "jobs": {}})
         by_night[n]["exposures"][obstype] = count
     for n, state, count in s.execute(select(Job.night, Job.state, func.count())
                                      .where(Job.production_id == prod.id)
-                                     .group_by(Job.night, Job.state)).tuples():
+                                     .group_by(Job.night, Job.state)):
         by_night.setdefault(n, {"night": n, "closed": False, "exposures": {}, "jobs": {}})
         by_night[n]["jobs"][state] = count
     return [by_night[n] for n in sorted(by_night)]

@@ -91,7 +91,7 @@ def _progress(ctx, night: int) -> tuple[int, int]:
     with transaction(ctx.sessions) as s:
         prod = repo.get_production(s, ctx.production)
         rows = dict(s.execute(select(Job.state, func.count()).where(
-            Job.production_id == prod.id, Job.night == night).group_by(Job.state)).tuples().all())
+            Job.production_id == prod.id, Job.night == night).group_by(Job.state)).all())
     total = sum(rows.values())
     return sum(v for k, v in rows.items() if k in {st.value for st in FINAL}), total
 

@@ -51,7 +51,7 @@ def known_expids(s: Session, prod: Production, night: int | None = None) -> dict
     q = select(Exposure.expid, Exposure.raw_path).where(Exposure.production_id == prod.id)
     if night is not None:
         q = q.where(Exposure.night == night)
-    return dict(s.execute(q).tuples().all())
+    return dict(s.execute(q).all())
 
 
 def add_exposure(s: Session, prod: Production, **fields) -> tuple[Exposure, bool]:
@@ -128,7 +128,7 @@ def save_plan(s: Session, prod: Production, plan: Plan, resources: dict[str, dic
     s.flush()
     parent_keys = {k for pj in plan.jobs for k in pj.deps}
     ids = dict(s.execute(select(Job.key, Job.id).where(
-        Job.production_id == prod.id, Job.key.in_(parent_keys))).tuples().all()) if parent_keys else {}
+        Job.production_id == prod.id, Job.key.in_(parent_keys))).all()) if parent_keys else {}
     edges = []
     for pj, job in zip(plan.jobs, jobs):
         for dep in pj.deps:
@@ -153,7 +153,7 @@ def parents_of(s: Session, job_ids: Sequence[int]) -> dict[int, list[Job]]:
         return out
     rows = s.execute(select(JobEdge.child_id, Job).join(Job, Job.id == JobEdge.parent_id)
                      .where(JobEdge.child_id.in_(job_ids))
-                     .options(selectinload(Job.attempts))).tuples().all()
+                     .options(selectinload(Job.attempts))).all()
     for child, parent in rows:
         out[child].append(parent)
     return out
@@ -164,7 +164,7 @@ def children_of(s: Session, job_ids: Iterable[int]) -> dict[int, list[int]]:
     out: dict[int, list[int]] = {j: [] for j in job_ids}
     if job_ids:
         for parent, child in s.execute(select(JobEdge.parent_id, JobEdge.child_id)
-                                       .where(JobEdge.parent_id.in_(job_ids))).tuples():
+                                       .where(JobEdge.parent_id.in_(job_ids))):
             out[parent].append(child)
     return out
 

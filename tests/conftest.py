@@ -1,0 +1,75 @@
+"""Shared fixtures: databases (SQLite always, PostgreSQL when available), configs, contexts."""
+
+from __future__ import annotations
+
+import os
+import uuid
+from pathlib import Path
+
+import pytest
+
+from desinight.config import Config
+
+try:  # the SLURM cluster fixtures, when their module is present
+    from tests.slurm_fixtures import *  # noqa: F401,F403
+except ImportError:
+    pass
+
+
+def _pg_url() -> str | None:
+    return os.environ.get("DESINIGHT_TEST_PG_URL")
+
+
+@pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
+def db_url(request, tmp_path):
+    """A fresh, empty database URL: SQLite file, or a new PostgreSQL schema-per-test database."""
+    if request.param == "sqlite":
+        yield f"sqlite:///{tmp_path / 'state' / 'desinight.db'}"
+        return
+    base = _pg_url()
+    if not base:
+        if os.environ.get("DESINIGHT_REQUIRE_PG") == "1":
+            pytest.fail("DESINIGHT_REQUIRE_PG=1 but DESINIGHT_TEST_PG_URL is not set")
+        pytest.skip("PostgreSQL not available (set DESINIGHT_TEST_PG_URL; scripts/local-postgres up)")
+    from sqlalchemy import create_engine, text
+    from sqlalchemy.engine import make_url
+    name = f"dn_{uuid.uuid4().hex[:12]}"
+    admin = create_engine(base, isolation_level="AUTOCOMMIT")
+    with admin.connect() as c:
+        c.execute(text(f'CREATE DATABASE "{name}"'))
+    url = make_url(base).set(database=name).render_as_string(hide_password=False)
+    yield url
+    from sqlalchemy.pool import NullPool  # noqa: F401 - engines are disposed by GC
+    with admin.connect() as c:
+        c.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+    admin.dispose()
+
+
+@pytest.fixture
+def cfg(tmp_path, db_url) -> Config:
+    return Config(production="test", raw_root=tmp_path / "raw", redux_root=tmp_path / "redux",
+                  state_dir=tmp_path / "state", db_url=db_url)
+
+
+@pytest.fixture
+def fake_backend():
+    from tests.fakes import FakeBackend
+    return FakeBackend()
+
+
+@pytest.fixture
+def ctx(cfg, fake_backend):
+    from desinight.app import open_context
+    from desinight.db import repo
+    from desinight.db.engine import transaction
+    c = open_context(cfg, backend=fake_backend, create=True)
+    with transaction(c.sessions) as s:
+        repo.ensure_production(s, cfg.production, str(cfg.raw_root), str(cfg.prod_dir))
+    yield c
+    c.sessions.kw["bind"].dispose()
+
+
+@pytest.fixture
+def raw_night(cfg) -> list[Path]:
+    from tests.rawfixture import write_night
+    return write_night(cfg.raw_root)

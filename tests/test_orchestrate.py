@@ -1,0 +1,144 @@
+"""Ingest -> plan -> outbox submit -> poll, on SQLite and PostgreSQL, with the fake backend."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+from sqlalchemy import select
+
+from desinight import orchestrate as O
+from desinight.core.states import JobState
+from desinight.db import repo
+from desinight.db.engine import transaction
+from desinight.db.models import Attempt, Exposure, Job, Rejection
+from tests.rawfixture import N, write_exposure
+
+
+def jobs(ctx):
+    with transaction(ctx.sessions) as s:
+        return {j.key: j for j in s.scalars(select(Job))}
+
+
+def run_all(ctx, backend, fail: set[str] = frozenset()):
+    """Drive the night to the end, completing jobs in the fake backend (failing some kinds)."""
+    for _ in range(30):
+        now = O.utc_now()
+        O.submit_ready(ctx, now)
+        for bid, bj in list(backend.jobs.items()):
+            deps = backend.requests[bid].depends_on
+            # afterok: runs only after its parents completed; a failed parent leaves it
+            # pending forever (SLURM without kill_invalid_depend): desinight must cancel it
+            if bj.state is JobState.PENDING and all(
+                    backend.jobs[d].state is JobState.COMPLETED for d in deps):
+                kind = backend.requests[bid].name.rsplit("-", 1)[1]
+                backend.finish(bid, JobState.FAILED if kind in fail else JobState.COMPLETED,
+                               1 if kind in fail else 0)
+        O.poll(ctx, now)
+        if O.night_done(ctx, N):
+            return
+    raise AssertionError("night did not finish")
+
+
+def test_ingest_is_idempotent_and_quarantines_bad_input(ctx, raw_night, cfg):
+    write_exposure(cfg.raw_root, N, 8, "TWILIGHT")
+    write_exposure(cfg.raw_root, N, 9, "SCIENCE", 1000, drop_keys=("EXPTIME",))
+    # the same EXPID claimed by a second directory (another night)
+    write_exposure(cfg.raw_root, 20261125, 0, "ZERO", expid=26112400)
+    half = write_exposure(cfg.raw_root, N, 10, "ARC")
+    (half / "request-26112410.json").unlink()       # transfer not finished
+    counts = O.ingest_night(ctx, N, O.utc_now())
+    assert counts == {"ingested": 5, "quarantined": 2, "incomplete": 1}
+    assert O.ingest_night(ctx, N, O.utc_now()) == {"known": 7, "incomplete": 1}
+    O.ingest_night(ctx, 20261125, O.utc_now())
+    with transaction(ctx.sessions) as s:
+        q = {e.expid: e.quarantine_reason for e in s.scalars(select(Exposure)) if e.quarantine_reason}
+        rej = s.scalars(select(Rejection)).all()
+    assert "unknown OBSTYPE 'TWILIGHT'" in q[26112408]
+    assert "missing header keyword EXPTIME" in q[26112409]
+    assert len(rej) == 1 and "duplicate EXPID 26112400" in rej[0].reason
+
+
+def test_full_night_completes_and_replanning_adds_nothing(ctx, raw_night, fake_backend):
+    O.ingest_night(ctx, N, O.utc_now())
+    assert O.plan(ctx, N, closed=True) == 11
+    assert O.plan(ctx, N, closed=True) == 0
+    run_all(ctx, fake_backend)
+    js = jobs(ctx)
+    assert {j.state for j in js.values()} == {"completed"}
+    # one submission per job, and afterok ids only for parents not yet completed
+    assert fake_backend.calls["submit"] == 11
+
+
+def test_dependencies_use_backend_ids_of_queued_parents(ctx, raw_night, fake_backend):
+    O.ingest_night(ctx, N, O.utc_now())
+    O.plan(ctx, N, closed=True)
+    O.submit_ready(ctx, O.utc_now())
+    # nothing ran yet: the whole graph is queued in waves, children pointing at parent ids
+    assert fake_backend.calls["submit"] == 11
+    psf = fake_backend.by_name("psfnight")[0]
+    arc = fake_backend.by_name("arc")[0]
+    assert fake_backend.requests[psf].depends_on == (arc,)
+    assert set(fake_backend.requests[fake_backend.by_name("science")[0]].depends_on) == {
+        fake_backend.by_name("biasnight")[0], psf, fake_backend.by_name("fiberflatnight")[0]}
+
+
+def test_failure_fails_only_dependents(ctx, raw_night, fake_backend):
+    O.ingest_night(ctx, N, O.utc_now())
+    O.plan(ctx, N, closed=True)
+    run_all(ctx, fake_backend, fail={"stdstars"})
+    js = jobs(ctx)
+    assert js[f"{N}/stdstars/1000"].state == "failed"
+    for k in (f"{N}/fluxcalib/26112403", f"{N}/fluxcalib/26112404", f"{N}/redshift/1000/26112404"):
+        assert js[k].state == "dep_failed"
+        assert "stdstars" in js[k].reason
+    assert js[f"{N}/science/26112403"].state == "completed"
+    # queued dependents were cancelled in the backend, not left pending forever
+    assert fake_backend.calls["cancel"] >= 1
+
+
+def test_crash_between_sbatch_and_recording_id_never_duplicates(ctx, raw_night, fake_backend):
+    O.ingest_night(ctx, N, O.utc_now())
+    O.plan(ctx, N, closed=True)
+    fake_backend.crash_after_submit = True
+    try:
+        O.submit_ready(ctx, O.utc_now())
+    except KeyboardInterrupt:
+        pass
+    fake_backend.crash_after_submit = False
+    with transaction(ctx.sessions) as s:
+        orphan = s.scalars(select(Attempt).where(Attempt.backend_id.is_(None))).all()
+    assert len(orphan) == 1            # intent recorded, id lost
+    assert O.reconcile(ctx, O.utc_now()) == 1
+    run_all(ctx, fake_backend)
+    assert fake_backend.calls["submit"] == 11     # the lost one was found, not resubmitted
+    assert {j.state for j in jobs(ctx).values()} == {"completed"}
+
+
+def test_intent_that_never_reached_backend_is_replanned(ctx, raw_night, fake_backend):
+    O.ingest_night(ctx, N, O.utc_now())
+    O.plan(ctx, N, closed=True)
+    fake_backend.down = True
+    O.submit_ready(ctx, O.utc_now())
+    fake_backend.down = False
+    later = O.utc_now() + O.LOST_INTENT_AFTER + timedelta(seconds=1)
+    assert O.reconcile(ctx, later) == 1
+    with transaction(ctx.sessions) as s:
+        prod = repo.get_production(s, ctx.production)
+        assert "submit" in repo.service_state(s, prod)["backend_error"].value
+    run_all(ctx, fake_backend)
+    assert {j.state for j in jobs(ctx).values()} == {"completed"}
+
+
+def test_backend_outage_is_reported_not_fatal(ctx, raw_night, fake_backend):
+    O.ingest_night(ctx, N, O.utc_now())
+    O.plan(ctx, N, closed=True)
+    O.submit_ready(ctx, O.utc_now())
+    fake_backend.down = True
+    O.poll(ctx, O.utc_now())
+    with transaction(ctx.sessions) as s:
+        prod = repo.get_production(s, ctx.production)
+        assert "slurmdbd not responding" in repo.service_state(s, prod)["backend_error"].value
+    assert {j.state for j in jobs(ctx).values()} <= {"submitted", "pending"}
+    fake_backend.down = False
+    run_all(ctx, fake_backend)
+    assert {j.state for j in jobs(ctx).values()} == {"completed"}
