@@ -8,6 +8,7 @@ directory. Any invalid key or value is one clear error naming the key.
 from __future__ import annotations
 
 import os
+import re
 import tomllib
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -82,17 +83,18 @@ _CHOICES = {"backend": ("local", "slurm"), "watch_mode": ("auto", "native", "pol
 _KIND_KEYS = {"nodes", "ntasks", "cpus_per_task", "time_minutes", "mem_mb"}
 
 
-def find_config_file(explicit: str | os.PathLike | None = None) -> Path | None:
+def find_config_file(explicit: str | os.PathLike | None = None,
+                     env: dict[str, str] | None = None) -> Path | None:
     if explicit:
         p = Path(explicit)
         if not p.is_file():
             raise ConfigError(f"config file {p} does not exist")
         return p
-    env = os.environ.get("DESINIGHT_CONFIG")
-    if env:
-        p = Path(env)
+    named = (os.environ if env is None else env).get("DESINIGHT_CONFIG")
+    if named:
+        p = Path(named)
         if not p.is_file():
-            raise ConfigError(f"$DESINIGHT_CONFIG={env} does not exist")
+            raise ConfigError(f"$DESINIGHT_CONFIG={named} does not exist")
         return p
     p = Path("desinight.toml")
     return p if p.is_file() else None
@@ -107,7 +109,7 @@ def load_config(explicit: str | os.PathLike | None = None, env: dict[str, str] |
         values["redux_root"] = Path(env["DESI_SPECTRO_REDUX"])
     if env.get("SPECPROD"):
         values["production"] = env["SPECPROD"]
-    path = find_config_file(explicit)
+    path = find_config_file(explicit, env)
     if path is not None:
         values.update(_read_file(path))
         values["source"] = path
@@ -180,7 +182,7 @@ def _validate(cfg: Config) -> None:
         raise ConfigError(f"{where}desinight.max_attempts must be at least 1")
     if cfg.local_cpus < 1:
         raise ConfigError(f"{where}local.cpus must be at least 1")
-    if not cfg.production or "/" in cfg.production or cfg.production.startswith("."):
+    if not re.fullmatch(r"[A-Za-z0-9_][A-Za-z0-9_.-]{0,63}", cfg.production):
         raise ConfigError(f"{where}desinight.production must be a plain name, got {cfg.production!r}")
     if cfg.poll_min_s <= 0 or cfg.poll_max_s < cfg.poll_min_s:
         raise ConfigError(f"{where}daemon.poll_min_s must be > 0 and <= daemon.poll_max_s")

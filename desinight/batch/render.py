@@ -32,6 +32,8 @@ def _env(templates_dir: str) -> jinja2.Environment:
                              undefined=jinja2.StrictUndefined, keep_trailing_newline=True,
                              autoescape=False)
     env.filters["q"] = lambda v: shlex.quote(str(v))
+    # Comment lines: a newline in a value would end the comment and run the rest.
+    env.filters["c"] = lambda v: re.sub(r"[\x00-\x1f\x7f]", "?", str(v))
     env.filters["join_argv"] = lambda argv: shlex.join(str(a) for a in argv)
     return env
 
