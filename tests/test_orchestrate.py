@@ -142,3 +142,53 @@ def test_backend_outage_is_reported_not_fatal(ctx, raw_night, fake_backend):
     fake_backend.down = False
     run_all(ctx, fake_backend)
     assert {j.state for j in jobs(ctx).values()} == {"completed"}
+
+
+def test_resubmit_relinks_dependents_to_new_ids(ctx, raw_night, fake_backend):
+    from desinight.retry import resubmit
+    O.ingest_night(ctx, N, O.utc_now())
+    O.plan(ctx, N, closed=True)
+    run_all(ctx, fake_backend, fail={"stdstars"})
+    old_std = fake_backend.by_name("stdstars")[0]
+    res = resubmit(ctx, expid=26112403)
+    assert set(res.replanned) == {f"{N}/stdstars/1000", f"{N}/fluxcalib/26112403",
+                                  f"{N}/fluxcalib/26112404", f"{N}/redshift/1000/26112404"}
+    O.submit_ready(ctx, O.utc_now())
+    new_std = [b for b in fake_backend.by_name("stdstars") if b != old_std][0]
+    for bid in fake_backend.by_name("fluxcalib")[-2:]:
+        # completed science parents need no dependency; the new stdstars id is used
+        assert fake_backend.requests[bid].depends_on == (new_std,)
+    run_all(ctx, fake_backend)
+    js = jobs(ctx)
+    assert {j.state for j in js.values()} == {"completed"}
+    with transaction(ctx.sessions) as s:
+        std = s.scalar(select(Job).where(Job.key == f"{N}/stdstars/1000"))
+        assert [a.state for a in std.attempts] == ["failed", "completed"]
+
+
+def test_resubmit_stops_at_max_attempts(ctx, raw_night, fake_backend):
+    import pytest
+    from desinight.core.errors import DesinightError
+    from desinight.retry import resubmit
+    O.ingest_night(ctx, N, O.utc_now())
+    O.plan(ctx, N, closed=True)
+    run_all(ctx, fake_backend, fail={"redshift"})
+    for _ in range(2):
+        resubmit(ctx, job=f"{N}/redshift/1000/26112404", max_attempts=3)
+        run_all(ctx, fake_backend, fail={"redshift"})
+    res = resubmit(ctx, job=f"{N}/redshift/1000/26112404", max_attempts=3)
+    assert res.replanned == [] and "limit 3" in res.refused[f"{N}/redshift/1000/26112404"]
+    with pytest.raises(DesinightError, match="no failed job"):
+        resubmit(ctx, job=f"{N}/psfnight")
+
+
+def test_cancel_takes_downstream_along(ctx, raw_night, fake_backend):
+    from desinight.retry import cancel
+    O.ingest_night(ctx, N, O.utc_now())
+    O.plan(ctx, N, closed=True)
+    O.submit_ready(ctx, O.utc_now())
+    keys = cancel(ctx, job=f"{N}/fiberflatnight")
+    assert f"{N}/redshift/1000/26112404" in keys and f"{N}/psfnight" not in keys
+    assert fake_backend.jobs[fake_backend.by_name("redshift")[0]].state is JobState.CANCELLED
+    assert jobs(ctx)[f"{N}/science/26112403"].state == "cancelled"
+    assert jobs(ctx)[f"{N}/psfnight"].state == "submitted"   # untouched

@@ -1,0 +1,19 @@
+# Conveniences over the scripts the README names (scripts/ work without make installed).
+.PHONY: demo test unit bench slurm-up slurm-down pg-up pg-down
+
+demo:
+	bash scripts/demo
+test:
+	bash scripts/test
+unit:           ## fast tests only, no SLURM/PostgreSQL needed
+	.venv/bin/python -m pytest -q -m "not slurm and not postgres and not slow"
+bench:
+	.venv/bin/python -m bench
+slurm-up:
+	bash scripts/local-slurm up
+slurm-down:
+	bash scripts/local-slurm down
+pg-up:
+	bash scripts/local-postgres up
+pg-down:
+	bash scripts/local-postgres down

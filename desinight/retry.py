@@ -1,0 +1,87 @@
+"""Operator actions on jobs: resubmit what failed (re-linking dependents) and cancel.
+
+Resubmission only moves jobs back to ``planned``; the normal submit pass then sends them in
+topological waves, so each new attempt depends on the *new* ids of re-run parents and on
+the still-queued ids of parents that did not fail, and on nothing for completed parents.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from sqlalchemy import select
+
+from .core.errors import DesinightError
+from .core.states import ACTIVE, RETRYABLE, JobState
+from .db import repo
+from .db.engine import transaction
+from .db.models import Job, JobExposure
+from .orchestrate import Context
+
+
+@dataclass
+class RetryResult:
+    replanned: list[str] = field(default_factory=list)
+    refused: dict[str, str] = field(default_factory=dict)   # key -> why
+
+
+def _select(s, prod, expid: int | None, job: str | None, night: int | None) -> list[Job]:
+    if job is not None:
+        return [repo.get_job(s, prod, job)]
+    if expid is not None:
+        repo.get_exposure(s, prod, expid)   # clear error for an unknown expid
+        return list(s.scalars(select(Job).join(JobExposure).where(
+            Job.production_id == prod.id, JobExposure.expid == expid)))
+    if night is not None:
+        return list(s.scalars(select(Job).where(Job.production_id == prod.id, Job.night == night)))
+    raise DesinightError("say what to resubmit: an EXPID, --job ID or --night N --failed")
+
+
+def resubmit(ctx: Context, expid: int | None = None, job: str | None = None,
+             night: int | None = None, max_attempts: int | None = None) -> RetryResult:
+    """Re-plan failed/timeout/oom/node_fail/dep_failed/cancelled jobs of the selection and
+    every broken job downstream of them."""
+    limit = max_attempts or ctx.cfg.max_attempts
+    out = RetryResult()
+    with transaction(ctx.sessions) as s:
+        prod = repo.get_production(s, ctx.production)
+        roots = [j for j in _select(s, prod, expid, job, night) if JobState(j.state) in RETRYABLE]
+        if not roots:
+            raise DesinightError("nothing to resubmit: no failed job in that selection")
+        down = repo.descendants(s, [j.id for j in roots])
+        extra = s.scalars(select(Job).where(Job.id.in_(down))).all() if down else []
+        for j in sorted({*roots, *(x for x in extra if JobState(x.state) in RETRYABLE)},
+                        key=lambda j: j.id):
+            if len(j.attempts) >= limit:
+                out.refused[j.key] = f"already tried {len(j.attempts)} times (limit {limit})"
+                continue
+            j.state, j.reason = JobState.PLANNED.value, None
+            out.replanned.append(j.key)
+    if out.replanned:
+        ctx.event("resubmit", jobs=len(out.replanned))
+    return out
+
+
+def cancel(ctx: Context, expid: int | None = None, job: str | None = None,
+           night: int | None = None) -> list[str]:
+    """Cancel the selection and everything downstream: scancel what is queued or running,
+    mark what was only planned. Returns the keys cancelled."""
+    with transaction(ctx.sessions) as s:
+        prod = repo.get_production(s, ctx.production)
+        picked = _select(s, prod, expid, job, night)
+        down = repo.descendants(s, [j.id for j in picked])
+        jobs = {j.id: j for j in picked}
+        if down:
+            jobs.update({j.id: j for j in s.scalars(select(Job).where(Job.id.in_(down)))})
+        live = [j for j in jobs.values()
+                if JobState(j.state) in (*ACTIVE, JobState.PLANNED, JobState.HELD)]
+        ids = [j.last_attempt.backend_id for j in live
+               if JobState(j.state) in ACTIVE and j.last_attempt and j.last_attempt.backend_id]
+        if ids:
+            ctx.backend.cancel(ids)
+        for j in live:
+            j.state, j.reason = JobState.CANCELLED.value, "cancelled by operator"
+            if j.last_attempt is not None and JobState(j.last_attempt.state) in ACTIVE:
+                j.last_attempt.state = JobState.CANCELLED.value
+                j.last_attempt.reason = "cancelled by operator"
+        return sorted(j.key for j in live)
