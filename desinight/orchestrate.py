@@ -202,7 +202,9 @@ def _ready(s: Session, prod: Production) -> list[tuple[Job, list[str]]]:
 
 
 def submit_ready(ctx: Context, now: datetime) -> int:
-    """Submit every job whose parents allow it, in waves (a wave's ids feed the next)."""
+    """Submit every job whose parents allow it, in waves (a wave's ids feed the next).
+
+    Raises ``BackendError`` (after recording it for `status`) when the backend refuses."""
     total = 0
     python = sys.executable
     while True:
@@ -252,7 +254,7 @@ def submit_ready(ctx: Context, now: datetime) -> int:
                     prod = repo.get_production(s, ctx.production)
                     repo.set_service(s, prod, "backend_error", f"submit: {e}", now)
                 ctx.event("submit_failed", comment=req.comment, error=str(e))
-                return total   # the intent stays; reconcile/resubmit on the next tick
+                raise   # the intent stays: the next tick's reconcile settles it
             with transaction(ctx.sessions) as s:
                 att = s.get(Attempt, att_id)
                 att.backend_id, att.submitted_at = bid, now

@@ -4,7 +4,10 @@ from __future__ import annotations
 
 from datetime import timedelta
 
+import pytest
 from sqlalchemy import select
+
+from desinight.core.errors import BackendError
 
 from desinight import orchestrate as O
 from desinight.core.states import JobState
@@ -118,7 +121,8 @@ def test_intent_that_never_reached_backend_is_replanned(ctx, raw_night, fake_bac
     O.ingest_night(ctx, N, O.utc_now())
     O.plan(ctx, N, closed=True)
     fake_backend.down = True
-    O.submit_ready(ctx, O.utc_now())
+    with pytest.raises(BackendError, match="controller not responding"):
+        O.submit_ready(ctx, O.utc_now())
     fake_backend.down = False
     later = O.utc_now() + O.LOST_INTENT_AFTER + timedelta(seconds=1)
     assert O.reconcile(ctx, later) == 1

@@ -9,7 +9,7 @@ from pathlib import Path
 import click
 from rich.console import Console
 
-from ..core.errors import DesinightError
+from ..core.errors import BackendError, DesinightError
 
 
 def _night(value: str) -> int:
@@ -69,7 +69,11 @@ def process_night(ctx, night: int, wait: bool, closed: bool, timeout: float | No
         while True:
             now = O.utc_now()
             O.poll(ctx, now)
-            submitted += O.submit_ready(ctx, now)
+            try:
+                O.reconcile(ctx, now)
+                submitted += O.submit_ready(ctx, now)
+            except BackendError as e:   # an outage while waiting: report, keep waiting
+                console.print(f"[yellow]backend unavailable, retrying:[/] {e}")
             done, total = _progress(ctx, night)
             bar.update(task, completed=done, total=total)
             if O.night_done(ctx, night):
@@ -128,6 +132,30 @@ def ingest(obj, night: str, wait: bool, still_open: bool, backend: str | None,
 
 
 @click.command()
+@click.option("--backend", type=click.Choice(["local", "slurm"]), help="Override the configured backend.")
+@click.option("--log-file", type=click.Path(dir_okay=False),
+              help="Rotating log file (default: STATE_DIR/daemon-PRODUCTION.log).")
+@click.pass_obj
+def daemon(obj, backend: str | None, log_file: str | None) -> None:
+    """Run the nightly service: watch raw data, ingest, plan, submit, poll; until SIGTERM.
+
+    One daemon per production (a lock in the state directory). Logs are key=value lines,
+    quiet at the console, INFO and up in the rotating log file.
+
+    \b
+    Example:
+      desinight daemon &      # then: desinight status
+    """
+    from .. import logs
+    from ..app import open_context
+    from ..service import run_daemon
+    cfg = obj.cfg.with_overrides(backend=backend)
+    logs.setup(obj.verbose, Path(log_file) if log_file else
+               cfg.state_dir / f"daemon-{cfg.production}.log")
+    raise SystemExit(run_daemon(open_context(cfg)))
+
+
+@click.command()
 @click.option("--dir", "workdir", type=click.Path(file_okay=False), default="state/demo",
               show_default=True, help="Where the demo's raw data, outputs and database go.")
 @click.option("--night", default="20261124", show_default=True)
@@ -182,4 +210,4 @@ def demo(obj, workdir: str, night: str, seed: int, backend: str, timeout: float)
         f"backend = \"{backend}\"\n")
 
 
-COMMANDS = [init, ingest, demo]
+COMMANDS = [init, ingest, demo, daemon]

@@ -1,0 +1,77 @@
+"""resubmit and cancel."""
+
+from __future__ import annotations
+
+import click
+
+from ..core.errors import DesinightError
+
+
+def _selection(expid: str | None, job: str | None, night: str | None):
+    from .ops_cmds import _night
+    if sum(x is not None for x in (expid, job, night)) != 1:
+        raise DesinightError("give exactly one of EXPID, --job or --night")
+    if expid is not None and not expid.isdigit():
+        raise DesinightError(f"EXPID must be a number, got {expid!r}")
+    return (int(expid) if expid else None, job, _night(night) if night else None)
+
+
+@click.command()
+@click.argument("expid", required=False)
+@click.option("--job", help="A job id or key instead of an exposure.")
+@click.option("--night", help="Every failed job of this night (with --failed).")
+@click.option("--failed", is_flag=True, help="With --night: the night's failed jobs.")
+@click.option("--backend", type=click.Choice(["local", "slurm"]), help="Override the configured backend.")
+@click.pass_obj
+def resubmit(obj, expid, job, night, failed, backend) -> None:
+    """Retry what failed for an exposure (and everything downstream), re-linking dependents.
+
+    Each job gets a new attempt; dependents wait on the new ids. A job already tried
+    `max_attempts` times (config, default 3) is refused.
+
+    \b
+    Examples:
+      desinight resubmit 26112403
+      desinight resubmit --job 20261124/psfnight
+      desinight resubmit --night 20261124 --failed
+    """
+    from .. import orchestrate as O
+    from ..app import open_context
+    from ..retry import resubmit as do_resubmit
+    if night and not failed:
+        raise DesinightError("--night needs --failed (resubmit only what failed)")
+    e, j, n = _selection(expid, job, night)
+    ctx = open_context(obj.cfg.with_overrides(backend=backend))
+    res = do_resubmit(ctx, expid=e, job=j, night=n)
+    O.reconcile(ctx, O.utc_now())
+    submitted = O.submit_ready(ctx, O.utc_now())
+    for key, why in res.refused.items():
+        click.echo(f"refused {key}: {why}", err=True)
+    click.echo(f"resubmitted {len(res.replanned)} jobs ({submitted} submitted now): "
+               + ", ".join(res.replanned))
+    if res.refused and not res.replanned:
+        raise DesinightError("nothing resubmitted")
+
+
+@click.command()
+@click.argument("expid", required=False)
+@click.option("--job", help="A job id or key.")
+@click.option("--night", help="Every queued job of this night.")
+@click.option("--backend", type=click.Choice(["local", "slurm"]), help="Override the configured backend.")
+@click.pass_obj
+def cancel(obj, expid, job, night, backend) -> None:
+    """Cancel queued/running jobs (scancel) and everything downstream of them.
+
+    \b
+    Examples:
+      desinight cancel 26112403
+      desinight cancel --job 20261124/redshift/1000/26112404
+    """
+    from ..app import open_context
+    from ..retry import cancel as do_cancel
+    e, j, n = _selection(expid, job, night)
+    keys = do_cancel(open_context(obj.cfg.with_overrides(backend=backend)), expid=e, job=j, night=n)
+    click.echo(f"cancelled {len(keys)} jobs" + (": " + ", ".join(keys) if keys else ""))
+
+
+COMMANDS = [resubmit, cancel]
