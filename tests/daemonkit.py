@@ -1,0 +1,80 @@
+"""Helpers to run the real daemon as a subprocess against a temporary production."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from desinight.config import Config
+from desinight.core.planner import JOB_KINDS
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+def fast_templates(dest: Path, run: str = "sleep 0.2", overrides: dict[str, str] | None = None) -> Path:
+    """Templates whose jobs run a trivial command: tests the orchestration, not the science."""
+    dest.mkdir(parents=True, exist_ok=True)
+    shutil.copy(Config().templates_dir / "base.sh.j2", dest / "base.sh.j2")
+    for kind in JOB_KINDS:
+        body = (overrides or {}).get(kind, run)
+        (dest / f"{kind}.sh.j2").write_text(
+            '{% extends "base.sh.j2" %}{% block run %}' + body + "\n{% endblock %}\n")
+    return dest
+
+
+def write_config(root: Path, backend: str = "local", templates: Path | None = None,
+                 db_url: str | None = None, extra: str = "") -> Path:
+    conf = root / "desinight.toml"
+    lines = ["[desinight]", 'production = "test"', 'raw_root = "raw"', 'redux_root = "redux"',
+             'state_dir = "state"', f'backend = "{backend}"']
+    if templates:
+        lines.append(f'templates_dir = "{templates}"')
+    if db_url:
+        lines.append(f'db_url = "{db_url}"')
+    lines += ["[daemon]", "poll_min_s = 0.5", "poll_max_s = 2.0", "full_scan_s = 5.0", extra]
+    conf.write_text("\n".join(lines) + "\n")
+    return conf
+
+
+def cli(conf: Path, *args: str, check: bool = True, timeout: float = 120) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "desinight", "--config", str(conf), *args],
+                          capture_output=True, text=True, check=check, timeout=timeout)
+
+
+def start_daemon(conf: Path, log: Path) -> subprocess.Popen:
+    with open(log, "ab") as f:
+        return subprocess.Popen([sys.executable, "-m", "desinight", "--config", str(conf), "daemon"],
+                                stdout=f, stderr=subprocess.STDOUT)
+
+
+def stop_daemon(proc: subprocess.Popen, sig: int = signal.SIGTERM, timeout: float = 10) -> tuple[int, float]:
+    t0 = time.monotonic()
+    proc.send_signal(sig)
+    rc = proc.wait(timeout=timeout)
+    return rc, time.monotonic() - t0
+
+
+def status_json(conf: Path, night: int | None = None) -> dict:
+    args = ["status", "--json"] + (["--night", str(night)] if night else [])
+    return json.loads(cli(conf, *args).stdout)
+
+
+def wait_for(pred, timeout: float, interval: float = 0.5, what: str = "condition"):
+    deadline = time.monotonic() + timeout
+    last = None
+    while time.monotonic() < deadline:
+        last = pred()
+        if last:
+            return last
+        time.sleep(interval)
+    raise AssertionError(f"timed out after {timeout} s waiting for {what}")
+
+
+def env_without_slurm() -> dict[str, str]:
+    return {k: v for k, v in os.environ.items() if not k.startswith("SLURM_")}

@@ -1,0 +1,71 @@
+"""The CLI end to end on the local backend (fast templates), asserting what operators read."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from tests.daemonkit import cli, fast_templates, write_config
+from tests.rawfixture import N, write_exposure, write_night
+
+
+@pytest.fixture
+def prod(tmp_path):
+    tpl = fast_templates(tmp_path / "templates", overrides={"stdstars": "exit 3"})
+    conf = write_config(tmp_path, templates=tpl)
+    assert "created production test" in cli(conf, "init").stdout
+    assert "found production test" in cli(conf, "init").stdout
+    write_night(tmp_path / "raw")
+    write_exposure(tmp_path / "raw", N, 7, "TWILIGHT")
+    return tmp_path, conf
+
+
+def test_ingest_wait_status_show_resubmit(prod):
+    root, conf = prod
+    r = cli(conf, "ingest", str(N), "--wait", "--timeout", "120")
+    assert "5 exposures ingested, 1 quarantined" in r.stdout
+    assert "failures" in r.stdout and "unknown OBSTYPE 'TWILIGHT'" in r.stdout
+    data = json.loads(cli(conf, "status", "--json").stdout)
+    assert data["schema"] == 1 and data["night"] == N
+    states = {j["key"]: j["state"] for j in data["jobs"]}
+    assert states[f"{N}/stdstars/1000"] == "failed"
+    assert states[f"{N}/redshift/1000/26112404"] == "dep_failed"
+    assert states[f"{N}/science/26112404"] == "completed"
+    fail = {f.get("job"): f for f in data["failures"]}
+    assert "exit code 3" in fail[f"{N}/stdstars/1000"]["reason"]
+    assert f"upstream {N}/stdstars/1000 failed" == fail[f"{N}/fluxcalib/26112403"]["reason"]
+
+    show = cli(conf, "show", "job", f"{N}/stdstars/1000").stdout
+    assert "attempt 1" in show and "exit=3" in show and "job.sh" in show and "job.log" in show
+    assert "rerun by hand" in show
+    sj = json.loads(cli(conf, "show", "job", f"{N}/stdstars/1000", "--json").stdout)
+    assert sj["attempts"][0]["exit_code"] == 3 and sj["attempts"][0]["backend_id"]
+
+    # fix the cause (the template), resubmit, and everything completes
+    (root / "templates" / "stdstars.sh.j2").write_text(
+        '{% extends "base.sh.j2" %}{% block run %}true\n{% endblock %}\n')
+    r = cli(conf, "resubmit", "26112403")
+    assert "resubmitted 4 jobs" in r.stdout
+    cli(conf, "ingest", str(N), "--wait", "--timeout", "120")
+    data = json.loads(cli(conf, "status", "--json").stdout)
+    assert {j["state"] for j in data["jobs"]} == {"completed"}
+    sj = json.loads(cli(conf, "show", "job", f"{N}/stdstars/1000", "--json").stdout)
+    assert [a["state"] for a in sj["attempts"]] == ["failed", "completed"]
+
+
+def test_errors_are_one_line_with_exit_code(prod):
+    root, conf = prod
+    r = cli(conf, "show", "job", "20261124/psfnite", check=False)
+    assert r.returncode == 3 and r.stderr.count("\n") == 1 and "no job '20261124/psfnite'" in r.stderr
+    r = cli(conf, "resubmit", "99999999", check=False)
+    assert r.returncode == 3 and "no exposure 99999999" in r.stderr
+    r = cli(conf, "ingest", "2026-11-24", check=False)
+    assert r.returncode != 0 and "YYYYMMDD" in r.stderr
+    bad = root / "bad.toml"
+    bad.write_text('[desinight]\nbackend = "pbs"\n')
+    r = cli(bad, "status", check=False)
+    assert r.returncode == 2 and "desinight.backend must be one of local, slurm" in r.stderr
+    empty = write_config(root / "empty") if (root / "empty").mkdir() is None else None
+    r = cli(empty, "status", check=False)
+    assert r.returncode != 0 and "run `desinight init` first" in r.stderr

@@ -1,0 +1,105 @@
+"""The daemon as a real process: local backend, exposures arriving one by one, crashes."""
+
+from __future__ import annotations
+
+import random
+import signal
+import time
+
+import pytest
+from sqlalchemy import create_engine, func, select
+
+from desinight.db.models import Attempt, Exposure, Job
+from tests.daemonkit import cli, fast_templates, start_daemon, status_json, stop_daemon, wait_for, write_config
+from tests.rawfixture import N, write_exposure
+
+pytestmark = pytest.mark.slow
+
+NIGHT = [("ZERO", -1, 1, 1), ("ARC", -1, 1, 1), ("FLAT", -1, 1, 1),
+         ("SCIENCE", 1000, 1, 2), ("SCIENCE", 1000, 2, 2)]
+
+
+def all_completed(conf):
+    data = status_json(conf, N)
+    states = [j["state"] for j in data["jobs"]]
+    return len(states) == 11 and set(states) == {"completed"} and data
+
+
+@pytest.fixture
+def prod(tmp_path):
+    conf = write_config(tmp_path, templates=fast_templates(tmp_path / "templates"))
+    cli(conf, "init")
+    return tmp_path, conf
+
+
+def test_daemon_processes_a_night_as_it_arrives(prod):
+    root, conf = prod
+    proc = start_daemon(conf, root / "daemon.out")
+    try:
+        for i, (obstype, tile, seqnum, seqtot) in enumerate(NIGHT):
+            d = write_exposure(root / "raw", N, i, obstype, tile, seqnum, seqtot)
+            if i == 3:
+                # a half-written raw file: truncated, request file already there
+                raw = d / f"desi-{d.name}.fits.fz"
+                full = raw.read_bytes()
+                raw.write_bytes(full[: len(full) // 2])
+                time.sleep(3)
+                assert status_json(conf, N)["exposures"][-1]["expid"] != int(d.name)
+                raw.write_bytes(full)
+            time.sleep(0.5)
+        data = wait_for(lambda: all_completed(conf), 120, what="the night to complete")
+        assert [e["status"] for e in data["exposures"]] == ["planned"] * 5
+        rc, took = stop_daemon(proc)
+        assert rc == 0 and took < 10
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+
+
+def test_second_daemon_on_same_production_is_refused(prod):
+    root, conf = prod
+    proc = start_daemon(conf, root / "daemon.out")
+    try:
+        time.sleep(2)
+        r = cli(conf, "daemon", check=False, timeout=30)
+        assert r.returncode != 0 and "another daemon holds" in r.stderr
+    finally:
+        stop_daemon(proc)
+
+
+def test_sigkill_at_random_moments_never_duplicates_or_loses(prod):
+    root, conf = prod
+    rng = random.Random(7)
+    kills = 0
+    proc = start_daemon(conf, root / "daemon.out")
+    written = 0
+    deadline = time.monotonic() + 240
+    try:
+        while time.monotonic() < deadline:
+            if written < len(NIGHT) and rng.random() < 0.5:
+                obstype, tile, seqnum, seqtot = NIGHT[written]
+                write_exposure(root / "raw", N, written, obstype, tile, seqnum, seqtot)
+                written += 1
+            time.sleep(rng.uniform(0.2, 1.5))
+            if kills < 20:
+                proc.send_signal(signal.SIGKILL)
+                proc.wait()
+                kills += 1
+                proc = start_daemon(conf, root / "daemon.out")
+            elif written == len(NIGHT) and all_completed(conf):
+                break
+        assert kills == 20
+        wait_for(lambda: all_completed(conf), 120, what="the night to complete after the crashes")
+    finally:
+        stop_daemon(proc) if proc.poll() is None else None
+    engine = create_engine(f"sqlite:///{root / 'state' / 'desinight.db'}")
+    with engine.connect() as c:
+        assert c.scalar(select(func.count()).select_from(Exposure)) == len(NIGHT)
+        # exactly one attempt that reached the backend per job
+        per_job = c.execute(select(Attempt.job_id, func.count()).where(Attempt.backend_id.is_not(None))
+                            .group_by(Attempt.job_id)).all()
+        assert len(per_job) == 11 and {n for _, n in per_job} == {1}
+        assert c.scalar(select(func.count()).select_from(Job)) == 11
+    # and the backend itself ran each job once
+    spool_jobs = [p for p in (root / "state" / "local-spool").rglob("request.json")]
+    assert len(spool_jobs) in (0, 11)
