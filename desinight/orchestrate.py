@@ -176,6 +176,11 @@ def _upstream_reason(parent: Job) -> str:
     return f"upstream {parent.key} {parent.state}"
 
 
+def _root_cause(s: Session, job: Job) -> str | None:
+    broken = [p for p in repo.parents_of(s, [job.id])[job.id] if JobState(p.state) in BROKEN]
+    return _upstream_reason(broken[0]) if broken else None
+
+
 def _ready(s: Session, prod: Production) -> list[tuple[Job, list[str]]]:
     """PLANNED jobs whose parents are all completed or queued with a known id.
 
@@ -338,9 +343,12 @@ def poll(ctx: Context, now: datetime) -> dict[str, int]:
             rec = read_exit(Path(att.attempt_dir))
             if bj is not None and JobState(bj.state) not in ACTIVE:
                 state = JobState(bj.state)
-                if state is JobState.CANCELLED and bj.reason and "DependencyNeverSatisfied" in bj.reason:
+                reason = bj.reason
+                if state is JobState.CANCELLED and reason and "DependencyNeverSatisfied" in reason:
                     state = JobState.DEP_FAILED
-                _finish(att, state, bj.exit_code, bj.reason, bj.start, bj.end, bj.node)
+                if state is JobState.DEP_FAILED:
+                    reason = _root_cause(s, att.job) or reason
+                _finish(att, state, bj.exit_code, reason, bj.start, bj.end, bj.node)
             elif rec is not None:
                 # The job's own record is newer than a lagging or silent backend.
                 _finish(att, rec["state"], rec["exit_code"], None, rec["start"], rec["end"], rec.get("host"))

@@ -35,41 +35,59 @@ def print_status(ctx, night: int | None = None, expid: int | None = None,
 def render(data: dict, console: Console) -> None:
     nights = Table(title=f"production {data['production']}", title_justify="left")
     for col in ("night", "exposures", "jobs"):
-        nights.add_column(col)
+        nights.add_column(col, no_wrap=col == "night")
     for n in data["nights"][-7:]:
         exps = " ".join(f"{k}:{v}" for k, v in sorted(n["exposures"].items()))
         jobs = " ".join(f"{GLYPH.get(k, k)}{k}:{v}" for k, v in sorted(n["jobs"].items()))
-        nights.add_row(str(n["night"]) + (" (closed)" if n["closed"] else ""), exps, jobs)
+        nights.add_row(str(n["night"]) + (" closed" if n["closed"] else ""), exps, jobs)
     console.print(nights)
     if data["night"] is None:
         console.print("no nights yet")
         return
-    kinds = [k for k in JOB_KINDS if any(k in e["jobs"] for e in data["exposures"])]
     t = Table(title=f"night {data['night']}", title_justify="left")
-    for col in ("EXPID", "OBSTYPE", "TILE", "cameras", "status", *(SHORT[k] for k in kinds)):
-        t.add_column(col)
+    for col in ("EXPID", "OBSTYPE", "TILE", "cams", "status", "steps"):
+        t.add_column(col, no_wrap=col != "steps")
     for e in data["exposures"]:
-        cams = e["cameras"] + (f" -{e['bad_cameras']}" if e["bad_cameras"] else "")
+        cams = _word(e["cameras"]) + (f" -{_word(e['bad_cameras'])}" if e["bad_cameras"] else "")
         status = e["status"] if e["status"] != "quarantined" else "[red]quarantined[/]"
+        steps = " ".join(f"{SHORT[k]}{GLYPH.get(e['jobs'][k], '?')}" for k in JOB_KINDS
+                         if k in e["jobs"])
         t.add_row(str(e["expid"]), e["obstype"], "" if e["tileid"] is None else str(e["tileid"]),
-                  cams, status, *(GLYPH.get(e["jobs"].get(k, ""), "") for k in kinds))
+                  cams, status, steps)
     console.print(t)
     if data["failures"]:
-        f = Table(title="failures", title_justify="left")
-        for col in ("what", "state", "reason", "log"):
-            f.add_column(col, overflow="fold")
+        f = Table(title="failures (details: desinight show job ID)", title_justify="left")
+        for col in ("id", "what", "state", "reason"):
+            f.add_column(col, overflow="fold", no_wrap=col in ("id", "state"))
         for x in data["failures"]:
             what = x.get("job") or (f"exposure {x['exposure']}" if "exposure" in x else x.get("path"))
-            f.add_row(str(what), f"[red]{x['state']}[/]", x.get("reason") or "", x.get("log") or "")
+            f.add_row(str(x.get("id", "")), str(what), f"[red]{x['state']}[/]", x.get("reason") or "")
         console.print(f)
     h = data["health"]
-    counts = {}
+    counts: dict[str, int] = {}
     for j in data["jobs"]:
         counts[j["state"]] = counts.get(j["state"], 0) + 1
-    console.print("jobs: " + (", ".join(f"{k} {v}" for k, v in sorted(counts.items())) or "none")
-                  + f" | last poll {h['last_poll'] or '-'} | last ingest {h['last_ingest'] or '-'}"
-                  + (f" | [red]backend: {h['backend_error']}[/]" if h["backend_error"] else
-                     " | backend ok"))
+    console.print("jobs: " + (", ".join(f"{k} {v}" for k, v in sorted(counts.items())) or "none"))
+    console.print(f"daemon: {h['daemon_pid'] or 'not seen'} | last poll {_ago(h['last_poll'])} | "
+                  f"last ingest {_ago(h['last_ingest'])} | "
+                  + (f"[red]backend: {h['backend_error']}[/]" if h["backend_error"] else "backend ok"))
+
+
+def _word(cams: str) -> str:
+    from ..core.cameras import camera_word
+    try:
+        return camera_word(cams.split(",")) if cams else ""
+    except Exception:  # noqa: BLE001 - show what is stored rather than fail the view
+        return cams
+
+
+def _ago(iso: str | None) -> str:
+    if not iso:
+        return "never"
+    from datetime import datetime, timezone
+    secs = (datetime.now(timezone.utc) - datetime.fromisoformat(iso)).total_seconds()
+    return (f"{secs:.0f}s ago" if secs < 120 else f"{secs / 60:.0f}min ago" if secs < 7200
+            else f"{secs / 3600:.1f}h ago")
 
 
 @click.command()
