@@ -42,6 +42,7 @@ class Config:
     poll_min_s: float = D.POLL_MIN_S
     poll_max_s: float = D.POLL_MAX_S
     full_scan_s: float = D.FULL_SCAN_S
+    settle_s: float = D.SETTLE_S
     kinds: dict[str, dict[str, Any]] = field(default_factory=dict)   # per-kind resource overrides
     source: Path | None = None            # the file this came from, for messages
 
@@ -78,6 +79,7 @@ _KEYS: dict[tuple[str, str], tuple[str, type]] = {
     ("daemon", "poll_min_s"): ("poll_min_s", float),
     ("daemon", "poll_max_s"): ("poll_max_s", float),
     ("daemon", "full_scan_s"): ("full_scan_s", float),
+    ("daemon", "settle_s"): ("settle_s", float),
 }
 _CHOICES = {"backend": ("local", "slurm"), "watch_mode": ("auto", "native", "polling")}
 _KIND_KEYS = {"nodes", "ntasks", "cpus_per_task", "time_minutes", "mem_mb"}

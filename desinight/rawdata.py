@@ -25,6 +25,10 @@ REQUIRED_KEYS = ("EXPID", "NIGHT", "OBSTYPE", "EXPTIME")
 CHECKSUM_FILE = "checksum-{expid:08d}.sha256"
 
 
+class Truncated(BadExposure):
+    """Shorter than its headers say: still being transferred, or cut for good."""
+
+
 class Incomplete(Exception):
     """Not all files are there yet (or still growing): look again later, not an error."""
 
@@ -131,7 +135,7 @@ def _read_fits(path: Path, expid: int, req: dict, verify_data: bool) -> RawExpos
         except (OSError, ValueError, IndexError) as e:
             raise BadExposure(f"{path.name}: cannot read headers ({_short(e)})") from None
         if max(ends) > size:
-            raise BadExposure(f"{path.name} is truncated ({size} of {max(ends)} bytes)")
+            raise Truncated(f"{path.name} is truncated ({size} of {max(ends)} bytes)")
         missing = [k for k in REQUIRED_KEYS if k not in hdr]
         if missing:
             raise BadExposure(f"{path.name}: missing header keyword {', '.join(missing)}")

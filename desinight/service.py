@@ -81,7 +81,8 @@ class Daemon:
                 self.candidates.add(d)   # look again next tick: growing or not there yet
                 self.candidates.event.clear()
         for night, dirs in sorted(ready.items()):
-            counts = O.ingest_night(self.ctx, night, now, only=sorted(dirs))
+            counts = O.ingest_night(self.ctx, night, now, only=sorted(dirs),
+                                    settle_s=self.cfg.settle_s)
             if counts.get("ingested") or counts.get("quarantined"):
                 self.dirty_nights.add(night)
                 self._close_earlier_nights(night)

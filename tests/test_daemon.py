@@ -101,5 +101,7 @@ def test_sigkill_at_random_moments_never_duplicates_or_loses(prod):
         assert len(per_job) == 11 and {n for _, n in per_job} == {1}
         assert c.scalar(select(func.count()).select_from(Job)) == 11
     # and the backend itself ran each job once
-    spool_jobs = [p for p in (root / "state" / "local-spool").rglob("request.json")]
-    assert len(spool_jobs) in (0, 11)
+    import json
+    comments = [json.loads(p.read_text())["comment"]
+                for p in (root / "state" / "local-spool" / "jobs").glob("*/request.json")]
+    assert len(comments) == 11 and len(set(c.rsplit(":", 2)[1] for c in comments)) == 11

@@ -21,6 +21,9 @@ WATCH_MODE = "auto"
 #: Seconds between looks of the polling observer and the full-scan safety net.
 POLL_OBSERVER_S = 2.0
 FULL_SCAN_S = 60.0
+#: The daemon takes a truncated raw file younger than this (seconds) for a transfer still
+#: under way; older, it is quarantined as truncated (and re-inspected if it changes later).
+SETTLE_S = 120.0
 #: Backend poll interval: starts short so fast jobs settle quickly, backs off to the max when
 #: nothing changes, so an idle night costs slurmctld almost nothing.
 POLL_MIN_S = 2.0
