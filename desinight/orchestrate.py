@@ -47,6 +47,8 @@ class Context:
     backend: Backend
     production: str
     on_event: Callable[[str, dict], None] = field(default=lambda event, fields: None)
+    #: throttle: at most this many jobs queued or running in the backend at once (campaigns)
+    max_queued: int | None = None
 
     def event(self, name: str, **fields) -> None:
         log.info(name, extra={"fields": fields})
@@ -253,7 +255,11 @@ def submit_ready(ctx: Context, now: datetime) -> int:
             prod = repo.get_production(s, ctx.production)
             _settle_dep_failed(s, prod)
             intents = []
-            for job, deps in _ready(s, prod):
+            ready = _ready(s, prod)
+            if ctx.max_queued is not None:
+                room = ctx.max_queued - len(repo.active_attempts(s, prod))
+                ready = ready[:max(0, room)]
+            for job, deps in ready:
                 number = len(job.attempts) + 1
                 adir = attempt_dir(ctx.cfg, job, number)
                 script = adir / "job.sh"

@@ -196,3 +196,16 @@ def test_cancel_takes_downstream_along(ctx, raw_night, fake_backend):
     assert fake_backend.jobs[fake_backend.by_name("redshift")[0]].state is JobState.CANCELLED
     assert jobs(ctx)[f"{N}/science/26112403"].state == "cancelled"
     assert jobs(ctx)[f"{N}/psfnight"].state == "submitted"   # untouched
+
+
+def test_throttle_limits_jobs_queued_at_once(ctx, raw_night, fake_backend):
+    O.ingest_night(ctx, N, O.utc_now())
+    O.plan(ctx, N, closed=True)
+    ctx.max_queued = 2
+    O.submit_ready(ctx, O.utc_now())
+    assert fake_backend.calls["submit"] == 2
+    O.submit_ready(ctx, O.utc_now())
+    assert fake_backend.calls["submit"] == 2       # still full
+    run_all(ctx, fake_backend)
+    assert {j.state for j in jobs(ctx).values()} == {"completed"}
+    assert fake_backend.calls["submit"] == 11
