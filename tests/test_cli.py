@@ -69,3 +69,24 @@ def test_errors_are_one_line_with_exit_code(prod):
     empty = write_config(root / "empty") if (root / "empty").mkdir() is None else None
     r = cli(empty, "status", check=False)
     assert r.returncode != 0 and "run `desinight init` first" in r.stderr
+
+
+def test_rerun_here_leaves_production_alone_unless_recorded(prod):
+    root, conf = prod
+    cli(conf, "ingest", str(N), "--wait", "--timeout", "120")
+    before = json.loads(cli(conf, "show", "job", f"{N}/stdstars/1000", "--json").stdout)
+    r = cli(conf, "rerun", f"{N}/stdstars/1000", "--here", check=False)
+    assert r.returncode == 3 and "exit code 3" in r.stderr
+    assert f"desinight: {N}/stdstars/1000 attempt 1" in r.stdout      # the job's own output
+    after = json.loads(cli(conf, "show", "job", f"{N}/stdstars/1000", "--json").stdout)
+    assert after == before
+    r = cli(conf, "rerun", f"{N}/stdstars/1000", check=False)
+    assert r.returncode != 0 and "--here" in r.stderr
+    (root / "templates" / "stdstars.sh.j2").write_text(
+        '{% extends "base.sh.j2" %}{% block run %}true\n{% endblock %}\n')
+    r = cli(conf, "rerun", f"{N}/stdstars/1000", "--here", "--cameras", "b0", "--record", check=False)
+    assert r.returncode == 0, r.stderr
+    after = json.loads(cli(conf, "show", "job", f"{N}/stdstars/1000", "--json").stdout)
+    assert after["state"] == "completed"
+    assert [a["backend"] for a in after["attempts"]] == ["local", "here"]
+    assert after["attempts"][1]["command"].endswith("--cameras b0")

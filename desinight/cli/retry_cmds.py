@@ -74,4 +74,35 @@ def cancel(obj, expid, job, night, backend) -> None:
     click.echo(f"cancelled {len(keys)} jobs" + (": " + ", ".join(keys) if keys else ""))
 
 
-COMMANDS = [resubmit, cancel]
+@click.command()
+@click.argument("job")
+@click.option("--here", is_flag=True, help="Run it in this shell (required: rerun never submits).")
+@click.option("--cameras", help="Only these cameras, e.g. b0 or a0 (re-renders the script).")
+@click.option("--record", is_flag=True,
+              help="Record the run as a new attempt (default: production state untouched).")
+@click.pass_obj
+def rerun(obj, job: str, here: bool, cameras: str | None, record: bool) -> None:
+    """Rerun a job's stored script by hand, in this shell, to debug it.
+
+    Output goes to the terminal; the exit record goes to a scratch directory under
+    STATE_DIR/rerun unless --record. Use `resubmit` to retry through the batch system.
+
+    \b
+    Examples:
+      desinight rerun 20261124/stdstars/1000 --here
+      desinight rerun 42 --here --cameras b0
+    """
+    from ..app import open_context
+    from ..rerun import rerun_here
+    from .ops_cmds import _NoBackend
+    if not here:
+        raise DesinightError("rerun only runs here (--here); to retry in the batch system "
+                             "use `desinight resubmit --job JOB`")
+    res = rerun_here(open_context(obj.cfg, backend=_NoBackend()), job, cameras=cameras, record=record)
+    click.echo(f"rerun of {job}: exit code {res.exit_code}; script {res.script}; "
+               f"records in {res.attempt_dir}" + (" (recorded as a new attempt)" if res.recorded else ""),
+               err=True)
+    raise SystemExit(res.exit_code)
+
+
+COMMANDS = [resubmit, cancel, rerun]
