@@ -23,14 +23,19 @@ def latest_night(s: Session, prod: Production) -> int | None:
 
 
 def collect(s: Session, prod: Production, night: int | None = None, expid: int | None = None,
+            night_range: tuple[int, int] | None = None, failed_only: bool = False,
             now: datetime | None = None) -> dict:
+    """The status document. One night (default: the latest) in detail, or a range of nights
+    summarised with all their failures."""
     if expid is not None:
         night = repo.get_exposure(s, prod, expid).night
-    if night is None:
+    if night is None and night_range is None:
         night = latest_night(s, prod)
-    nights = _nights(s, prod)
+    lo, hi = night_range if night_range else (night, night)
     out: dict = {"schema": SCHEMA_VERSION, "production": prod.name, "redux_dir": prod.redux_dir,
-                 "night": night, "nights": nights, "exposures": [], "jobs": [], "failures": [],
+                 "night": night, "range": list(night_range) if night_range else None,
+                 "nights": _nights(s, prod, night_range), "exposures": [], "jobs": [],
+                 "failures": _failures(s, prod, lo, hi) if lo is not None else [],
                  "rejections": [], "health": _health(s, prod, now)}
     if night is None:
         return out
@@ -47,6 +52,8 @@ def collect(s: Session, prod: Production, night: int | None = None, expid: int |
     for j in jobs:
         for e in cover[j.id]:
             per_exp[e][j.kind] = j.state
+        if failed_only and not _is_failure(j.state):
+            continue
         att = last_att.get(j.id)
         out["jobs"].append({
             "id": j.id, "key": j.key, "kind": j.kind, "state": j.state, "tileid": j.tileid,
@@ -56,41 +63,70 @@ def collect(s: Session, prod: Production, night: int | None = None, expid: int |
             "started_at": _iso(att.started_at) if att else None,
             "ended_at": _iso(att.ended_at) if att else None,
             "log": att.log_path if att else None})
-        if JobState(j.state) in BROKEN or j.state == JobState.HELD.value:
-            out["failures"].append({"job": j.key, "id": j.id, "kind": j.kind, "state": j.state,
-                                    "reason": j.reason or j.hold_reason,
-                                    "log": att.log_path if att else None})
     for e in exps:
         if expid is not None and e.expid != expid:
+            continue
+        steps = per_exp.get(e.expid, {})
+        if failed_only and e.status != ExposureStatus.QUARANTINED.value and not any(
+                _is_failure(st) for st in steps.values()):
             continue
         out["exposures"].append({
             "expid": e.expid, "night": e.night, "obstype": e.obstype, "tileid": e.tileid,
             "exptime": e.exptime, "cameras": e.cameras, "bad_cameras": e.bad_cameras,
-            "status": e.status, "reason": e.quarantine_reason, "jobs": per_exp.get(e.expid, {}),
+            "status": e.status, "reason": e.quarantine_reason, "jobs": steps,
             "arrived_at": _iso(e.arrived_at)})
-        if e.status == ExposureStatus.QUARANTINED.value:
-            out["failures"].append({"exposure": e.expid, "state": "quarantined",
-                                    "reason": e.quarantine_reason, "kind": "exposure"})
-    for r in s.scalars(select(Rejection).where(Rejection.production_id == prod.id,
-                                               Rejection.night == night)):
-        out["rejections"].append({"path": r.path, "reason": r.reason})
-        out["failures"].append({"path": r.path, "state": "rejected", "reason": r.reason,
-                                "kind": "file"})
+    out["rejections"] = [{"path": r.path, "reason": r.reason} for r in s.scalars(
+        select(Rejection).where(Rejection.production_id == prod.id, Rejection.night == night))]
+    if expid is not None:
+        mine = {j["key"] for j in out["jobs"] if expid in j["expids"]}
+        out["jobs"] = [j for j in out["jobs"] if j["key"] in mine]
+        out["failures"] = [f for f in out["failures"] if f.get("job") in mine
+                           or f.get("exposure") == expid]
     return out
 
 
-def _nights(s: Session, prod: Production) -> list[dict]:
+def _is_failure(state: str) -> bool:
+    return state == JobState.HELD.value or JobState(state) in BROKEN
+
+
+def _failures(s: Session, prod: Production, lo: int, hi: int) -> list[dict]:
+    """Failed/held jobs, quarantined exposures and rejected files of nights lo..hi."""
+    out = []
+    bad_states = [st.value for st in BROKEN] + [JobState.HELD.value]
+    jobs = s.scalars(select(Job).where(Job.production_id == prod.id, Job.night.between(lo, hi),
+                                       Job.state.in_(bad_states)).order_by(Job.night, Job.id)).all()
+    last_att = _last_attempts(s, [j.id for j in jobs])
+    for j in jobs:
+        att = last_att.get(j.id)
+        out.append({"kind": j.kind, "job": j.key, "id": j.id, "night": j.night, "state": j.state,
+                    "reason": j.reason or j.hold_reason, "log": att.log_path if att else None})
+    for e in s.scalars(select(Exposure).where(
+            Exposure.production_id == prod.id, Exposure.night.between(lo, hi),
+            Exposure.status == ExposureStatus.QUARANTINED.value).order_by(Exposure.expid)):
+        out.append({"kind": "exposure", "exposure": e.expid, "night": e.night,
+                    "state": "quarantined", "reason": e.quarantine_reason})
+    for r in s.scalars(select(Rejection).where(Rejection.production_id == prod.id,
+                                               Rejection.night.between(lo, hi))):
+        out.append({"kind": "file", "path": r.path, "night": r.night, "state": "rejected",
+                    "reason": r.reason})
+    return out
+
+
+def _nights(s: Session, prod: Production, night_range: tuple[int, int] | None) -> list[dict]:
+    lo, hi = night_range or (0, 99999999)
     by_night: dict[int, dict] = {}
     for n, closed in s.execute(select(Night.night, Night.closed).where(
-            Night.production_id == prod.id)):
+            Night.production_id == prod.id, Night.night.between(lo, hi))):
         by_night[n] = {"night": n, "closed": closed, "exposures": {}, "jobs": {}}
     for n, obstype, count in s.execute(select(Exposure.night, Exposure.obstype, func.count())
-                                       .where(Exposure.production_id == prod.id)
+                                       .where(Exposure.production_id == prod.id,
+                                              Exposure.night.between(lo, hi))
                                        .group_by(Exposure.night, Exposure.obstype)):
         by_night.setdefault(n, {"night": n, "closed": False, "exposures": {}, "jobs": {}})
         by_night[n]["exposures"][obstype] = count
     for n, state, count in s.execute(select(Job.night, Job.state, func.count())
-                                     .where(Job.production_id == prod.id)
+                                     .where(Job.production_id == prod.id,
+                                            Job.night.between(lo, hi))
                                      .group_by(Job.night, Job.state)):
         by_night.setdefault(n, {"night": n, "closed": False, "exposures": {}, "jobs": {}})
         by_night[n]["jobs"][state] = count

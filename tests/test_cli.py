@@ -90,3 +90,25 @@ def test_rerun_here_leaves_production_alone_unless_recorded(prod):
     assert after["state"] == "completed"
     assert [a["backend"] for a in after["attempts"]] == ["local", "here"]
     assert after["attempts"][1]["command"].endswith("--cameras b0")
+
+
+def test_status_views(prod):
+    root, conf = prod
+    write_night(root / "raw", night=20261125)
+    cli(conf, "ingest", str(N), "--wait", "--timeout", "120")
+    cli(conf, "ingest", "20261125", "--wait", "--timeout", "120")
+    latest = json.loads(cli(conf, "status", "--json").stdout)
+    assert latest["night"] == 20261125 and len(latest["nights"]) == 2
+    failed = json.loads(cli(conf, "status", "--night", str(N), "--failed", "--json").stdout)
+    assert {j["state"] for j in failed["jobs"]} == {"failed", "dep_failed"}
+    assert [e["expid"] for e in failed["exposures"]] == [26112403, 26112404, 26112407]
+    rng = json.loads(cli(conf, "status", "--range", f"{N}:20261125", "--json").stdout)
+    assert rng["range"] == [N, 20261125] and rng["exposures"] == []
+    assert {f["night"] for f in rng["failures"] if f["kind"] == "stdstars"} == {N, 20261125}
+    one = json.loads(cli(conf, "status", "--expid", "26112403", "--json").stdout)
+    assert [e["expid"] for e in one["exposures"]] == [26112403]
+    assert all(26112403 in j["expids"] for j in one["jobs"])
+    text = cli(conf, "status", "--night", str(N)).stdout
+    assert "26112403" in text and "std✘" in text and "jobs: completed 7, dep_failed 3, failed 1" in text
+    r = cli(conf, "status", "--production", "nope", check=False)
+    assert r.returncode == 3 and "no production named 'nope'" in r.stderr

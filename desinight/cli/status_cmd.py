@@ -8,6 +8,7 @@ import click
 from rich.console import Console
 from rich.table import Table
 
+from ..core.errors import DesinightError
 from ..core.planner import JOB_KINDS
 
 GLYPH = {"completed": "[green]✔[/]", "running": "[cyan]▶[/]", "pending": "[yellow]…[/]",
@@ -21,15 +22,19 @@ SHORT = {"biasnight": "bias", "arc": "arc", "psfnight": "psf", "flat": "flat",
 
 
 def print_status(ctx, night: int | None = None, expid: int | None = None,
-                 console: Console | None = None) -> dict:
+                 console: Console | None = None, **kw) -> dict:
+    console = console or Console()
+    data = status_data(ctx, night=night, expid=expid, **kw)
+    render(data, console)
+    return data
+
+
+def status_data(ctx, **kw) -> dict:
     from .. import status as S
     from ..db import repo
     from ..db.engine import transaction
-    console = console or Console()
     with transaction(ctx.sessions) as s:
-        data = S.collect(s, repo.get_production(s, ctx.production), night=night, expid=expid)
-    render(data, console)
-    return data
+        return S.collect(s, repo.get_production(s, ctx.production), **kw)
 
 
 def render(data: dict, console: Console) -> None:
@@ -41,7 +46,7 @@ def render(data: dict, console: Console) -> None:
         jobs = " ".join(f"{GLYPH.get(k, k)}{k}:{v}" for k, v in sorted(n["jobs"].items()))
         nights.add_row(str(n["night"]) + (" closed" if n["closed"] else ""), exps, jobs)
     console.print(nights)
-    if data["night"] is None:
+    if data["night"] is None and not data["range"]:
         console.print("no nights yet")
         return
     t = Table(title=f"night {data['night']}", title_justify="left")
@@ -54,19 +59,24 @@ def render(data: dict, console: Console) -> None:
                          if k in e["jobs"])
         t.add_row(str(e["expid"]), e["obstype"], "" if e["tileid"] is None else str(e["tileid"]),
                   cams, status, steps)
-    console.print(t)
+    if data["exposures"]:
+        console.print(t)
     if data["failures"]:
         f = Table(title="failures (details: desinight show job ID)", title_justify="left")
         for col in ("id", "what", "state", "reason"):
             f.add_column(col, overflow="fold", no_wrap=col in ("id", "state"))
-        for x in data["failures"]:
+        for x in data["failures"][:200]:
             what = x.get("job") or (f"exposure {x['exposure']}" if "exposure" in x else x.get("path"))
             f.add_row(str(x.get("id", "")), str(what), f"[red]{x['state']}[/]", x.get("reason") or "")
+        if len(data["failures"]) > 200:
+            f.add_row("", f"... {len(data['failures']) - 200} more (--json for all)", "", "")
         console.print(f)
     h = data["health"]
     counts: dict[str, int] = {}
-    for j in data["jobs"]:
-        counts[j["state"]] = counts.get(j["state"], 0) + 1
+    for n in data["nights"]:
+        if data["range"] or n["night"] == data["night"]:
+            for state, c in n["jobs"].items():
+                counts[state] = counts.get(state, 0) + c
     console.print("jobs: " + (", ".join(f"{k} {v}" for k, v in sorted(counts.items())) or "none"))
     console.print(f"daemon: {h['daemon_pid'] or 'not seen'} | last poll {_ago(h['last_poll'])} | "
                   f"last ingest {_ago(h['last_ingest'])} | "
@@ -90,32 +100,63 @@ def _ago(iso: str | None) -> str:
             else f"{secs / 3600:.1f}h ago")
 
 
+def _range(text: str) -> tuple[int, int]:
+    from .ops_cmds import _night
+    lo, sep, hi = text.partition(":")
+    if not sep:
+        raise DesinightError(f"--range must look like YYYYMMDD:YYYYMMDD, got {text!r}")
+    a, b = _night(lo), _night(hi)
+    return (a, b) if a <= b else (b, a)
+
+
 @click.command()
 @click.option("--night", help="Night YYYYMMDD (default: the latest).")
+@click.option("--range", "night_range", help="Nights FIRST:LAST, summarised, with all their failures.")
 @click.option("--expid", type=int, help="Only this exposure (and its night).")
+@click.option("--failed", is_flag=True, help="Only what failed, is held or quarantined.")
+@click.option("--production", help="Another production of the same database (e.g. a campaign).")
+@click.option("--watch", type=float, is_flag=False, flag_value=5.0, default=None,
+              help="Refresh every N seconds (default 5) until Ctrl-C.")
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output (docs/status-json.md).")
 @click.pass_obj
-def status(obj, night: str | None, expid: int | None, as_json: bool) -> None:
+def status(obj, night: str | None, night_range: str | None, expid: int | None, failed: bool,
+           production: str | None, watch: float | None, as_json: bool) -> None:
     """Nights, exposures, jobs and failures at a glance.
 
     \b
     Examples:
       desinight status
-      desinight status --night 20261124 --json | jq '.failures'
+      desinight status --night 20261124 --failed
+      desinight status --range 20261101:20261130 --json | jq '.failures'
+      desinight status --watch
     """
-    from .. import status as S
+    import time
+
     from ..app import open_context
-    from ..db import repo
-    from ..db.engine import transaction
     from .ops_cmds import _NoBackend, _night
-    ctx = open_context(obj.cfg, backend=_NoBackend())
-    n = _night(night) if night else None
+    cfg = obj.cfg.with_overrides(production=production)
+    ctx = open_context(cfg, backend=_NoBackend())
+    kw = dict(night=_night(night) if night else None, expid=expid, failed_only=failed,
+              night_range=_range(night_range) if night_range else None)
     if as_json:
-        with transaction(ctx.sessions) as s:
-            data = S.collect(s, repo.get_production(s, ctx.production), night=n, expid=expid)
-        click.echo(json.dumps(data, indent=1, sort_keys=True))
-    else:
-        print_status(ctx, night=n, expid=expid)
+        click.echo(json.dumps(status_data(ctx, **kw), indent=1, sort_keys=True))
+        return
+    if watch is None:
+        print_status(ctx, **kw)
+        return
+    from rich.live import Live
+    console = Console()
+    with Live(console=console, auto_refresh=False, screen=False) as live:
+        try:
+            while True:
+                cap = Console(record=True, width=console.width, force_terminal=True)
+                with cap.capture():
+                    render(status_data(ctx, **kw), cap)
+                from rich.text import Text
+                live.update(Text.from_ansi(cap.export_text(styles=True)), refresh=True)
+                time.sleep(max(0.5, watch))
+        except KeyboardInterrupt:
+            pass
 
 
 @click.group()
