@@ -112,3 +112,29 @@ def test_status_views(prod):
     assert "26112403" in text and "std✘" in text and "jobs: completed 7, dep_failed 3, failed 1" in text
     r = cli(conf, "status", "--production", "nope", check=False)
     assert r.returncode == 3 and "no production named 'nope'" in r.stderr
+
+
+def test_report_renders_in_a_browser(prod):
+    import shutil
+    import subprocess
+    root, conf = prod
+    cli(conf, "ingest", str(N), "--wait", "--timeout", "120")
+    out = root / "night.html"
+    r = cli(conf, "report", str(N), "-o", str(out))
+    assert "wrote" in r.stdout and "11 jobs" in r.stdout
+    html = out.read_text()
+    # the 3 dep_failed jobs never ran: no bar for them
+    assert html.count('class="bar"') == 8 and "unknown OBSTYPE" in html
+    browser = shutil.which("chromium") or shutil.which("chromium-browser")
+    if browser is None:
+        if __import__("os").environ.get("DESINIGHT_REQUIRE_BROWSER") == "1":
+            pytest.fail("DESINIGHT_REQUIRE_BROWSER=1 but chromium is not installed")
+        pytest.skip("chromium not installed")
+    dom = subprocess.run(
+        [browser, "--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
+         "--disable-component-update", "--disable-sync", "--no-first-run",
+         f"--user-data-dir={root / 'chrome'}", "--dump-dom", out.as_uri()],
+        capture_output=True, text=True, timeout=120).stdout
+    assert f"Night {N}" in dom and "7 completed" in dom and "1 failed" in dom
+    assert dom.count("<rect") == 8 and "stdstars/1000" in dom
+    assert "exit code 3" in dom

@@ -262,4 +262,33 @@ def show_night(obj, night: str) -> None:
     print_status(open_context(obj.cfg, backend=_NoBackend()), night=_night(night))
 
 
-COMMANDS = [status, show]
+@click.command()
+@click.argument("night")
+@click.option("-o", "--output", type=click.Path(dir_okay=False), required=True,
+              help="HTML file to write (one self-contained file).")
+@click.option("--production", help="Another production of the same database.")
+@click.pass_obj
+def report(obj, night: str, output: str, production: str | None) -> None:
+    """Write a static HTML page for a night: exposures, job timeline, failures.
+
+    \b
+    Example:
+      desinight report 20261124 -o night-20261124.html
+    """
+    from pathlib import Path
+
+    from ..app import open_context
+    from ..report import render_html
+    from .ops_cmds import _NoBackend, _night
+    ctx = open_context(obj.cfg.with_overrides(production=production), backend=_NoBackend())
+    data = status_data(ctx, night=_night(night))
+    if not data["exposures"] and not data["jobs"]:
+        raise DesinightError(f"night {night} has no exposures in production {ctx.production}")
+    out = Path(output)
+    tmp = out.with_name(f".{out.name}.tmp")
+    tmp.write_text(render_html(data))
+    tmp.replace(out)
+    click.echo(f"wrote {out} ({len(data['jobs'])} jobs, {len(data['failures'])} failures)")
+
+
+COMMANDS = [status, show, report]
