@@ -138,3 +138,16 @@ def test_report_renders_in_a_browser(prod):
     assert f"Night {N}" in dom and "7 completed" in dom and "1 failed" in dom
     assert dom.count("<rect") == 8 and "stdstars/1000" in dom
     assert "exit code 3" in dom
+
+
+def test_show_exposure(prod):
+    root, conf = prod
+    cli(conf, "ingest", str(N), "--wait", "--timeout", "120")
+    data = json.loads(cli(conf, "show", "exposure", "26112403", "--json").stdout)
+    assert data["obstype"] == "SCIENCE" and data["tileid"] == 1000 and data["raw_path"].endswith(".fits.fz")
+    assert {j["kind"]: j["state"] for j in data["jobs"]} == {
+        "science": "completed", "stdstars": "failed", "fluxcalib": "dep_failed", "redshift": "dep_failed"}
+    text = cli(conf, "show", "exposure", "26112407").stdout
+    assert "quarantined" in text and "unknown OBSTYPE" in text
+    r = cli(conf, "show", "exposure", "26112499", check=False)
+    assert r.returncode == 3 and "nearest: 26112407" in r.stderr

@@ -244,12 +244,56 @@ def _tail(path: str | None, n: int) -> list[str]:
 
 @show.command("exposure")
 @click.argument("expid", type=int)
+@click.option("--json", "as_json", is_flag=True)
 @click.pass_obj
-def show_exposure(obj, expid: int) -> None:
-    """One exposure: header values, status, its jobs."""
+def show_exposure(obj, expid: int, as_json: bool) -> None:
+    """One exposure: header values, raw file, status, and every job that covers it.
+
+    \b
+    Example:
+      desinight show exposure 26112403
+    """
+    from sqlalchemy import select
+
     from ..app import open_context
+    from ..db import repo
+    from ..db.engine import transaction
+    from ..db.models import Job, JobExposure
     from .ops_cmds import _NoBackend
-    print_status(open_context(obj.cfg, backend=_NoBackend()), expid=expid)
+    ctx = open_context(obj.cfg, backend=_NoBackend())
+    with transaction(ctx.sessions) as s:
+        prod = repo.get_production(s, ctx.production)
+        e = repo.get_exposure(s, prod, expid)
+        jobs = s.scalars(select(Job).join(JobExposure).where(
+            Job.production_id == prod.id, JobExposure.expid == expid).order_by(Job.id)).all()
+        data = {"schema": 1, "expid": e.expid, "night": e.night, "obstype": e.obstype,
+                "tileid": e.tileid, "exptime": e.exptime, "program": e.program,
+                "seqnum": e.seqnum, "seqtot": e.seqtot, "cameras": e.cameras,
+                "bad_cameras": e.bad_cameras, "raw_path": e.raw_path, "status": e.status,
+                "reason": e.quarantine_reason,
+                "arrived_at": e.arrived_at and e.arrived_at.isoformat(),
+                "ingested_at": e.ingested_at and e.ingested_at.isoformat(),
+                "jobs": [{"id": j.id, "key": j.key, "kind": j.kind, "state": j.state,
+                          "reason": j.reason or j.hold_reason, "attempts": len(j.attempts),
+                          "backend_id": j.last_attempt.backend_id if j.last_attempt else None,
+                          "log": j.last_attempt.log_path if j.last_attempt else None}
+                         for j in jobs]}
+    if as_json:
+        click.echo(json.dumps(data, indent=1))
+        return
+    console = Console()
+    console.print(f"[bold]exposure {e.expid}[/] night {e.night} {e.obstype} tile {e.tileid} "
+                  f"exptime {e.exptime} program {e.program} seq {e.seqnum}/{e.seqtot}")
+    console.print(f"cameras {_word(e.cameras)}" + (f"  bad {_word(e.bad_cameras)}" if e.bad_cameras else ""))
+    console.print(f"raw {e.raw_path}", markup=False, highlight=False)
+    console.print(f"status {e.status}" + (f"  [red]{e.quarantine_reason}[/]" if e.quarantine_reason else ""))
+    t = Table()
+    for col in ("id", "job", "state", "attempts", "backend id", "reason"):
+        t.add_column(col, overflow="fold")
+    for j in data["jobs"]:
+        t.add_row(str(j["id"]), j["key"], f"{GLYPH.get(j['state'], '')} {j['state']}",
+                  str(j["attempts"]), j["backend_id"] or "", j["reason"] or "")
+    console.print(t)
 
 
 @show.command("night")
