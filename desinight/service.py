@@ -64,6 +64,7 @@ class Daemon:
         self.submit_backoff = 0.0
         self.dirty_nights: set[int] = set()
         self.stop_event = threading.Event()
+        self.tick_error: str | None = None
         self.mode = watch.choose_mode(self.cfg.watch_mode, self.cfg.raw_root)
         self.lock = DaemonLock(self.cfg.state_dir.resolve() / f"daemon-{ctx.production}.lock")
 
@@ -193,9 +194,22 @@ class Daemon:
                 return
             try:
                 fn()
-            except Exception:  # noqa: BLE001 - the daemon must survive any one bad tick
+                if self.tick_error:
+                    self._record("tick_error", None)
+            except Exception as e:  # noqa: BLE001 - the daemon must survive any one bad tick
                 log.exception("tick_failed", extra={"fields": {"tick": getattr(fn, "__name__", "?")}})
+                self._record("tick_error", f"{type(e).__name__}: {str(e).splitlines()[0][:200] if str(e) else ''}")
         return run
+
+    def _record(self, key: str, value: str | None) -> None:
+        """Best effort: with the disk full even this write fails, and status then shows
+        the daemon's last poll getting old."""
+        self.tick_error = value
+        try:
+            with transaction(self.ctx.sessions) as s:
+                repo.set_service(s, repo.get_production(s, self.ctx.production), key, value, self.now())
+        except Exception:  # noqa: BLE001 - already logged by the caller
+            pass
 
     def _record_start(self) -> None:
         with transaction(self.ctx.sessions) as s:

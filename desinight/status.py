@@ -145,7 +145,8 @@ def _last_attempts(s: Session, job_ids: list[int]) -> dict[int, Attempt]:
 def _health(s: Session, prod: Production, now: datetime | None) -> dict:
     st = repo.service_state(s, prod)
     return {k: (st[k].value if k in st else None)
-            for k in ("last_poll", "last_ingest", "backend_error", "daemon_pid", "daemon_started")}
+            for k in ("last_poll", "last_ingest", "backend_error", "daemon_pid", "daemon_started",
+                      "tick_error")}
 
 
 def _iso(t: datetime | None) -> str | None:

@@ -80,7 +80,8 @@ def render(data: dict, console: Console) -> None:
     console.print("jobs: " + (", ".join(f"{k} {v}" for k, v in sorted(counts.items())) or "none"))
     console.print(f"daemon: {h['daemon_pid'] or 'not seen'} | last poll {_ago(h['last_poll'])} | "
                   f"last ingest {_ago(h['last_ingest'])} | "
-                  + (f"[red]backend: {h['backend_error']}[/]" if h["backend_error"] else "backend ok"))
+                  + (f"[red]backend: {h['backend_error']}[/]" if h["backend_error"] else "backend ok")
+                  + (f" | [red]daemon error: {h['tick_error']}[/]" if h.get("tick_error") else ""))
 
 
 def _word(cams: str) -> str:
