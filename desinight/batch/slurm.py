@@ -1,0 +1,162 @@
+"""The SLURM backend: sbatch / sacct / squeue / scancel through one subprocess runner.
+
+Text in and out is built and parsed by ``desinight.core.slurm`` (pure, tested on captured
+output); this module only decides which commands to run and how to combine their answers:
+
+* poll: one ``sacct -j`` per chunk of ids (sacct is the record of ended jobs), then ``squeue``
+  only for ids sacct shows PENDING or does not know yet (sacct lags slurmctld by ~1 s and does
+  not show pending reasons). A job PENDING with reason DependencyNeverSatisfied (a site without
+  ``kill_invalid_depend``) would wait forever: it is reported DEP_FAILED and scancelled.
+  If sacct fails (slurmdbd down) squeue alone answers; only both failing raises.
+* ids neither command knows are left out: the orchestrator then reads the job's exit record.
+"""
+
+from __future__ import annotations
+
+import logging
+import subprocess
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+from ..core import slurm as S
+from ..core.errors import BackendError
+from ..core.states import JobState
+from .base import BackendJob, SubmitRequest
+
+log = logging.getLogger("desinight")
+
+#: seconds one SLURM command may take; slurmctld under load can be slow, a hung one must not
+#: stall the daemon's tick forever
+DEFAULT_TIMEOUT = 60.0
+
+Runner = Callable[[list[str], float], str]
+
+
+def run_command(argv: list[str], timeout: float = DEFAULT_TIMEOUT) -> str:
+    """THE subprocess call of this backend: argv list (never a shell), bounded by ``timeout``.
+
+    Returns stdout; raises BackendError carrying stderr's first line on failure or timeout."""
+    name = Path(argv[0]).name
+    try:
+        p = subprocess.run(argv, capture_output=True, text=True, timeout=timeout, check=False)
+    except subprocess.TimeoutExpired:
+        raise BackendError(f"{name}: no answer after {timeout:g} s") from None
+    except OSError as e:   # not installed, not executable
+        raise BackendError(f"{name}: {e.strerror or e}") from None
+    if p.returncode != 0:
+        first = next((ln.strip() for ln in p.stderr.splitlines() if ln.strip()), "")
+        first = first or f"exit status {p.returncode}"
+        raise BackendError(first if first.startswith(name) else f"{name}: {first}")
+    return p.stdout
+
+
+def _is_invalid_id(err: BackendError) -> bool:
+    # squeue/scancel answer "Invalid job id specified" when no given id is in slurmctld's
+    # memory any more: that is an answer ("none of these"), not a failure.
+    return "Invalid job id" in str(err)
+
+
+class SlurmBackend:
+    name = "slurm"
+
+    def __init__(self, runner: Runner | None = None, timeout: float = DEFAULT_TIMEOUT):
+        self._runner = runner or run_command
+        self.timeout = timeout
+        #: calls per command since creation, e.g. calls["sacct"]; benchmarks read it
+        self.calls: dict[str, int] = {"sbatch": 0, "sacct": 0, "squeue": 0, "scancel": 0}
+
+    def _run(self, argv: list[str]) -> str:
+        name = Path(argv[0]).name
+        self.calls[name] = self.calls.get(name, 0) + 1
+        return self._runner(argv, self.timeout)
+
+    # --- Backend protocol ---------------------------------------------------------------
+    def submit(self, req: SubmitRequest) -> str:
+        return S.parse_sbatch(self._run(S.sbatch_argv(req)))
+
+    def poll(self, ids: Sequence[str]) -> dict[str, BackendJob]:
+        ids = list(dict.fromkeys(str(i) for i in ids))   # unique, order kept
+        if not ids:
+            return {}
+        acct: dict[str, S.SacctRow] = {}
+        sacct_error: BackendError | None = None
+        try:
+            for chunk in S.chunked(ids):
+                acct.update(S.parse_sacct(self._run(S.sacct_argv(chunk))))
+        except BackendError as e:
+            sacct_error = e
+            acct = {}
+            log.warning("sacct failed (%s); polling with squeue alone", e)
+
+        ask = [i for i in ids if i not in acct or acct[i].state is JobState.PENDING]
+        queue: dict[str, S.SqueueRow] = {}
+        if ask:
+            try:
+                queue = self._squeue(ask)
+            except BackendError as e:
+                if sacct_error is not None:
+                    raise BackendError(f"sacct and squeue both failed: {sacct_error}; {e}") from None
+                log.warning("squeue failed (%s); pending reasons unknown this poll", e)
+
+        out: dict[str, BackendJob] = {}
+        never: list[str] = []
+        for i in ids:
+            a, q = acct.get(i), queue.get(i)
+            if q is not None and q.state is JobState.PENDING and q.reason == S.NEVER_SATISFIED:
+                never.append(i)
+                why = S.NEVER_SATISFIED + (f" ({q.dependency})" if q.dependency else "")
+                out[i] = BackendJob(i, JobState.DEP_FAILED, reason=why)
+            elif a is not None and (q is None or a.state is not JobState.PENDING):
+                out[i] = _from_sacct(a)
+            elif q is not None:
+                state = q.state
+                if a is not None and state not in (JobState.PENDING, JobState.RUNNING):
+                    # squeue already saw the end but sacct still says PENDING (lag): report it
+                    # active so the next poll (or the exit record) brings the real exit code.
+                    state = JobState.RUNNING
+                out[i] = BackendJob(i, state, reason=q.reason if state is JobState.PENDING else None,
+                                    start=a.start if a else None, node=a.node if a else None)
+            # neither knows it: left out (orchestrator falls back to the exit record)
+        if never:
+            # Without kill_invalid_depend SLURM keeps these PENDING forever: settle them.
+            try:
+                self.cancel(never)
+            except BackendError as e:
+                log.warning("scancel of never-satisfiable jobs %s failed: %s", never, e)
+        return out
+
+    def _squeue(self, ids: list[str]) -> dict[str, S.SqueueRow]:
+        rows: dict[str, S.SqueueRow] = {}
+        for chunk in S.chunked(ids):
+            try:
+                rows.update(S.parse_squeue(self._run(S.squeue_argv(chunk))))
+            except BackendError as e:
+                if not _is_invalid_id(e):
+                    raise
+        return rows
+
+    def cancel(self, ids: Sequence[str]) -> None:
+        for chunk in S.chunked([str(i) for i in ids]):
+            try:
+                self._run(S.scancel_argv(chunk))
+            except BackendError as e:
+                # Ids that already ended are ignored (protocol); scancel still cancels the rest.
+                if not (_is_invalid_id(e) or "already completing or completed" in str(e)):
+                    raise
+
+    def find(self, tag: str) -> dict[str, str]:
+        """{comment: id} of this production's jobs, live (squeue) or ended this week (sacct).
+
+        Either command failing raises: reconcile must not take "not found" for "never submitted"."""
+        ended = S.parse_id_comment(self._run(S.find_sacct_argv()), tag)
+        live = S.parse_id_comment(self._run(S.find_squeue_argv()), tag)
+        found = dict(ended)
+        for comment, jobid in live.items():
+            if comment not in found or int(jobid) > int(found[comment]):
+                found[comment] = jobid
+        return found
+
+
+def _from_sacct(a: S.SacctRow) -> BackendJob:
+    return BackendJob(a.job_id, a.state, exit_code=a.exit_code, reason=a.reason,
+                      start=a.start, end=a.end, node=a.node)
