@@ -196,9 +196,11 @@ def parse_sacct(text: str) -> dict[str, SacctRow]:
             why = f"{NEVER_SATISFIED} ({raw.strip()})"
         elif raw.startswith("CANCELLED by"):
             why = raw.strip()
-        elif state is JobState.CANCELLED and never_ran and why == "Dependency":
-            # Cancelled before it ever ran by SLURM itself (no "by <uid>") while waiting on a
-            # dependency: kill_invalid_depend settled a job whose parent failed or was cancelled.
+        elif state is JobState.CANCELLED and never_ran and why in ("Dependency", None):
+            # Cancelled before it ever ran by SLURM itself (a person's scancel reads "CANCELLED
+            # by <uid>"): kill_invalid_depend / --kill-on-invalid-dep settled a job whose parent
+            # failed or was cancelled. sacct's Reason reads "None" for a moment before
+            # "Dependency" (measured), so both count.
             why = f"{NEVER_SATISFIED} (cancelled by kill_invalid_depend)"
         elif state in (JobState.RUNNING, JobState.COMPLETED):
             why = None   # sacct's leftover "None"/"Dependency" says nothing about a started job
