@@ -193,6 +193,10 @@ def test_poll_never_satisfied_is_dep_failed_and_cancelled():
     assert got["17"].state is JobState.DEP_FAILED
     assert got["17"].reason == "DependencyNeverSatisfied (afterok:16(failed))"
     assert ["scancel", "17"] in run.argvs
+    # after our scancel sacct reads "CANCELLED by 0" (reason lagging): still dep_failed
+    run.answers = {"sacct": "17|CANCELLED by 0|0:0|None|2026-11-25T07:27:35|None assigned||None\n",
+                   "squeue": "17|CANCELLED|None|afterok:16(failed)\n"}
+    assert b.poll(["17"])["17"].state is JobState.DEP_FAILED
 
 
 def test_poll_survives_sacct_down_and_fails_only_when_both_are_down():
@@ -219,9 +223,18 @@ def test_poll_chunks_sacct():
 
 def test_squeue_final_while_sacct_lags_stays_active():
     run = Script({"sacct": "5|PENDING|0:0|Unknown|Unknown|None assigned||None\n",
-                  "squeue": "5|COMPLETED|None|(null)\n"})
-    got = SlurmBackend(runner=run).poll(["5"])
+                  "squeue": "5|COMPLETED|None|(null)\n6|CANCELLED|Dependency|(null)\n"})
+    got = SlurmBackend(runner=run).poll(["5", "6"])   # sacct does not know 6 yet
     assert got["5"].state is JobState.RUNNING   # next poll brings the real exit code
+    assert got["6"].state is JobState.PENDING and got["6"].reason is None
+
+
+def test_squeue_final_used_when_sacct_is_down():
+    run = Script({"sacct": BackendError("sacct: error: slurmdbd: Connection refused"),
+                  "squeue": "5|COMPLETED|None|(null)\n6|CANCELLED|Dependency|(null)\n"})
+    got = SlurmBackend(runner=run).poll(["5", "6"])
+    assert got["5"].state is JobState.COMPLETED
+    assert got["6"].state is JobState.CANCELLED and got["6"].reason.startswith("DependencyNever")
 
 
 def test_find_merges_ended_and_live():

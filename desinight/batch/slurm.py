@@ -64,6 +64,10 @@ class SlurmBackend:
         self.timeout = timeout
         #: calls per command since creation, e.g. calls["sacct"]; benchmarks read it
         self.calls: dict[str, int] = {"sbatch": 0, "sacct": 0, "squeue": 0, "scancel": 0}
+        #: ids this backend scancelled as DependencyNeverSatisfied -> reason. Right after our
+        #: scancel sacct reads "CANCELLED by 0" with no reason for a few seconds, which would
+        #: look like an operator's cancel; a later poll must still say DEP_FAILED.
+        self._never: dict[str, str] = {}
 
     def _run(self, argv: list[str]) -> str:
         name = Path(argv[0]).name
@@ -105,17 +109,15 @@ class SlurmBackend:
             if q is not None and q.state is JobState.PENDING and q.reason == S.NEVER_SATISFIED:
                 never.append(i)
                 why = S.NEVER_SATISFIED + (f" ({q.dependency})" if q.dependency else "")
+                self._never[i] = why
                 out[i] = BackendJob(i, JobState.DEP_FAILED, reason=why)
+            elif i in self._never and (q is None or q.state is not JobState.RUNNING):
+                out[i] = BackendJob(i, JobState.DEP_FAILED, reason=self._never[i],
+                                    end=a.end if a else None)
             elif a is not None and (q is None or a.state is not JobState.PENDING):
                 out[i] = _from_sacct(a)
             elif q is not None:
-                state = q.state
-                if a is not None and state not in (JobState.PENDING, JobState.RUNNING):
-                    # squeue already saw the end but sacct still says PENDING (lag): report it
-                    # active so the next poll (or the exit record) brings the real exit code.
-                    state = JobState.RUNNING
-                out[i] = BackendJob(i, state, reason=q.reason if state is JobState.PENDING else None,
-                                    start=a.start if a else None, node=a.node if a else None)
+                out[i] = self._from_squeue(q, a, sacct_ok=sacct_error is None)
             # neither knows it: left out (orchestrator falls back to the exit record)
         if never:
             # Without kill_invalid_depend SLURM keeps these PENDING forever: settle them.
@@ -124,6 +126,23 @@ class SlurmBackend:
             except BackendError as e:
                 log.warning("scancel of never-satisfiable jobs %s failed: %s", never, e)
         return out
+
+    @staticmethod
+    def _from_squeue(q: S.SqueueRow, a: S.SacctRow | None, sacct_ok: bool) -> BackendJob:
+        state, reason = q.state, q.reason
+        if state not in (JobState.PENDING, JobState.RUNNING):
+            if sacct_ok:
+                # squeue saw the end before accounting did (sacct lags ~1 s and may not know a
+                # new job at all): stay active, so the next poll brings sacct's exit code and
+                # reason instead of settling on squeue's thinner answer for good.
+                state = JobState.PENDING if state is JobState.CANCELLED else JobState.RUNNING
+                reason = None
+            elif state is JobState.CANCELLED and reason in ("Dependency", S.NEVER_SATISFIED):
+                reason = f"{S.NEVER_SATISFIED} (cancelled by kill_invalid_depend)"
+        elif state is JobState.RUNNING:
+            reason = None
+        return BackendJob(q.job_id, state, reason=reason,
+                          start=a.start if a else None, node=a.node if a else None)
 
     def _squeue(self, ids: list[str]) -> dict[str, S.SqueueRow]:
         rows: dict[str, S.SqueueRow] = {}
