@@ -101,8 +101,14 @@ def test_diamond_with_failed_branch_then_fixed_resubmission(jobs):
 
 
 def test_scancel_of_running_job_is_cancelled(jobs, slurm_backend):
-    j = jobs.submit("run", "sleep 300 & wait")
+    j = jobs.submit("run", "touch started; sleep 300 & wait")
     jobs.wait([j], done=lambda x: x.state is JobState.RUNNING)
+    # RUNNING in sacct comes before the script reaches its traps: cancel once it says so,
+    # else SIGTERM may land before the EXIT trap exists and no record is written.
+    end = time.monotonic() + 20
+    while not (jobs.root / "run" / "started").exists():
+        assert time.monotonic() < end, "job never started its script"
+        time.sleep(0.1)
     slurm_backend.cancel([j])
     got = jobs.wait([j], timeout=30)
     assert got[j].state is JobState.CANCELLED and got[j].reason == "CANCELLED by 0"
