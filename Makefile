@@ -7,7 +7,9 @@ test:
 	bash scripts/test
 unit:           ## fast tests only, no SLURM/PostgreSQL needed
 	.venv/bin/python -m pytest -q -m "not slurm and not postgres and not slow"
-bench:
+bench:          ## every figure in docs/benchmarks.md (needs scripts/local-slurm up for SLURM ones)
+	bash scripts/bootstrap-python && .venv/bin/python -m pip install -q -e '.[bench]'
+	bash scripts/local-slurm up
 	.venv/bin/python -m bench
 slurm-up:
 	bash scripts/local-slurm up
