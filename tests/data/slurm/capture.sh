@@ -2,7 +2,7 @@
 # How the captured text in this directory was produced (local cluster: scripts/local-slurm up).
 # Re-run to refresh: bash tests/data/slurm/capture.sh [outdir]. Takes ~100 s (one job times out).
 set -uo pipefail
-cd "$(dirname "$0")/../../.."
+cd "$(dirname "$0")/../../.." || exit 1
 eval "$(bash scripts/local-slurm env)"
 OUT=${1:-tests/data/slurm}
 W=$(mktemp -d /tmp/dn-capture.XXXX)
