@@ -49,7 +49,7 @@ def _register() -> None:
     from . import ops_cmds, retry_cmds, status_cmd
     for cmd in (*ops_cmds.COMMANDS, *retry_cmds.COMMANDS, *status_cmd.COMMANDS):
         cli.add_command(cmd)
-    for module, name in (("sim_cmd", "sim"), ("step_cmd", "step")):
+    for module, name in (("sim_cmd", "sim"), ("step_cmd", "step"), ("campaign_cmd", "campaign")):
         try:
             mod = __import__(f"desinight.cli.{module}", fromlist=[name])
         except ImportError:

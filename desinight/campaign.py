@@ -1,0 +1,368 @@
+"""Reprocessing campaigns: plan, enqueue, run and follow a manifest-described production.
+
+A campaign is a production row with ``kind="campaign"`` and its own output directory. Its
+exposures are copied from the source production's exposure table (header values, raw
+paths, bad cameras, with the manifest's per-exposure bad cameras replacing the recorded
+ones); nights the source never ingested are read from its raw root with the ingest code's
+reader. Its jobs come from the same ``plan_night`` (closed nights) as nightly processing,
+with ``Job.campaign`` set, in the same tables: `status`, `show` and `resubmit` treat both
+alike.
+
+* ``preview``: the dry run (`campaign plan`): what would be added, what exists, the cost.
+  Nothing is written.
+* ``enqueue``: the same computation, written in one transaction with bulk inserts
+  (`campaign submit`). Idempotent: job keys are deterministic, existing ones are skipped.
+* ``run_tick`` / ``campaign_context``: poll + submit under the manifest's throttle
+  (`campaign run`, and later the daemon).
+* ``progress``: counts per kind and state and the failures (`campaign status`).
+"""
+
+from __future__ import annotations
+
+from collections import Counter, defaultdict
+from dataclasses import dataclass, field
+from datetime import datetime
+from functools import lru_cache
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import func, select
+from sqlalchemy.orm import Session
+
+from . import rawdata
+from .config import Config
+from .core.cameras import subtract
+from .core.errors import BadExposure, DesinightError, NotFound
+from .core.manifest import Manifest, ManifestError, node_hours
+from .core.planner import JOB_KINDS, NIGHTLY_CALIBS, CalibRef, ExposureInfo, PlannedJob, plan_night
+from .core.states import ACTIVE, BROKEN, FINAL, ExposureStatus, JobState
+from .db import bulk
+from .db.engine import transaction
+from .db.models import Attempt, Exposure, Job, Night, Production
+from .orchestrate import Context, resources_for
+
+_EXPOSURE_COLS = ("expid", "night", "obstype", "tileid", "exptime", "program", "seqnum",
+                  "seqtot", "cameras", "bad_cameras", "raw_path", "status",
+                  "quarantine_reason", "arrived_at")
+
+
+@dataclass
+class Preview:
+    manifest: Manifest
+    source: str
+    raw_root: Path
+    redux_dir: Path
+    exists: bool                                   # the campaign production is already there
+    nights: list[int] = field(default_factory=list)
+    selected_exposures: int = 0
+    new_exposures: list[dict[str, Any]] = field(default_factory=list)
+    jobs: list[PlannedJob] = field(default_factory=list)   # new jobs only
+    quarantine: dict[int, str] = field(default_factory=dict)
+    existing: dict[str, dict[str, int]] = field(default_factory=dict)   # kind -> state -> n
+    resources: dict[str, dict[str, Any]] = field(default_factory=dict)
+    waiting: list[str] = field(default_factory=list)
+
+    @property
+    def new_by_kind(self) -> dict[str, int]:
+        c = Counter(j.kind for j in self.jobs)
+        return {k: c[k] for k in JOB_KINDS if c[k]}
+
+    @property
+    def node_hours(self) -> tuple[float, float]:
+        return node_hours(self.new_by_kind, self.resources)
+
+    def summary(self) -> dict[str, Any]:
+        typical, upper = self.node_hours
+        done = {k: sum(v.values()) for k, v in self.existing.items()}
+        completed = {k: v.get(JobState.COMPLETED.value, 0) for k, v in self.existing.items()}
+        return {"campaign": self.manifest.name, "source": self.source,
+                "output": str(self.redux_dir), "exists": self.exists, "nights": len(self.nights),
+                "first_night": self.nights[0] if self.nights else None,
+                "last_night": self.nights[-1] if self.nights else None,
+                "exposures": self.selected_exposures, "new_exposures": len(self.new_exposures),
+                "steps": list(self.manifest.steps), "throttle": self.manifest.throttle,
+                "new_jobs": self.new_by_kind, "new_total": len(self.jobs),
+                "existing_jobs": done, "existing_completed": completed,
+                "node_hours": round(typical, 1), "node_hours_limit": round(upper, 1),
+                "quarantined": len(self.quarantine)}
+
+
+# --- configuration --------------------------------------------------------------------------
+def campaign_config(cfg: Config, name: str, redux_dir: Path, raw_root: Path,
+                    settings: dict[str, Any]) -> Config:
+    """The config a campaign's jobs are rendered with: its own production and output dir,
+    the source's raw data, the manifest's SLURM and per-kind overrides on top of the site's."""
+    slurm = settings.get("slurm") or {}
+    kinds = {k: dict(v) for k, v in cfg.kinds.items()}
+    for k, v in (settings.get("kinds") or {}).items():
+        kinds[k] = {**kinds.get(k, {}), **v}
+    return cfg.with_overrides(production=name, redux_root=Path(redux_dir).parent,
+                              raw_root=Path(raw_root), kinds=kinds,
+                              slurm_account=slurm.get("account"), slurm_qos=slurm.get("qos"),
+                              slurm_partition=slurm.get("partition"),
+                              slurm_constraint=slurm.get("constraint"))
+
+
+def _resources(ccfg: Config) -> dict[str, dict[str, Any]]:
+    return {k: dict(resources_for(ccfg, k).__dict__) for k in JOB_KINDS}
+
+
+# --- the dry run ------------------------------------------------------------------------------
+def preview(s: Session, cfg: Config, m: Manifest) -> Preview:
+    """Everything `campaign plan` shows; raises ManifestError (with line) on a bad manifest."""
+    prods = {p.name: p for p in s.scalars(select(Production))}
+    source = m.source or cfg.production
+    src = prods.get(source)
+    if src is None:
+        raise m.error("campaign.source" if m.source else "campaign",
+                      f"source production {source!r} does not exist (known: "
+                      f"{', '.join(sorted(prods)) or 'none'})", m.source)
+    mine = prods.get(m.name)
+    if mine is not None and mine.kind != "campaign":
+        raise m.error("campaign.name", f"{m.name!r} is already a {mine.kind} production; "
+                                       "a campaign needs a new name")
+    if mine is not None and (mine.settings or {}).get("source") not in (None, source):
+        raise m.error("campaign.name", f"campaign {m.name!r} already exists with source "
+                                       f"{mine.settings.get('source')!r}, not {source!r}")
+    redux_dir = ((m.output_root or cfg.redux_root) / m.name).resolve()
+    for p in prods.values():
+        if p.name != m.name and Path(p.redux_dir).resolve() == redux_dir:
+            raise m.error("campaign.output_root" if m.output_root else "campaign.name",
+                          f"output {redux_dir} is production {p.name!r}'s directory")
+    if m.partial:
+        inp = m.input_production or source
+        if inp not in prods:
+            raise m.error("steps.input_production", f"input production {inp!r} does not exist",
+                          inp)
+    raw_root = Path(src.raw_root)
+    ccfg = campaign_config(cfg, m.name, redux_dir, raw_root, m.settings())
+    pv = Preview(m, source, raw_root, redux_dir, mine is not None, resources=_resources(ccfg))
+
+    db_nights = set(s.scalars(select(Exposure.night).where(Exposure.production_id == src.id)
+                              .distinct()))
+    raw_nights = set(rawdata.list_nights(raw_root))
+    available = db_nights | raw_nights
+    for n in m.nights:
+        if n not in available:
+            raise m.error("selection.nights", f"night {n} is not in production {source} "
+                                              f"nor under {raw_root}", n)
+    for lo, hi in m.night_ranges:
+        if not any(lo <= n <= hi for n in available):
+            raise m.error("selection.night_ranges", f"no night of [{lo}, {hi}] in production "
+                                                    f"{source} nor under {raw_root}", lo)
+    pv.nights = m.wanted_nights(available)
+    if not pv.nights:
+        raise m.error("selection", "the selection leaves no night")
+    rows = _source_rows(s, src, [n for n in pv.nights if n in db_nights], m)
+    for n in pv.nights:
+        if n not in db_nights:
+            rows.extend(_raw_rows(raw_root, n, m))
+    _check_named(m, rows)
+    for r in rows:
+        if r["expid"] in m.bad_cameras:
+            r["bad_cameras"] = ",".join(m.bad_cameras[r["expid"]])
+    pv.selected_exposures = len(rows)
+
+    have_exp: set[int] = set()
+    keys_by_night: dict[int, set[str]] = defaultdict(set)
+    if mine is not None:
+        have_exp = set(s.scalars(select(Exposure.expid).where(Exposure.production_id == mine.id)))
+        for key, night in s.execute(select(Job.key, Job.night).where(Job.production_id == mine.id)):
+            keys_by_night[night].add(key)
+        for kind, state, n in s.execute(select(Job.kind, Job.state, func.count()).where(
+                Job.production_id == mine.id).group_by(Job.kind, Job.state)):
+            pv.existing.setdefault(kind, {})[state] = n
+    pv.new_exposures = [r for r in rows if r["expid"] not in have_exp]
+    _plan(pv, rows, keys_by_night)
+    return pv
+
+
+def _source_rows(s: Session, src: Production, nights: list[int], m: Manifest) -> list[dict]:
+    if not nights:
+        return []
+    wanted = set(nights)
+    cols = [getattr(Exposure, c) for c in _EXPOSURE_COLS]
+    out = []
+    q = select(*cols).where(Exposure.production_id == src.id,
+                            Exposure.night.between(min(nights), max(nights)))
+    for row in s.execute(q):
+        r = dict(zip(_EXPOSURE_COLS, row))
+        if r["night"] not in wanted or not m.selects(r["expid"], r["obstype"], r["tileid"]):
+            continue
+        if r["status"] != ExposureStatus.QUARANTINED.value:
+            r["status"] = ExposureStatus.INGESTED.value   # planned in the source, not here
+        out.append(r)
+    return out
+
+
+def _raw_rows(raw_root: Path, night: int, m: Manifest) -> list[dict]:
+    """Exposures of a night the source never ingested, read like ingest reads them."""
+    out = []
+    for d in rawdata.list_exposure_dirs(raw_root, night):
+        expid = int(d.name)
+        try:
+            raw = rawdata.inspect_exposure(d)
+        except rawdata.Incomplete:
+            continue
+        except BadExposure as e:
+            if expid not in m.exclude_expids:
+                out.append({"expid": expid, "night": night, "obstype": "UNKNOWN", "tileid": None,
+                            "raw_path": str(rawdata.raw_file(d, expid)), "cameras": "",
+                            "bad_cameras": "", "status": ExposureStatus.QUARANTINED.value,
+                            "quarantine_reason": str(e)})
+            continue
+        if not m.selects(raw.expid, raw.obstype, raw.tileid):
+            continue
+        ok = raw.night == night
+        out.append({"expid": raw.expid, "night": night, "obstype": raw.obstype,
+                    "tileid": raw.tileid, "exptime": raw.exptime, "program": raw.program,
+                    "seqnum": raw.seqnum, "seqtot": raw.seqtot, "cameras": ",".join(raw.cameras),
+                    "bad_cameras": ",".join(raw.bad_cameras), "raw_path": str(raw.raw_path),
+                    "status": (ExposureStatus.INGESTED if ok else ExposureStatus.QUARANTINED).value,
+                    "quarantine_reason": None if ok else
+                    f"header NIGHT {raw.night} does not match directory night {night}"})
+    return out
+
+
+def _check_named(m: Manifest, rows: list[dict]) -> None:
+    """Every EXPID and tile the manifest names must be among the selected exposures."""
+    expids = {r["expid"] for r in rows}
+    for e in sorted(m.expids):
+        if e not in expids:
+            raise m.error("selection.expids", f"exposure {e} is not on a selected night", e)
+    for e in sorted(m.bad_cameras):
+        if e not in expids:
+            raise m.error(f"selection.bad_cameras.{e}", f"exposure {e} is not in the selection")
+    tiles = {r["tileid"] for r in rows}
+    for t in sorted(m.tiles):
+        if t not in tiles:
+            raise m.error("selection.tiles", f"tile {t} is not observed on a selected night", t)
+
+
+@lru_cache(maxsize=4096)
+def _good_cameras(cameras: str, bad: str) -> tuple[str, ...]:
+    return tuple(subtract(cameras.split(",") if cameras else [], bad.split(",") if bad else []))
+
+
+def _plan(pv: Preview, rows: list[dict], keys_by_night: dict[int, set[str]]) -> None:
+    """Plan every night in order; the nearest earlier night's calibrations are the fallback."""
+    m = pv.manifest
+    steps = set(m.steps)
+    skip_calibs = not set(NIGHTLY_CALIBS) <= steps
+    by_night: dict[int, list[ExposureInfo]] = defaultdict(list)
+    for r in rows:
+        if r["status"] == ExposureStatus.QUARANTINED.value:
+            continue
+        by_night[r["night"]].append(ExposureInfo(r["expid"], r["night"], r["obstype"],
+                                                 r["tileid"], _good_cameras(r["cameras"] or "",
+                                                                            r["bad_cameras"] or ""),
+                                                 r["seqnum"], r["seqtot"]))
+    fallback: dict[str, CalibRef] = {}
+    for night in pv.nights:
+        existing = keys_by_night.get(night, set())
+        p = plan_night(night, by_night.get(night, []), existing, closed=True, fallback=fallback)
+        pv.quarantine.update(p.quarantine)
+        pv.waiting.extend(f"{night}: {w}" for w in p.waiting)
+        for pj in p.jobs:
+            if pj.kind not in steps:
+                continue
+            deps = tuple(d for d in pj.deps if d.split("/")[1] in steps)
+            hold = None if skip_calibs else pj.hold_reason
+            if deps != pj.deps or hold != pj.hold_reason:
+                pj = PlannedJob(pj.key, pj.kind, pj.night, pj.tileid, pj.expids, pj.cameras,
+                                deps, pj.calib_night, hold)
+            pv.jobs.append(pj)
+        tonight = existing | {pj.key for pj in p.jobs}
+        for kind in NIGHTLY_CALIBS:
+            key = f"{night}/{kind}"
+            if key in tonight:
+                fallback[kind] = CalibRef(key, night)
+
+
+# --- writing ----------------------------------------------------------------------------------
+def enqueue(sessions, cfg: Config, m: Manifest) -> Preview:
+    """Record the campaign and its new jobs (state planned) in one transaction."""
+    with transaction(sessions) as s:
+        pv = preview(s, cfg, m)
+        prod = s.scalar(select(Production).where(Production.name == m.name))
+        if prod is None:
+            prod = Production(name=m.name, raw_root=str(pv.raw_root), redux_dir=str(pv.redux_dir),
+                              kind="campaign", settings={**m.settings(), "source": pv.source})
+            s.add(prod)
+            s.flush()
+        else:
+            prod.settings = {**m.settings(), "source": pv.source}
+        bulk.insert_nights(s, prod, pv.nights, closed=True)
+        bulk.insert_exposures(s, prod, pv.new_exposures)
+        bulk.quarantine(s, prod, pv.quarantine)
+        bulk.save_jobs(s, prod, pv.jobs, pv.resources, campaign=m.name)
+    return pv
+
+
+def get_campaign(s: Session, name: str) -> Production:
+    prod = s.scalar(select(Production).where(Production.name == name))
+    if prod is None or prod.kind != "campaign":
+        names = s.scalars(select(Production.name).where(Production.kind == "campaign")).all()
+        hint = f" (campaigns: {', '.join(names)})" if names else " (none submitted yet)"
+        raise NotFound(f"no campaign named {name!r}{hint}")
+    return prod
+
+
+def campaign_context(base: Context, name: str) -> Context:
+    """A Context for the campaign's production, throttled by its manifest."""
+    with transaction(base.sessions) as s:
+        prod = get_campaign(s, name)
+        settings = dict(prod.settings or {})
+        ccfg = campaign_config(base.cfg, prod.name, Path(prod.redux_dir), Path(prod.raw_root),
+                               settings)
+    return Context(cfg=ccfg, sessions=base.sessions, backend=base.backend, production=name,
+                   on_event=base.on_event, max_queued=settings.get("throttle"))
+
+
+def run_tick(ctx: Context, now: datetime) -> int:
+    """One poll + submit round under the throttle; returns jobs submitted."""
+    from . import orchestrate as O
+    O.poll(ctx, now)
+    O.reconcile(ctx, now)
+    return O.submit_ready(ctx, now)
+
+
+# --- progress -----------------------------------------------------------------------------------
+def progress(s: Session, name: str, failures: int = 20) -> dict[str, Any]:
+    """Counts per kind and state, the totals and the first failures (all in SQL)."""
+    prod = get_campaign(s, name)
+    by_kind: dict[str, dict[str, int]] = {}
+    for kind, state, n in s.execute(select(Job.kind, Job.state, func.count()).where(
+            Job.production_id == prod.id).group_by(Job.kind, Job.state)):
+        by_kind.setdefault(kind, {})[state] = n
+    states: Counter[str] = Counter()
+    for v in by_kind.values():
+        states.update(v)
+    total = sum(states.values())
+    final = sum(states[st.value] for st in FINAL)
+    bad = [st.value for st in BROKEN]
+    fail_rows = s.execute(select(Job.id, Job.key, Job.state, Job.reason).where(
+        Job.production_id == prod.id, Job.state.in_(bad)).order_by(Job.night, Job.id)
+        .limit(failures)).all()
+    n_nights = s.scalar(select(func.count()).select_from(Night).where(Night.production_id == prod.id))
+    n_exp = s.scalar(select(func.count()).select_from(Exposure).where(
+        Exposure.production_id == prod.id))
+    queued = s.scalar(select(func.count()).select_from(Attempt).join(Job).where(
+        Job.production_id == prod.id, Attempt.state.in_([st.value for st in ACTIVE])))
+    settings = prod.settings or {}
+    return {"schema": 1, "campaign": prod.name, "source": settings.get("source"),
+            "output": prod.redux_dir, "steps": settings.get("steps"),
+            "throttle": settings.get("throttle"), "code_version": settings.get("code_version"),
+            "nights": n_nights, "exposures": n_exp, "jobs": total, "ended": final,
+            "completed": states[JobState.COMPLETED.value],
+            "failed": sum(states[b] for b in bad), "held": states[JobState.HELD.value],
+            "queued": queued, "states": dict(states),
+            "kinds": {k: by_kind[k] for k in JOB_KINDS if k in by_kind},
+            "failures": [{"id": r.id, "job": r.key, "state": r.state, "reason": r.reason}
+                         for r in fail_rows],
+            "done": total > 0 and states[JobState.PLANNED.value] == 0
+            and not any(states[a.value] for a in ACTIVE)}
+
+
+__all__ = ["Preview", "ManifestError", "preview", "enqueue", "campaign_context", "run_tick",
+           "progress", "get_campaign", "campaign_config"]
