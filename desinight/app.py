@@ -16,8 +16,22 @@ def make_backend(cfg: Config, name: str | None = None) -> Backend:
         return LocalBackend(cfg.state_dir.resolve() / "local-spool", cpus=cfg.local_cpus)
     if name == "slurm":
         from .batch.slurm import SlurmBackend
+        _find_local_cluster()
         return SlurmBackend()
     raise DesinightError(f"unknown backend {name!r} (known: local, slurm)")
+
+
+def _find_local_cluster() -> None:
+    """Where the site has no SLURM config of its own (no $SLURM_CONF, no
+    /etc/slurm/slurm.conf) but the project's local cluster (scripts/local-slurm) is up,
+    point the SLURM clients at it, so `desinight demo --backend slurm` just works."""
+    import os
+    from pathlib import Path
+    if os.environ.get("SLURM_CONF") or Path("/etc/slurm/slurm.conf").exists():
+        return
+    local = Path(os.environ.get("DESINIGHT_SLURM_DIR", "/tmp/desinight-slurm")) / "etc" / "slurm.conf"
+    if local.is_file():
+        os.environ["SLURM_CONF"] = str(local)
 
 
 def open_context(cfg: Config, backend: Backend | None = None, create: bool = False) -> Context:
