@@ -162,21 +162,26 @@ def locate(text: str, key: str, value: Any = None) -> int:
     lines = text.splitlines()
     parts = key.split(".")
     table_line, key_line = None, None
+
+    def header(prefix: list[str], exact: bool = True) -> int | None:
+        body = r"\s*\.\s*".join(re.escape(p) for p in prefix)
+        hdr = re.compile(r"^\s*\[+\s*" + body + (r"\s*\]+\s*(#.*)?$" if exact else r"[\s.\]]"))
+        return next((i for i, line in enumerate(lines) if hdr.match(line)), None)
+
+    whole = header(parts)   # the key is itself a table: point at its header
+    rest = parts
     # Try the longest table prefix that has a [header]; the rest is the key inside it.
     for cut in range(len(parts) - 1, 0, -1):
-        table = ".".join(parts[:cut])
-        hdr = re.compile(r"^\s*\[\s*" + r"\s*\.\s*".join(re.escape(p) for p in parts[:cut])
-                         + r"\s*\]\s*(#.*)?$")
-        for i, line in enumerate(lines):
-            if hdr.match(line):
-                table_line = i
-                break
+        table_line = header(parts[:cut])
         if table_line is not None:
             rest = parts[cut:]
             break
-    else:
-        rest = parts
-        table = ""
+    if whole is not None:
+        table_line, rest = whole, []
+    elif table_line is None and len(parts) == 1:
+        table_line = header(parts, exact=False)   # [kinds.science] for "kinds"
+        if table_line is not None:
+            rest = []
     start = table_line + 1 if table_line is not None else 0
     name = rest[0] if rest else None
     if name is not None:
@@ -226,8 +231,8 @@ def parse_manifest(text: str, path: str = "<manifest>") -> Manifest:
         data = tomllib.loads(text)
     except tomllib.TOMLDecodeError as e:
         m = _TOML_LINE.search(str(e))
-        line = m.group(1) if m else "1"
-        msg = str(e).split(" (at line")[0]
+        line = m.group(1) if m else str(max(1, len(text.splitlines())))
+        msg = re.sub(r" \(at (line \d+, column \d+|end of document)\)$", "", str(e))
         raise ManifestError(f"{path}:{line}: not valid TOML: {msg}") from None
     v = _Validator(text, path)
     return v.run(data)
@@ -289,8 +294,6 @@ class _Validator:
         kw: dict[str, Any] = {"name": self.string("campaign.name", c["name"], plain=True)}
         if "source" in c:
             kw["source"] = self.string("campaign.source", c["source"], plain=True)
-            if kw["source"] == kw["name"]:
-                raise self.fail("campaign.source", "a campaign cannot reprocess itself")
         if "output_root" in c:
             kw["output_root"] = Path(self.string("campaign.output_root", c["output_root"]))
         for k in ("code_version", "config_version"):

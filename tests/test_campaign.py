@@ -1,0 +1,240 @@
+"""Campaigns against a real database: preview, enqueue (idempotent), throttle, bad manifests
+through the CLI, and an end-to-end reprocessing on the local backend."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from sqlalchemy import func, select
+
+from desinight import campaign as C
+from desinight import orchestrate as O
+from desinight.core.manifest import ManifestError, parse_manifest
+from desinight.core.states import ACTIVE, JobState
+from desinight.db.engine import transaction
+from desinight.db.models import Attempt, Exposure, Job, Production
+from tests.daemonkit import cli, fast_templates, write_config
+from tests.rawfixture import N, write_night
+
+N2 = 20261125
+N3 = 20261126   # on disk only: never ingested by the nightly production
+
+
+def manifest(tmp_path: Path, body: str = "", name: str = "reproc", nights=(N, N2),
+             throttle: int = 3) -> Path:
+    p = tmp_path / "campaign.toml"
+    p.write_text(f'[campaign]\nname = "{name}"\nsource = "test"\ncode_version = "0.4.0"\n'
+                 f"throttle = {throttle}\n\n[selection]\nnights = {list(nights)}\n{body}")
+    return p
+
+
+def _snapshot(ctx, production: str = "test") -> list[tuple]:
+    with transaction(ctx.sessions) as s:
+        prod = s.scalar(select(Production).where(Production.name == production))
+        jobs = s.execute(select(Job.key, Job.state, Job.campaign).where(
+            Job.production_id == prod.id).order_by(Job.key)).all()
+        exps = s.execute(select(Exposure.expid, Exposure.status, Exposure.bad_cameras).where(
+            Exposure.production_id == prod.id).order_by(Exposure.expid)).all()
+        atts = s.scalar(select(func.count()).select_from(Attempt).join(Job).where(
+            Job.production_id == prod.id))
+    return [tuple(jobs), tuple(exps), atts]
+
+
+@pytest.fixture
+def nightly(ctx, cfg):
+    """The nightly production 'test' with two ingested, planned nights, and a third night on
+    disk that it never ingested."""
+    write_night(cfg.raw_root, N)
+    write_night(cfg.raw_root, N2, science=3, tile=2000)
+    write_night(cfg.raw_root, N3, science=1, tile=3000)
+    now = O.utc_now()
+    for n in (N, N2):
+        O.ingest_night(ctx, n, now)
+        O.plan(ctx, n, closed=True)
+    return ctx
+
+
+def _preview(ctx, m):
+    with transaction(ctx.sessions) as s:
+        return C.preview(s, ctx.cfg, m)
+
+
+def test_preview_counts_and_idempotent_enqueue(nightly, tmp_path):
+    ctx = nightly
+    before = _snapshot(ctx)
+    m = parse_manifest(manifest(tmp_path, nights=(N, N2, N3)).read_text(), "campaign.toml")
+    pv = _preview(ctx, m)
+    s = pv.summary()
+    assert s["nights"] == 3 and s["exposures"] == 5 + 6 + 4 and not s["exists"]
+    # per night: bias, arc, psf, flat, ff, one science per exposure, stdstars, fluxcalib, redshift
+    assert s["new_jobs"] == {"biasnight": 3, "arc": 3, "psfnight": 3, "flat": 3,
+                             "fiberflatnight": 3, "science": 6, "stdstars": 3, "fluxcalib": 6,
+                             "redshift": 3}
+    assert s["node_hours"] > 0 and s["node_hours_limit"] >= s["node_hours"]
+    assert _snapshot(ctx) == before   # a dry run writes nothing
+
+    pv = C.enqueue(ctx.sessions, ctx.cfg, m)
+    assert len(pv.jobs) == 33
+    assert _snapshot(ctx) == before   # the nightly production is untouched
+    again = C.enqueue(ctx.sessions, ctx.cfg, m)
+    assert again.jobs == [] and again.new_exposures == [] and again.exists
+    assert sum(again.summary()["existing_jobs"].values()) == 33
+    camp = _snapshot(ctx, "reproc")
+    assert {j[2] for j in camp[0]} == {"reproc"} and {j[1] for j in camp[0]} == {"planned"}
+    with transaction(ctx.sessions) as s:
+        prod = s.scalar(select(Production).where(Production.name == "reproc"))
+        assert prod.kind == "campaign" and prod.redux_dir.endswith("/redux/reproc")
+        assert prod.settings["source"] == "test" and "[campaign]" in prod.settings["manifest"]
+        # the edges are there: a campaign science job waits on its night's calibrations
+        from desinight.db import repo
+        sci = repo.get_job(s, prod, f"{N}/science/{(N - 20000000) * 100 + 3:08d}")
+        assert {p.key for p in repo.parents_of(s, [sci.id])[sci.id]} == {
+            f"{N}/biasnight", f"{N}/psfnight", f"{N}/fiberflatnight"}
+    # widening the selection adds only the new night's jobs
+    m2 = parse_manifest(manifest(tmp_path, nights=(N, N2, N3)).read_text().replace(
+        f"nights = {[N, N2, N3]}", f"nights = {[N, N2, N3]}\nexclude_expids = []"), "c.toml")
+    assert C.enqueue(ctx.sessions, ctx.cfg, m2).jobs == []
+
+
+def test_steps_from_extract_and_bad_cameras(nightly, tmp_path):
+    ctx = nightly
+    sci = (N - 20000000) * 100 + 3
+    body = (f'[selection.bad_cameras]\n"{sci}" = "b0"\n\n[steps]\nfrom = "extract"\n'
+            '[kinds.science]\ntime_minutes = 45\n')
+    m = parse_manifest(manifest(tmp_path, body, nights=(N,)).read_text(), "c.toml")
+    pv = C.enqueue(ctx.sessions, ctx.cfg, m)
+    assert pv.new_by_kind == {"science": 2, "stdstars": 1, "fluxcalib": 2, "redshift": 1}
+    with transaction(ctx.sessions) as s:
+        from desinight.db import repo
+        prod = repo.get_production(s, "reproc")
+        job = repo.get_job(s, prod, f"{N}/science/{sci:08d}")
+        assert job.cameras == "r0,z0" and job.resources["time_minutes"] == 45
+        assert repo.parents_of(s, [job.id])[job.id] == []   # calibrations come from 'test'
+        assert prod.settings["input_production"] == "test"
+        assert prod.settings["steps"] == ["science", "stdstars", "fluxcalib", "redshift"]
+
+
+def test_throttle_is_respected(nightly, tmp_path, fake_backend):
+    ctx = nightly
+    m = parse_manifest(manifest(tmp_path, nights=(N, N2), throttle=2).read_text(), "c.toml")
+    C.enqueue(ctx.sessions, ctx.cfg, m)
+    cctx = C.campaign_context(ctx, "reproc")
+    assert cctx.max_queued == 2 and cctx.production == "reproc"
+    seen_max = 0
+    for _ in range(60):
+        C.run_tick(cctx, O.utc_now())
+        with transaction(ctx.sessions) as s:
+            p = C.progress(s, "reproc")
+        seen_max = max(seen_max, p["queued"])
+        assert p["queued"] <= 2
+        if p["done"]:
+            break
+        for bid, job in list(fake_backend.jobs.items()):   # the queue drains
+            if job.state in (JobState.PENDING, JobState.RUNNING):
+                fake_backend.finish(bid)
+    assert p["done"] and p["completed"] == p["jobs"] == 24 and seen_max == 2
+    # the nightly production was never submitted anything
+    with transaction(ctx.sessions) as s:
+        assert not any(r.comment.startswith("desinight:test:") for r in fake_backend.requests.values())
+        assert s.scalar(select(func.count()).select_from(Attempt).join(Job).join(Production).where(
+            Production.name == "test")) == 0
+
+
+def test_preview_errors_name_line_and_field(nightly, tmp_path):
+    ctx = nightly
+    cases = [
+        (manifest(tmp_path, nights=(N, 20261201)).read_text(), "campaign.toml:8: selection.nights: night "
+                                                    "20261201 is not in production test"),
+        (manifest(tmp_path, name="test").read_text(), "campaign.toml:2: campaign.name: 'test' is already a "
+                                          "nightly production"),
+        (manifest(tmp_path, "expids = [99999999]\n").read_text(), "campaign.toml:9: selection.expids: "
+                                                      "exposure 99999999 is not on a selected night"),
+        (manifest(tmp_path, "tiles = [4242]\n").read_text(), "campaign.toml:9: selection.tiles: tile 4242"),
+    ]
+    for text, expect in cases:
+        m = parse_manifest(text, "campaign.toml")
+        with pytest.raises(ManifestError) as e:
+            _preview(ctx, m)
+        assert str(e.value).startswith(expect), str(e.value)
+    assert _snapshot(ctx, "test")[2] == 0
+
+
+# --- through the CLI: one line, non-zero, nothing recorded -----------------------------------------
+def _run(conf: Path, *args: str) -> tuple[int, str, str]:
+    r = cli(conf, *args, check=False)
+    return r.returncode, r.stdout, r.stderr
+
+
+@pytest.fixture
+def conf(tmp_path, cfg):
+    tpl = fast_templates(tmp_path / "templates", run="sleep 0.1")
+    c = write_config(tmp_path, templates=tpl, db_url=cfg.db_url)
+    cli(c, "init")
+    return c
+
+
+@pytest.mark.parametrize("kind", ["unknown_key", "bad_night", "missing_night", "overlap",
+                                  "unreadable", "malformed"])
+def test_bad_manifest_cli(tmp_path, conf, kind):
+    write_night(tmp_path / "raw", N)
+    cli(conf, "ingest", str(N))
+    p = manifest(tmp_path, nights=(N,))
+    text = p.read_text()
+    if kind == "unknown_key":
+        p.write_text(text.replace("throttle = 3", "throttle = 3\nthrotle = 4"))
+        expect = "campaign.toml:6: campaign.throtle: unknown key"
+    elif kind == "bad_night":
+        p.write_text(text.replace(f"[{N}]", "[2026113]"))
+        expect = "campaign.toml:8: selection.nights: 2026113 is not a YYYYMMDD night"
+    elif kind == "missing_night":
+        p.write_text(text.replace(f"[{N}]", "[20250101]"))
+        expect = "campaign.toml:8: selection.nights: night 20250101 is not in production test"
+    elif kind == "overlap":
+        p.write_text(text.replace('name = "reproc"', 'name = "test"'))
+        expect = "campaign.toml:2: campaign.name: 'test' is already a nightly production"
+    elif kind == "unreadable":
+        p = tmp_path / "nope.toml"
+        expect = "cannot read manifest: no such file"
+    else:
+        p.write_text(text.replace("[selection]", "[selection"))
+        expect = "campaign.toml:7: not valid TOML"
+    for cmd in ("plan", "submit"):
+        rc, out, err = _run(conf, "campaign", cmd, str(p))
+        assert rc == 2, (rc, out, err)
+        assert err.count("\n") == 1 and expect in err, err
+    rc, out, err = _run(conf, "status", "--json", "--production", "reproc")
+    assert rc == 3 and "no production named 'reproc'" in err   # nothing was recorded
+
+
+def test_end_to_end_local_backend(tmp_path, conf):
+    """Two nights processed nightly, then reprocessed by a campaign into its own directory."""
+    for n in (N, N2):
+        write_night(tmp_path / "raw", n)
+        cli(conf, "ingest", str(n), "--wait", "--timeout", "120")
+    nightly = json.loads(cli(conf, "status", "--json", "--range", f"{N}:{N2}").stdout)
+    p = manifest(tmp_path, nights=(N, N2), throttle=4)
+    rc, out, err = _run(conf, "campaign", "plan", str(p))
+    assert rc == 0 and "new jobs: 20" in out and "node-hours" in out, err
+    plan = json.loads(cli(conf, "campaign", "plan", str(p), "--json").stdout)
+    assert plan["new_total"] == 20 and plan["new_jobs"]["science"] == 4
+    out = cli(conf, "campaign", "submit", str(p)).stdout
+    assert "new jobs: 20" in out
+    assert "new jobs: 0" in cli(conf, "campaign", "plan", str(p)).stdout
+    assert "new jobs: 0" in cli(conf, "campaign", "submit", str(p)).stdout
+    out = cli(conf, "campaign", "run", "reproc", "--poll", "0.3", "--timeout", "150",
+              timeout=200).stdout
+    assert "20/20 completed, 0 failed" in out
+    st = json.loads(cli(conf, "campaign", "status", "reproc", "--json").stdout)
+    assert st["done"] and st["completed"] == 20 and st["failed"] == 0
+    text = cli(conf, "campaign", "status", "reproc").stdout
+    assert "100.0%" in text and "done" in text
+    # the same tables: the generic status/show see the campaign's jobs
+    cs = json.loads(cli(conf, "status", "--json", "--production", "reproc", "--night", str(N)).stdout)
+    assert {j["state"] for j in cs["jobs"]} == {"completed"}
+    assert all("/redux/reproc/run/" in j["log"] for j in cs["jobs"])
+    # the nightly production is untouched
+    assert json.loads(cli(conf, "status", "--json", "--range", f"{N}:{N2}").stdout)["nights"] == \
+        nightly["nights"]
+    assert not (tmp_path / "redux" / "test" / "run" / "reproc").exists()
