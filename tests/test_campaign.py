@@ -216,18 +216,18 @@ def test_end_to_end_local_backend(tmp_path, conf):
     nightly = json.loads(cli(conf, "status", "--json", "--range", f"{N}:{N2}").stdout)
     p = manifest(tmp_path, nights=(N, N2), throttle=4)
     rc, out, err = _run(conf, "campaign", "plan", str(p))
-    assert rc == 0 and "new jobs: 20" in out and "node-hours" in out, err
+    assert rc == 0 and "new jobs: 22" in out and "node-hours" in out, err
     plan = json.loads(cli(conf, "campaign", "plan", str(p), "--json").stdout)
-    assert plan["new_total"] == 20 and plan["new_jobs"]["science"] == 4
+    assert plan["new_total"] == 22 and plan["new_jobs"]["science"] == 4
     out = cli(conf, "campaign", "submit", str(p)).stdout
-    assert "new jobs: 20" in out
+    assert "new jobs: 22" in out
     assert "new jobs: 0" in cli(conf, "campaign", "plan", str(p)).stdout
     assert "new jobs: 0" in cli(conf, "campaign", "submit", str(p)).stdout
     out = cli(conf, "campaign", "run", "reproc", "--poll", "0.3", "--timeout", "150",
               timeout=200).stdout
-    assert "20/20 completed, 0 failed" in out
+    assert "22/22 completed, 0 failed" in out
     st = json.loads(cli(conf, "campaign", "status", "reproc", "--json").stdout)
-    assert st["done"] and st["completed"] == 20 and st["failed"] == 0
+    assert st["done"] and st["completed"] == 22 and st["failed"] == 0
     text = cli(conf, "campaign", "status", "reproc").stdout
     assert "100.0%" in text and "done" in text
     # the same tables: the generic status/show see the campaign's jobs
