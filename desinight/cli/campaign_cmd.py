@@ -50,8 +50,8 @@ def _print_preview(pv, console: Console, title: str) -> None:
     t.add_row("[bold]total", f"[bold]{s['new_total']}", str(sum(s["existing_jobs"].values())),
               str(sum(s["existing_completed"].values())))
     console.print(t)
-    console.print(f"new jobs: {s['new_total']}; estimated {s['node_hours']} node-hours "
-                  f"(at most {s['node_hours_limit']} at the time limits)")
+    click.echo(f"new jobs: {s['new_total']}; estimated {s['node_hours']} node-hours "
+               f"(at most {s['node_hours_limit']} at the time limits)")
     if s["quarantined"]:
         console.print(f"[yellow]{s['quarantined']} exposures quarantined by the planner[/]")
     if s["new_total"] == 0 and s["exists"]:

@@ -1,0 +1,188 @@
+"""A 1,000-night campaign on SQLite: plan time, peak memory, status latency.
+
+Builds a synthetic nightly production ``daily`` directly with bulk inserts (1,000 nights,
+40 exposures a night: 4 zeros, 3 arcs, 3 flats, 30 science over 5 tiles; 30 cameras; and
+its ~79,000 jobs, so the database is the size a real one would be), then runs the real
+commands as child processes and measures each with ``os.wait4`` (wall time, peak RSS):
+
+* ``desinight campaign plan``   the dry run over all 1,000 nights
+* ``desinight campaign submit`` plan + save (bulk inserts) of the whole campaign
+* ``desinight campaign submit`` again (idempotent: nothing new)
+
+and then, in this process, ``status.collect()`` (the latest night and the nights table) and
+``campaign.progress()`` on that database, plus ``desinight status`` as a child process.
+Targets: plan+save < 60 s and < 2 GiB; status < 1 s.
+
+    python bench/bench_campaign.py [--nights 1000] [--keep DIR]
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from datetime import date, timedelta
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from desinight import campaign as C  # noqa: E402
+from desinight.app import open_context  # noqa: E402
+from desinight.config import Config  # noqa: E402
+from desinight.core.manifest import parse_manifest  # noqa: E402
+from desinight.db import bulk, repo  # noqa: E402
+from desinight.db.engine import transaction  # noqa: E402
+
+CAMERAS = ",".join(f"{a}{s}" for s in range(10) for a in "brz")
+TILES_PER_NIGHT = 5
+SCIENCE_PER_TILE = 6
+
+
+class _NoBackend:
+    name = "none"
+
+
+def nights(n: int, first: date = date(2024, 1, 1)) -> list[int]:
+    return [int((first + timedelta(days=i)).strftime("%Y%m%d")) for i in range(n)]
+
+
+def exposure_rows(night_list: list[int]) -> list[dict]:
+    rows = []
+    expid = 100000
+    for i, night in enumerate(night_list):
+        def add(obstype: str, tile=None, seqnum=None, seqtot=None, bad=""):
+            nonlocal expid
+            expid += 1
+            rows.append({"expid": expid, "night": night, "obstype": obstype, "tileid": tile,
+                         "exptime": 900.0 if obstype == "SCIENCE" else 1.0, "program": "dark",
+                         "seqnum": seqnum, "seqtot": seqtot, "cameras": CAMERAS,
+                         "bad_cameras": bad, "status": "planned",
+                         "raw_path": f"/raw/{night}/{expid:08d}/desi-{expid:08d}.fits.fz"})
+        for k in range(4):
+            add("ZERO", seqnum=k + 1, seqtot=4)
+        for k in range(3):
+            add("ARC", seqnum=k + 1, seqtot=3)
+        for k in range(3):
+            add("FLAT", seqnum=k + 1, seqtot=3)
+        for t in range(TILES_PER_NIGHT):
+            tile = 1000 + (i * TILES_PER_NIGHT + t) % 20000
+            for k in range(SCIENCE_PER_TILE):
+                add("SCIENCE", tile, k + 1, SCIENCE_PER_TILE, bad="b3" if k == 2 else "")
+    return rows
+
+
+def build_source(cfg: Config, night_list: list[int]) -> dict:
+    t0 = time.perf_counter()
+    ctx = open_context(cfg, backend=_NoBackend(), create=True)
+    rows = exposure_rows(night_list)
+    with transaction(ctx.sessions) as s:
+        prod, _ = repo.ensure_production(s, "daily", str(cfg.raw_root), str(cfg.redux_root / "daily"))
+        bulk.insert_nights(s, prod, night_list)
+        bulk.insert_exposures(s, prod, rows)
+        # the nightly production's own jobs, planned by the same code the campaign uses
+        m = parse_manifest(f'[campaign]\nname = "daily"\n[selection]\n'
+                           f'night_ranges = [[{night_list[0]}, {night_list[-1]}]]\n')
+        pv = C.Preview(m, "daily", cfg.raw_root, cfg.redux_root / "daily", False,
+                       nights=night_list)
+        C._plan(pv, [{**r, "status": "ingested"} for r in rows], {})
+        bulk.save_jobs(s, prod, pv.jobs, {})
+    ctx.sessions.kw["bind"].dispose()
+    return {"exposures": len(rows), "jobs": len(pv.jobs), "build_s": round(time.perf_counter() - t0, 1)}
+
+
+def child(argv: list[str], cwd: Path) -> tuple[float, float, int, str]:
+    """(wall s, peak RSS MiB, exit code, stdout) of one child process."""
+    t0 = time.perf_counter()
+    p = subprocess.Popen(argv, cwd=cwd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    out = p.stdout.read()
+    _, status, ru = os.wait4(p.pid, 0)
+    p.returncode = os.waitstatus_to_exitcode(status)
+    p.stdout.close()
+    return time.perf_counter() - t0, ru.ru_maxrss / 1024, p.returncode, out
+
+
+def timed(fn, repeat: int = 5) -> float:
+    best = float("inf")
+    for _ in range(repeat):
+        t0 = time.perf_counter()
+        fn()
+        best = min(best, time.perf_counter() - t0)
+    return best
+
+
+def main(argv: list[str]) -> dict:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--nights", type=int, default=1000)
+    ap.add_argument("--keep", help="build in this directory and keep it")
+    args = ap.parse_args(argv)
+    root = Path(args.keep or tempfile.mkdtemp(prefix="dn-bench-campaign-"))
+    if args.keep and root.exists():
+        shutil.rmtree(root)
+    root.mkdir(parents=True, exist_ok=True)
+    try:
+        cfg = Config(production="daily", raw_root=root / "raw", redux_root=root / "redux",
+                     state_dir=root / "state")
+        (root / "desinight.toml").write_text(
+            '[desinight]\nproduction = "daily"\nraw_root = "raw"\nredux_root = "redux"\n'
+            'state_dir = "state"\n')
+        night_list = nights(args.nights)
+        src = build_source(cfg, night_list)
+        print(f"source production: {args.nights} nights, {src['exposures']} exposures, "
+              f"{src['jobs']} jobs (built in {src['build_s']} s)", flush=True)
+        (root / "campaign.toml").write_text(
+            f'[campaign]\nname = "reproc"\nsource = "daily"\ncode_version = "bench"\n'
+            f'throttle = 500\n[selection]\nnight_ranges = [[{night_list[0]}, {night_list[-1]}]]\n')
+        base = [sys.executable, "-m", "desinight", "--config", str(root / "desinight.toml")]
+        res: dict = {"nights": args.nights, "source_exposures": src["exposures"],
+                     "source_jobs": src["jobs"]}
+        for label, cmd in (("plan_dry_run", ["campaign", "plan", "campaign.toml"]),
+                           ("plan_and_save", ["campaign", "submit", "campaign.toml"]),
+                           ("resubmit_same_manifest", ["campaign", "submit", "campaign.toml"])):
+            wall, rss, rc, out = child(base + cmd, root)
+            if rc != 0:
+                raise RuntimeError(f"{' '.join(cmd)} exited {rc}: {out[-2000:]}")
+            new = next((ln for ln in out.splitlines() if ln.startswith("new jobs:")), "?")
+            res[label] = {"wall_s": round(wall, 2), "peak_rss_mib": round(rss), "output": new}
+            print(f"{' '.join(cmd):40s} {wall:6.2f} s  peak RSS {rss:7.0f} MiB  | {new}", flush=True)
+
+        from desinight import status as S
+        ctx = open_context(cfg.with_overrides(production="reproc"), backend=_NoBackend())
+        with transaction(ctx.sessions) as s:
+            prod = repo.get_production(s, "reproc")
+            latest = lambda: S.collect(s, prod)  # noqa: E731 - latest night + all nights table
+            n_jobs = len(latest()["jobs"])
+            res["status_collect_latest_s"] = round(timed(latest), 3)
+            res["status_collect_range_s"] = round(timed(lambda: S.collect(
+                s, prod, night_range=(night_list[0], night_list[-1]))), 3)
+            res["campaign_progress_s"] = round(timed(lambda: C.progress(s, "reproc")), 3)
+        ctx.sessions.kw["bind"].dispose()
+        print(f"status.collect() latest night ({n_jobs} jobs) + nights table: "
+              f"{res['status_collect_latest_s'] * 1000:.0f} ms; whole range: "
+              f"{res['status_collect_range_s'] * 1000:.0f} ms; campaign.progress(): "
+              f"{res['campaign_progress_s'] * 1000:.0f} ms", flush=True)
+        for label, cmd in (("cli_status_s", ["status", "--production", "reproc", "--json"]),
+                           ("cli_campaign_status_s", ["campaign", "status", "reproc"])):
+            wall, rss, rc, out = child(base + cmd, root)
+            if rc != 0:
+                raise RuntimeError(f"{' '.join(cmd)} exited {rc}: {out[-2000:]}")
+            res[label] = round(wall, 2)
+            print(f"desinight {' '.join(cmd):40s} {wall:6.2f} s wall (process start included)")
+        db = root / "state" / "desinight.db"
+        res["db_mib"] = round(db.stat().st_size / 2**20)
+        ok = (res["plan_and_save"]["wall_s"] < 60 and res["plan_and_save"]["peak_rss_mib"] < 2048
+              and res["status_collect_latest_s"] < 1)
+        res["targets_met"] = ok
+        print(f"database {res['db_mib']} MiB; targets (plan+save < 60 s, < 2 GiB, status < 1 s): "
+              f"{'met' if ok else 'NOT MET'}")
+        return res
+    finally:
+        if not args.keep:
+            shutil.rmtree(root, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])
