@@ -1,0 +1,59 @@
+"""`desinight sim`: simulate raw nights, score a production against the truth."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+
+from ..core.errors import DesinightError
+
+
+@click.group("sim")
+def sim() -> None:
+    """Raw-data simulator (DESI-like layout) and accuracy scoring."""
+
+
+@sim.command("night")
+@click.option("--night", required=True, type=int, help="YYYYMMDD")
+@click.option("--out", "out", required=True, type=click.Path(file_okay=False),
+              help="raw root (RAWROOT/NIGHT/EXPID/...)")
+@click.option("--preset", type=click.Choice(["small", "medium", "full"]), default="small",
+              show_default=True)
+@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--realtime", type=float, default=None,
+              help="write with the night's real gaps divided by this speed-up factor")
+@click.option("--bad", "bad", multiple=True,
+              help="append one extra exposure damaged this way (repeatable): truncated, "
+                   "missing-keyword, wrong-obstype, duplicate-expid, missing-camera, "
+                   "corrupt-compression")
+@click.option("--truth-dir", type=click.Path(file_okay=False), default=None,
+              help="where truth-NIGHT.fits goes (default RAWROOT/truth)")
+def night_cmd(night: int, out: str, preset: str, seed: int, realtime: float | None,
+              bad: tuple[str, ...], truth_dir: str | None) -> None:
+    """Simulate one night of raw exposures."""
+    import sys
+    import time
+
+    from ..sim import simulate_night
+    t0 = time.perf_counter()
+    dirs = simulate_night(night, Path(out), preset=preset, seed=seed, realtime=realtime,
+                          bad=bad, truth_dir=Path(truth_dir) if truth_dir else None,
+                          progress=sys.stderr.isatty())
+    click.echo(f"wrote {len(dirs)} exposures of night {night} under {out} "
+               f"in {time.perf_counter() - t0:.1f} s")
+
+
+@sim.command("score")
+@click.option("--truth", required=True, type=click.Path(dir_okay=False, exists=True))
+@click.option("--redux", required=True, type=click.Path(file_okay=False, exists=True),
+              help="production directory ($DESI_SPECTRO_REDUX/$SPECPROD)")
+def score_cmd(truth: str, redux: str) -> None:
+    """Compare redrock catalogues with the truth; the last line holds the figures."""
+    try:
+        from ..sim.score import format_score, score_production
+    except ImportError as e:  # pragma: no cover
+        raise DesinightError(f"scoring unavailable: {e}") from None
+    res = score_production(Path(truth), Path(redux))
+    for line in format_score(res):
+        click.echo(line)
