@@ -32,7 +32,7 @@ from sqlalchemy.orm import Session
 from . import rawdata
 from .config import Config
 from .core.cameras import subtract
-from .core.errors import BadExposure, DesinightError, NotFound
+from .core.errors import BadExposure, NotFound
 from .core.manifest import Manifest, ManifestError, node_hours
 from .core.planner import JOB_KINDS, NIGHTLY_CALIBS, CalibRef, ExposureInfo, PlannedJob, plan_night
 from .core.states import ACTIVE, BROKEN, FINAL, ExposureStatus, JobState

@@ -12,7 +12,7 @@ from sqlalchemy import func, select
 from desinight import campaign as C
 from desinight import orchestrate as O
 from desinight.core.manifest import ManifestError, parse_manifest
-from desinight.core.states import ACTIVE, JobState
+from desinight.core.states import JobState
 from desinight.db.engine import transaction
 from desinight.db.models import Attempt, Exposure, Job, Production
 from tests.daemonkit import cli, fast_templates, write_config
