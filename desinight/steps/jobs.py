@@ -1,0 +1,124 @@
+"""run_job: what one batch job runs — one kind of step over a set of cameras, MPI over cameras.
+
+Tasks (one per camera) are dealt round-robin to the ranks; each rank writes only its own tasks'
+outputs.  A failing task is caught, recorded in the job's status file, and the other tasks go on;
+the job's return code (the same on every rank) is non-zero when any task failed anywhere.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+import traceback
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+from desinight.core.cameras import parse_cameras
+from desinight.core.errors import DesinightError
+
+from . import io, preproc
+
+KINDS = ("biasnight", "arc", "psfnight", "flat", "fiberflatnight", "science", "stdstars",
+         "fluxcalib", "redshift")
+
+
+class StepNotAvailable(DesinightError):
+    """The step exists in the graph but its science code is not written yet."""
+
+
+def _raw_cameras(night: int, expid: int) -> list[str]:
+    import fitsio
+
+    hdr = fitsio.read_header(str(io.raw_path(night, expid)), 0)
+    return parse_cameras(str(hdr["CAMERAS"]))
+
+
+def _bias_for(night: int, cam: str, calib_night: int | None) -> Path | None:
+    p = io.calibnight_path("biasnight", calib_night or night, cam)
+    return p if p.exists() else None
+
+
+def _task_biasnight(night, expids, tileid, cam, calib_night):
+    raws = [io.raw_path(night, e) for e in expids]
+    preproc.biasnight_camera(raws, cam, io.calibnight_path("biasnight", night, cam))
+
+
+def _task_preproc_each(night, expids, tileid, cam, calib_night):
+    for e in expids:
+        preproc.preproc_camera(io.raw_path(night, e), cam, _bias_for(night, cam, calib_night),
+                               io.preproc_path(night, e, cam))
+
+
+def _task_arc(night, expids, tileid, cam, calib_night):
+    _task_preproc_each(night, expids, tileid, cam, calib_night)
+    raise StepNotAvailable("arc PSF fit not implemented yet (preproc done)")
+
+
+def _task_flat(night, expids, tileid, cam, calib_night):
+    _task_preproc_each(night, expids, tileid, cam, calib_night)
+    raise StepNotAvailable("flat extraction/fiberflat not implemented yet (preproc done)")
+
+
+def _task_science(night, expids, tileid, cam, calib_night):
+    _task_preproc_each(night, expids, tileid, cam, calib_night)
+    raise StepNotAvailable("extraction/sky not implemented yet (preproc done)")
+
+
+def _not_available(kind: str) -> Callable:
+    def task(night, expids, tileid, cam, calib_night):
+        raise StepNotAvailable(f"step {kind!r} not implemented yet")
+    return task
+
+
+TASKS: dict[str, Callable] = {
+    "biasnight": _task_biasnight, "arc": _task_arc, "flat": _task_flat, "science": _task_science,
+    **{k: _not_available(k) for k in ("psfnight", "fiberflatnight", "stdstars", "fluxcalib",
+                                      "redshift")},
+}
+
+
+def run_job(kind: str, night: int, expids: Sequence[int], tileid: int | None,
+            cameras: Sequence[str] | str | None, calib_night: int | None = None,
+            comm=None) -> int:
+    """Run one job; 0 when every camera succeeded, 1 otherwise (same answer on every rank)."""
+    if kind not in TASKS:
+        raise DesinightError(f"unknown step kind {kind!r} (one of {', '.join(KINDS)})")
+    expids = [int(e) for e in expids]
+    if cameras:
+        cams = parse_cameras(cameras)
+    elif expids:
+        cams = _raw_cameras(night, expids[0])
+    else:
+        raise DesinightError(f"{kind}: no cameras and no exposures to find them in")
+    rank, size = (comm.Get_rank(), comm.Get_size()) if comm is not None else (0, 1)
+    results = []
+    for cam in cams[rank::size]:
+        t0 = time.perf_counter()
+        try:
+            TASKS[kind](night, expids, tileid, cam, calib_night)
+            results.append({"camera": cam, "ok": True, "seconds": time.perf_counter() - t0})
+        except Exception as err:  # one camera's failure must not stop the others
+            results.append({"camera": cam, "ok": False, "error": f"{type(err).__name__}: {err}",
+                            "traceback": traceback.format_exc(),
+                            "seconds": time.perf_counter() - t0})
+    _write_status(kind, night, expids, tileid, rank, results)
+    nfail = sum(not r["ok"] for r in results)
+    if comm is not None:
+        nfail = comm.allreduce(nfail)
+    return 0 if nfail == 0 else 1
+
+
+def _write_status(kind, night, expids, tileid, rank, results) -> None:
+    """Per-rank JSON record of every task (one file per rank: no two ranks share a file)."""
+    ident = f"tile{tileid}" if tileid not in (None, -1) and kind in ("stdstars", "redshift") else \
+        (f"{expids[0]:08d}" if len(expids) == 1 else "night")
+    path = io.redux_dir() / "run" / "steps" / str(night) / f"{kind}-{ident}-rank{rank}.json"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.parent / f".{path.name}.{os.getpid()}.tmp"
+    tmp.write_text(json.dumps({"kind": kind, "night": night, "expids": expids, "tileid": tileid,
+                               "rank": rank, "tasks": results}, indent=1))
+    os.replace(tmp, path)
+    for r in results:
+        state = "ok" if r["ok"] else f"FAILED ({r['error'].splitlines()[0][:100]})"
+        print(f"{kind} {night} {r['camera']}: {state} {r['seconds']:.1f}s", flush=True)
