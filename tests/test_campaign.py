@@ -127,6 +127,7 @@ def test_throttle_is_respected(nightly, tmp_path, fake_backend):
         C.run_tick(cctx, O.utc_now())
         with transaction(ctx.sessions) as s:
             p = C.progress(s, "reproc")
+            _same_ready(s, "reproc")
         seen_max = max(seen_max, p["queued"])
         assert p["queued"] <= 2
         if p["done"]:
@@ -140,6 +141,37 @@ def test_throttle_is_respected(nightly, tmp_path, fake_backend):
         assert not any(r.comment.startswith("desinight:test:") for r in fake_backend.requests.values())
         assert s.scalar(select(func.count()).select_from(Attempt).join(Job).join(Production).where(
             Production.name == "test")) == 0
+
+
+def _same_ready(s, name):
+    """bulk.ready_job_ids (one SQL query) agrees with orchestrate._ready (the ORM walk)."""
+    from desinight.db import bulk, repo
+    prod = repo.get_production(s, name)
+    assert bulk.ready_job_ids(s, prod) == sorted(j.id for j, _ in O._ready(s, prod))
+
+
+def test_sql_ready_and_broken_agree_with_orchestrate(nightly, tmp_path, fake_backend):
+    from desinight.db import bulk, repo
+    ctx = nightly
+    C.enqueue(ctx.sessions, ctx.cfg, parse_manifest(manifest(tmp_path, nights=(N,), throttle=1)
+                                                    .read_text(), "c.toml"))
+    cctx = C.campaign_context(ctx, "reproc")
+    C.run_tick(cctx, O.utc_now())               # throttle 1: only bias is submitted
+    (bias,) = fake_backend.by_name("biasnight")
+    fake_backend.finish(bias, JobState.FAILED, exit_code=1)
+    with transaction(ctx.sessions) as s:
+        prod = repo.get_production(s, "reproc")
+        from desinight.db.models import Attempt as A
+        # record the failure without settling it (what poll does before _settle_dep_failed)
+        att = s.scalar(select(A).join(Job).where(Job.production_id == prod.id))
+        att.state = att.job.state = JobState.FAILED.value
+        s.flush()
+        broken = {child for child, key, state, _ in bulk.broken_waiting(s, prod)}
+        waiting = repo.jobs_in_state(s, prod, [JobState.PLANNED, JobState.HELD])
+        parents = repo.parents_of(s, [j.id for j in waiting])
+        expect = {j.id for j in waiting if any(p.state == "failed" for p in parents[j.id])}
+        assert broken == expect and expect    # the arc, the flat and the science wait on bias
+        _same_ready(s, "reproc")
 
 
 def test_preview_errors_name_line_and_field(nightly, tmp_path):

@@ -103,3 +103,44 @@ def quarantine(s: Session, prod: Production, reasons: Mapping[int, str]) -> None
                                          Exposure.status != ExposureStatus.QUARANTINED.value)
                   .values(status=ExposureStatus.QUARANTINED.value, quarantine_reason=reason)
                   .execution_options(synchronize_session=False))
+
+
+# --- proposed for orchestrate at campaign scale (see docs/campaigns.md, "Known limits") ----------
+def ready_job_ids(s: Session, prod: Production, limit: int | None = None) -> list[int]:
+    """Ids of PLANNED jobs whose every parent is completed, or queued with a backend id, in
+    one SQL query (oldest first, at most ``limit``): what ``orchestrate._ready`` computes by
+    loading every planned job and its parents, which costs ~15 s at 79,000 planned jobs."""
+    from sqlalchemy import and_, exists, not_, or_
+    from sqlalchemy.orm import aliased
+
+    from ..core.states import ACTIVE
+    from .models import Attempt
+    parent = aliased(Job)
+    active = [st.value for st in ACTIVE]
+    queued_with_id = exists().where(Attempt.job_id == parent.id, Attempt.state.in_(active),
+                                    Attempt.backend_id.is_not(None))
+    blocking = (select(JobEdge.child_id).join(parent, parent.id == JobEdge.parent_id)
+                .where(JobEdge.child_id == Job.id,
+                       not_(or_(parent.state == JobState.COMPLETED.value,
+                                and_(parent.state.in_(active), queued_with_id)))))
+    q = (select(Job.id).where(Job.production_id == prod.id, Job.state == JobState.PLANNED.value,
+                              ~exists(blocking)).order_by(Job.id))
+    if limit is not None:
+        q = q.limit(limit)
+    return list(s.scalars(q))
+
+
+def broken_waiting(s: Session, prod: Production) -> list[tuple[int, str, str, str | None]]:
+    """(child id, parent key, parent state, parent reason) for waiting jobs (planned/held)
+    with a broken parent, in one query: what ``orchestrate._settle_dep_failed`` finds by
+    loading every waiting job with its parents (~16 s per pass at 79,000 planned jobs)."""
+    from sqlalchemy.orm import aliased
+
+    from ..core.states import BROKEN
+    parent = aliased(Job)
+    return [tuple(r) for r in s.execute(
+        select(Job.id, parent.key, parent.state, parent.reason)
+        .join(JobEdge, JobEdge.child_id == Job.id).join(parent, parent.id == JobEdge.parent_id)
+        .where(Job.production_id == prod.id,
+               Job.state.in_([JobState.PLANNED.value, JobState.HELD.value]),
+               parent.state.in_([st.value for st in BROKEN])))]
