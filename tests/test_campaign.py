@@ -270,3 +270,29 @@ def test_end_to_end_local_backend(tmp_path, conf):
     assert json.loads(cli(conf, "status", "--json", "--range", f"{N}:{N2}").stdout)["nights"] == \
         nightly["nights"]
     assert not (tmp_path / "redux" / "test" / "run" / "reproc").exists()
+
+
+@pytest.mark.slurm
+@pytest.mark.slow
+def test_end_to_end_real_slurm(tmp_path, slurm_cluster):
+    """The same reprocessing through the real (local) SLURM cluster, as CI runs it."""
+    import subprocess
+    conf = write_config(tmp_path, backend="slurm", templates=fast_templates(tmp_path / "tpl"))
+    cli(conf, "init")
+    write_night(tmp_path / "raw", N)
+    cli(conf, "ingest", str(N), "--wait", "--timeout", "180", timeout=240)
+    nightly = json.loads(cli(conf, "status", "--json").stdout)
+    assert {j["state"] for j in nightly["jobs"]} == {"completed"}
+    p = manifest(tmp_path, nights=(N,), throttle=3)
+    assert "new jobs: 11" in cli(conf, "campaign", "submit", str(p)).stdout
+    out = cli(conf, "campaign", "run", "reproc", "--poll", "1", "--timeout", "240", timeout=300).stdout
+    assert "11/11 completed, 0 failed" in out
+    cs = json.loads(cli(conf, "status", "--json", "--production", "reproc").stdout)
+    ids = ",".join(j["backend_id"] for j in cs["jobs"])
+    sacct = subprocess.run(["sacct", "-X", "-n", "-P", "-j", ids, "-o", "JobID,State"],
+                           capture_output=True, text=True, check=True).stdout.split()
+    assert len(sacct) == 11 and all(line.endswith("|COMPLETED") for line in sacct)
+    assert all("/redux/reproc/run/" in j["log"] for j in cs["jobs"])
+    after = json.loads(cli(conf, "status", "--json").stdout)
+    assert [(j["key"], j["state"], j["attempts"], j["backend_id"]) for j in after["jobs"]] == \
+        [(j["key"], j["state"], j["attempts"], j["backend_id"]) for j in nightly["jobs"]]
