@@ -17,7 +17,9 @@ from pathlib import Path
 from desinight.core.cameras import parse_cameras
 from desinight.core.errors import DesinightError
 
-from . import io, preproc
+import numpy as np
+
+from . import extract, fiberflat, io, preproc, psf, sky
 
 KINDS = ("biasnight", "arc", "psfnight", "flat", "fiberflatnight", "science", "stdstars",
          "fluxcalib", "redshift")
@@ -50,19 +52,65 @@ def _task_preproc_each(night, expids, tileid, cam, calib_night):
                                io.preproc_path(night, e, cam))
 
 
+def _calib(prefix: str, night: int, cam: str, calib_night: int | None) -> Path:
+    path = io.calibnight_path(prefix, calib_night or night, cam)
+    if not path.exists():
+        raise FileNotFoundError(f"missing {path.name} (run its calibration job first)")
+    return path
+
+
 def _task_arc(night, expids, tileid, cam, calib_night):
     _task_preproc_each(night, expids, tileid, cam, calib_night)
-    raise StepNotAvailable("arc PSF fit not implemented yet (preproc done)")
+    for e in expids:
+        psf.psf_from_arc(io.preproc_path(night, e, cam), cam, io.exposure_path("psf", night, e, cam))
+
+
+def _task_psfnight(night, expids, tileid, cam, calib_night):
+    files = [io.exposure_path("psf", night, e, cam) for e in expids]
+    psf.psfnight([f for f in files if f.exists()], cam, io.calibnight_path("psfnight", night, cam))
 
 
 def _task_flat(night, expids, tileid, cam, calib_night):
     _task_preproc_each(night, expids, tileid, cam, calib_night)
-    raise StepNotAvailable("flat extraction/fiberflat not implemented yet (preproc done)")
+    psfn = _calib("psfnight", night, cam, calib_night)
+    for e in expids:
+        frame = extract.extract_camera(io.preproc_path(night, e, cam), psfn, cam,
+                                       io.exposure_path("frame", night, e, cam))
+        fiberflat.fiberflat_from_frame(frame, cam, io.exposure_path("fiberflat", night, e, cam))
+
+
+def _task_fiberflatnight(night, expids, tileid, cam, calib_night):
+    files = [io.exposure_path("fiberflat", night, e, cam) for e in expids]
+    fiberflat.fiberflatnight([f for f in files if f.exists()], cam,
+                             io.calibnight_path("fiberflatnight", night, cam))
+
+
+def sky_fibers(night: int, expid: int, cam: str, nfiber: int) -> np.ndarray:
+    """Boolean per fibre of this camera's spectrograph: OBJTYPE == SKY in the fiberassign."""
+    import fitsio
+
+    expdir = io.raw_path(night, expid).parent
+    fa_files = sorted(expdir.glob("fiberassign-*.fits"))
+    if not fa_files:
+        raise FileNotFoundError(f"no fiberassign file in {expdir}")
+    fa = fitsio.read(str(fa_files[0]), "FIBERASSIGN")
+    spectro = int(cam[1:])
+    isky = np.zeros(nfiber, bool)
+    sel = fa["FIBER"] // nfiber == spectro
+    isky[fa["FIBER"][sel] % nfiber] = np.char.strip(fa["OBJTYPE"][sel].astype(str)) == "SKY"
+    return isky
 
 
 def _task_science(night, expids, tileid, cam, calib_night):
     _task_preproc_each(night, expids, tileid, cam, calib_night)
-    raise StepNotAvailable("extraction/sky not implemented yet (preproc done)")
+    psfn = _calib("psfnight", night, cam, calib_night)
+    ffn = _calib("fiberflatnight", night, cam, calib_night)
+    for e in expids:
+        frame = extract.extract_camera(io.preproc_path(night, e, cam), psfn, cam,
+                                       io.exposure_path("frame", night, e, cam))
+        nfib = io.read_hdu(frame, "FLUX")[0].shape[0]
+        sky.subtract_sky(frame, ffn, sky_fibers(night, e, cam, nfib), cam,
+                         io.exposure_path("sframe", night, e, cam))
 
 
 def _not_available(kind: str) -> Callable:
@@ -72,9 +120,9 @@ def _not_available(kind: str) -> Callable:
 
 
 TASKS: dict[str, Callable] = {
-    "biasnight": _task_biasnight, "arc": _task_arc, "flat": _task_flat, "science": _task_science,
-    **{k: _not_available(k) for k in ("psfnight", "fiberflatnight", "stdstars", "fluxcalib",
-                                      "redshift")},
+    "biasnight": _task_biasnight, "arc": _task_arc, "psfnight": _task_psfnight,
+    "flat": _task_flat, "fiberflatnight": _task_fiberflatnight, "science": _task_science,
+    **{k: _not_available(k) for k in ("stdstars", "fluxcalib", "redshift")},
 }
 
 
