@@ -190,6 +190,11 @@ def demo(obj, workdir: str, night: str, seed: int, backend: str, timeout: float)
         shutil.rmtree(root)   # a demo always starts from scratch
     root.mkdir(parents=True, exist_ok=True)
     marker.touch()
+    # written first, so `desinight --config DIR/desinight.toml status` works even mid-demo
+    (root / "desinight.toml").write_text(
+        "[desinight]\n"
+        f"production = \"demo\"\nraw_root = \"raw\"\nredux_root = \"redux\"\nstate_dir = \"state\"\n"
+        f"backend = \"{backend}\"\n")
     console = Console()
     cfg = Config(production="demo", raw_root=root / "raw", redux_root=root / "redux",
                  state_dir=root / "state", backend=backend, local_cpus=obj.cfg.local_cpus)
@@ -201,13 +206,13 @@ def demo(obj, workdir: str, night: str, seed: int, backend: str, timeout: float)
     console.print(f"[bold]2/3[/] processing on the {backend} backend (database {cfg.database_url})")
     process_night(ctx, n, wait=True, closed=True, timeout=timeout, console=console)
     console.print("[bold]3/3[/] done")
-    print_status(ctx, night=n, console=console)
+    data = print_status(ctx, night=n, console=console)
     console.print(f"outputs: {cfg.prod_dir}\nscripts and logs: {cfg.prod_dir / 'run'}\n"
                   f"look again: desinight --config {root / 'desinight.toml'} status")
-    (root / "desinight.toml").write_text(
-        "[desinight]\n"
-        f"production = \"demo\"\nraw_root = \"raw\"\nredux_root = \"redux\"\nstate_dir = \"state\"\n"
-        f"backend = \"{backend}\"\n")
+    failed = [f for f in data["failures"] if f["kind"] not in ("exposure", "file")]
+    if failed:
+        raise DesinightError(f"demo: {len(failed)} job(s) did not complete; "
+                             f"see `desinight --config {root / 'desinight.toml'} status --failed`")
 
 
 COMMANDS = [init, ingest, demo, daemon]
