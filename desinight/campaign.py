@@ -158,6 +158,12 @@ def preview(s: Session, cfg: Config, m: Manifest) -> Preview:
         if n not in db_nights:
             rows.extend(_raw_rows(raw_root, n, m))
     _check_named(m, rows)
+    if m.tiles or m.expids:
+        # A science restriction: only the nights that observed the selected science, with
+        # their calibrations; other nights would only recompute calibrations nobody uses.
+        sci = {r["night"] for r in rows if r["obstype"] == "SCIENCE"}
+        rows = [r for r in rows if r["night"] in sci]
+        pv.nights = [n for n in pv.nights if n in sci]
     for r in rows:
         if r["expid"] in m.bad_cameras:
             r["bad_cameras"] = ",".join(m.bad_cameras[r["expid"]])

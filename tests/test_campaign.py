@@ -116,6 +116,14 @@ def test_steps_from_extract_and_bad_cameras(nightly, tmp_path):
         assert prod.settings["steps"] == ["science", "stdstars", "fluxcalib", "redshift"]
 
 
+def test_tile_selection_keeps_only_its_nights(nightly, tmp_path):
+    m = parse_manifest(manifest(tmp_path, "tiles = [2000]\n", nights=(N, N2, N3)).read_text(),
+                       "c.toml")
+    pv = _preview(nightly, m)
+    assert pv.nights == [N2] and pv.selected_exposures == 3 + 3
+    assert pv.new_by_kind["science"] == 3 and pv.new_by_kind["biasnight"] == 1
+
+
 def test_throttle_is_respected(nightly, tmp_path, fake_backend):
     ctx = nightly
     m = parse_manifest(manifest(tmp_path, nights=(N, N2), throttle=2).read_text(), "c.toml")
@@ -240,6 +248,7 @@ def test_bad_manifest_cli(tmp_path, conf, kind):
     assert rc == 3 and "no production named 'reproc'" in err   # nothing was recorded
 
 
+@pytest.mark.slow
 def test_end_to_end_local_backend(tmp_path, conf):
     """Two nights processed nightly, then reprocessed by a campaign into its own directory."""
     for n in (N, N2):

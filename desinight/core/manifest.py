@@ -141,7 +141,8 @@ class Manifest:
 
         ``expids``/``tiles``/``exclude_tiles`` restrict science exposures; a selected night's
         calibration exposures come along (they calibrate the science) unless ``obstypes``
-        leaves them out or ``exclude_expids`` names them."""
+        leaves them out or ``exclude_expids`` names them. With ``expids`` or ``tiles``, only
+        nights with selected science are kept (campaign.preview)."""
         if expid in self.exclude_expids:
             return False
         if self.obstypes and obstype not in self.obstypes:
