@@ -58,10 +58,18 @@ def test_preproc_zero_is_noise(env):
         assert 0.8 < np.std(chi[ivar > 0] - np.median(chi)) < 5
 
 
-def test_arc_job_preprocs_and_reports_unfinished_step(env):
+def test_arc_job_preprocs_and_fits_psf(env):
+    from desinight.sim import instrument as I
+    from desinight.steps.psf import read_psf
     expid = env["ARC"][0]
-    rc = run_job("arc", NIGHT, [expid], None, CAMS)
-    assert rc == 1   # the PSF fit is not written yet: recorded as a failure, preproc kept
+    assert run_job("arc", NIGHT, [expid], None, CAMS) == 0
+    p = I.PRESETS["small"]
+    y = np.arange(p.ny)
+    for cam in CAMS:
+        x, wave, sig = read_psf(io.exposure_path("psf", NIGHT, expid, cam))
+        assert np.abs(x - I.true_trace(p, cam, y)).max() < 0.2           # columns
+        dwdy = np.gradient(wave, axis=1)
+        assert (np.abs(wave - I.true_wave(p, cam, y)) / dwdy).max() < 0.2  # rows
     for cam in CAMS:
         path = io.preproc_path(NIGHT, expid, cam)
         img = fitsio.read(str(path), "IMAGE")
@@ -88,6 +96,28 @@ def test_flat_preproc_noise_consistent(env):
     bright = (v > 0) & (img[1:] > 2000)
     chi2 = np.mean(d[bright] ** 2 / v[bright])
     assert 0.8 < chi2 < 1.3
+
+
+def test_chain_to_sframe_sky_residuals_are_noise(env):
+    """arc -> psfnight -> flat -> fiberflatnight -> science; sky fibres' residual chi2/dof ~ 1."""
+    from desinight.steps.jobs import sky_fibers
+    n = env["ARC"] + env["FLAT"]
+    assert run_job("arc", NIGHT, env["ARC"], None, CAMS) == 0
+    assert run_job("psfnight", NIGHT, env["ARC"], None, CAMS) == 0
+    assert run_job("flat", NIGHT, env["FLAT"], None, CAMS) == 0
+    assert run_job("fiberflatnight", NIGHT, env["FLAT"], None, CAMS) == 0
+    expid = env["SCIENCE"][0]
+    assert run_job("science", NIGHT, [expid], None, CAMS) == 0
+    chi2, dof = 0.0, 0
+    for cam in CAMS:
+        path = io.exposure_path("sframe", NIGHT, expid, cam)
+        flux, ivar = fitsio.read(str(path), "FLUX"), fitsio.read(str(path), "IVAR")
+        assert fitsio.read_header(str(path), "FLUX")["DNSTEP"] == "sky"
+        sky = sky_fibers(NIGHT, expid, cam, flux.shape[0])
+        ok = ivar[sky] > 0
+        chi2 += float((flux[sky] ** 2 * ivar[sky])[ok].sum())
+        dof += int(ok.sum())
+    assert n and 0.8 < chi2 / dof < 1.2
 
 
 def test_cli_bad_kind_and_failure_exit(env):

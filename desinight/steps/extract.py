@@ -20,6 +20,7 @@ from .psf import read_psf
 
 HALF = 5          # columns each side of a trace that carry its light (5 sigma)
 ROWS_PER_CHUNK = 512
+REJECT_NSIGMA = 6.0
 
 
 def extract_bundle(img, ivar, x, sig, rows=None):
@@ -39,15 +40,24 @@ def extract_bundle(img, ivar, x, sig, rows=None):
         A = np.transpose(prof, (1, 2, 0))                               # (nr, ncol, nf)
         w = ivar[r0:r1, c0:c1]
         d = img[r0:r1, c0:c1]
-        AtW = np.transpose(A * w[..., None], (0, 2, 1))                 # (nr, nf, ncol)
-        M = AtW @ A
-        b = (AtW @ d[..., None])[..., 0]
-        # a fibre whose pixels are all masked in a row: tiny ridge keeps M invertible, ivar=0
-        diag = np.einsum("rii->ri", M)
-        dead = diag <= 1e-12 * max(diag.max(), 1e-30)
-        M[:, np.arange(nf), np.arange(nf)] += np.where(dead, 1.0, 0.0)
-        Minv = np.linalg.inv(M)
-        f = (Minv @ b[..., None])[..., 0]
+        for it in range(2):
+            # second pass: pixels the PSF model cannot explain (cosmic rays the sharpness test
+            # in preproc missed, e.g. tracks along a trace) get zero weight, and the row is refit
+            AtW = np.transpose(A * w[..., None], (0, 2, 1))             # (nr, nf, ncol)
+            M = AtW @ A
+            b = (AtW @ d[..., None])[..., 0]
+            # a fibre whose pixels are all masked in a row: a unit ridge keeps M invertible
+            diag = np.einsum("rii->ri", M)
+            dead = diag <= 1e-12 * max(diag.max(), 1e-30)
+            M[:, np.arange(nf), np.arange(nf)] += np.where(dead, 1.0, 0.0)
+            Minv = np.linalg.inv(M)
+            f = (Minv @ b[..., None])[..., 0]
+            if it == 0:
+                model = (A @ f[..., None])[..., 0]
+                bad = np.abs(d - model) * np.sqrt(w) > REJECT_NSIGMA
+                if not bad.any():
+                    break
+                w = np.where(bad, 0.0, w)
         var = np.einsum("rii->ri", Minv)
         flux[:, r0:r1] = f.T
         fivar[:, r0:r1] = np.where(dead, 0.0, 1.0 / np.maximum(var, 1e-30)).T

@@ -40,9 +40,12 @@ def subtract_sky(frame: Path, fiberflat: Path, skyfibers: np.ndarray, cam: str, 
     ivar = io.read_hdu(frame, "IVAR")[0]
     wave = io.read_hdu(frame, "WAVELENGTH")[0]
     ff = io.read_hdu(fiberflat, "FIBERFLAT")[0].astype(float)
+    ffivar = io.read_hdu(fiberflat, "IVAR")[0].astype(float)
     d, div = density(flux.astype(float), ivar.astype(float), wave)
     d = d / ff
-    div = div * ff**2
+    # the flat's own noise matters on bright sky lines: var(d/ff) = var(d)/ff^2 + d^2 var(ff)/ff^2
+    var = 1.0 / np.maximum(div * ff**2, 1e-30) + d**2 / np.maximum(ffivar * ff**2, 1e-30)
+    div = np.where((div > 0) & (ffivar > 0), 1.0 / var, 0.0)
     sky_idx = np.flatnonzero(skyfibers)
     if sky_idx.size < 3:
         raise ValueError(f"{cam}: only {sky_idx.size} sky fibres")
@@ -53,7 +56,9 @@ def subtract_sky(frame: Path, fiberflat: Path, skyfibers: np.ndarray, cam: str, 
     vsum = np.sum([np.interp(grid, wave[i], div[i]) for i in sky_idx], axis=0)
     var_model = np.array([np.interp(w, grid, 1 / np.maximum(vsum, 1e-30)) for w in wave])
     sflux = d - model
-    sivar = np.where(div > 0, 1.0 / (1.0 / np.maximum(div, 1e-30) + var_model), 0.0)
+    # outside the sky fibres' common coverage the spline extrapolates: no valid model there
+    inside = (wave > spl.t[4]) & (wave < spl.t[-5])
+    sivar = np.where((div > 0) & inside, 1.0 / (1.0 / np.maximum(div, 1e-30) + var_model), 0.0)
     cards = [{"name": k, "value": hdr[k]} for k in ("EXPID", "NIGHT", "TILEID", "EXPTIME")
              if k in hdr]
     cards += [{"name": "CAMERA", "value": cam}, {"name": "BUNIT", "value": "electron/Angstrom"},
