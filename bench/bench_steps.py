@@ -1,0 +1,87 @@
+"""Step speed on a full-size camera (500 fibres, 4096 rows): preproc, extraction, sky; and the
+extraction speed-up from 1 to 2 MPI ranks (bundles dealt over ranks).
+
+    python bench/bench_steps.py [--no-mpi]
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+CAM = "r0"
+
+
+def prepare(tmp: Path) -> tuple[Path, Path]:
+    """A rendered full-size science camera, its preproc, and a PSF from the instrument truth."""
+    from desinight.sim import instrument as I
+    from desinight.sim import night as N
+    from desinight.sim import targets as TG
+    from desinight.steps import preproc, psf
+
+    p = I.PRESETS["full"]
+    e = [x for x in N.schedule(p, 20261124, 0) if x.obstype == "SCIENCE"][0]
+    e.cameras = [CAM]
+    N.TILES[e.tileid] = TG.make_tile(p, e.tileid, np.random.default_rng([0, e.tileid, 5]))
+    t0 = time.perf_counter()
+    _, img = N.render_camera((p, CAM, e, 0))
+    raw = tmp / "desi.fits.fz"
+    N.write_raw(raw, p, e, {CAM: img})
+    print(f"render+write one full camera: {time.perf_counter() - t0:.1f} s")
+    t0 = time.perf_counter()
+    pre = preproc.preproc_camera(raw, CAM, None, tmp / "preproc.fits")
+    print(f"preproc: {time.perf_counter() - t0:.1f} s/camera")
+    y = np.arange(p.ny)
+    x = I.true_trace(p, CAM, y)
+    sig = I.psf_sigma_x(p, x[:, p.ny // 2])
+    psf_file = psf.write_psf(tmp / "psf.fits", x, I.true_wave(p, CAM, y), sig, [])
+    return pre, psf_file
+
+
+def mpi_worker(pre: str, psf_file: str) -> None:
+    from mpi4py import MPI
+
+    from desinight.steps import extract
+    comm = MPI.COMM_WORLD
+    nb = 20
+    comm.Barrier()
+    t0 = time.perf_counter()
+    extract.extract_camera(Path(pre), Path(psf_file), CAM,
+                           Path(pre).with_name(f"frame-rank{comm.rank}.fits"),
+                           bundles=list(range(comm.rank, nb, comm.size)))
+    comm.Barrier()
+    if comm.rank == 0:
+        print(f"{time.perf_counter() - t0:.2f}")
+
+
+def main() -> None:
+    if sys.argv[1:2] == ["--mpi-worker"]:
+        return mpi_worker(sys.argv[2], sys.argv[3])
+    from desinight.steps import extract
+    with tempfile.TemporaryDirectory() as tmpd:
+        tmp = Path(tmpd)
+        pre, psf_file = prepare(tmp)
+        t0 = time.perf_counter()
+        extract.extract_camera(pre, psf_file, CAM, tmp / "frame.fits")
+        print(f"extract (500 fibres, 4096 rows, one core): {time.perf_counter() - t0:.1f} s/camera")
+        if "--no-mpi" in sys.argv:
+            return
+        times = {}
+        for n in (1, 2):
+            out = subprocess.run(["mpiexec", "-n", str(n), sys.executable, __file__,
+                                  "--mpi-worker", str(pre), str(psf_file)],
+                                 capture_output=True, text=True, env=os.environ)
+            times[n] = float(out.stdout.strip().splitlines()[-1]) if out.returncode == 0 else None
+            print(f"extract with {n} MPI rank(s): {times[n]} s")
+        if times[1] and times[2]:
+            print(f"speed-up 1 -> 2 ranks: {times[1] / times[2]:.2f}x")
+
+
+if __name__ == "__main__":
+    main()
