@@ -216,6 +216,11 @@ def active_attempts(s: Session, prod: Production) -> list[Attempt]:
         Attempt.state.in_([st.value for st in ACTIVE])).options(selectinload(Attempt.job))))
 
 
+def count_active(s: Session, prod: Production) -> int:
+    return s.scalar(select(func.count()).select_from(Attempt).join(Job).where(
+        Job.production_id == prod.id, Attempt.state.in_([st.value for st in ACTIVE])))
+
+
 def set_service(s: Session, prod: Production, key: str, value: str | None,
                 now: datetime | None = None) -> None:
     row = s.get(ServiceState, (prod.id, key))
