@@ -1,8 +1,9 @@
 """`python -m bench`: run every benchmark, write docs/benchmarks.json and docs/benchmarks.md.
 
-Each benchmark module exposes ``main(argv) -> dict`` (and prints its own figures). A module
-whose prerequisites are missing (e.g. no SLURM cluster up) is reported as skipped with the
-reason, never silently dropped.
+Each benchmark is a script under bench/ that prints its figures; it runs in its own process
+(so one benchmark's memory or environment cannot bias the next). Its result is the JSON
+object on its last output line when it prints one, else its output lines. A benchmark that
+fails (e.g. no SLURM cluster up) is reported as such with the reason, never silently dropped.
 
     python -m bench                  # all
     python -m bench latency campaign # some
@@ -10,27 +11,26 @@ reason, never silently dropped.
 
 from __future__ import annotations
 
-import importlib
 import json
 import os
 import platform
+import subprocess
 import sys
 import time
-import traceback
 from datetime import datetime, timezone
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-#: name -> (module, arguments, what it measures)
+#: name -> (script, arguments, what it measures)
 BENCHES = {
-    "sim": ("bench.bench_sim", [], "raw-data simulator: small night, one full-size exposure"),
-    "steps": ("bench.bench_steps", [], "science throughput per camera, MPI speed-up, redshift accuracy"),
-    "latency": ("bench.bench_latency", [], "daemon arrival-to-submission latency, native vs polling"),
-    "poll": ("bench.bench_poll", [], "SLURM poll cost with 200 active jobs"),
-    "campaign": ("bench.bench_campaign", [], "1,000-night campaign planning time/memory, status latency"),
-    "overhead": ("bench.bench_overhead", [], "manager overhead for a night, side by side with Snakemake"),
+    "sim": ("bench_sim.py", [], "raw-data simulator: small night, one full-size exposure"),
+    "steps": ("bench_steps.py", [], "science throughput per camera, MPI speed-up, redshift accuracy"),
+    "latency": ("bench_latency.py", [], "daemon arrival-to-submission latency, native vs polling"),
+    "poll": ("bench_poll.py", [], "SLURM poll cost with 200 active jobs"),
+    "campaign": ("bench_campaign.py", [], "1,000-night campaign planning time/memory, status latency"),
+    "overhead": ("bench_overhead.py", [], "manager overhead for a night, side by side with Snakemake"),
 }
 
 
@@ -58,8 +58,11 @@ def to_markdown(results: dict, info: dict) -> str:
              f"- python {info['python']}, run {info['when']}", ""]
     for name, res in results.items():
         lines += [f"## {name}: {BENCHES[name][2]}", ""]
-        if "skipped" in res:
-            lines += [f"skipped: {res['skipped']}", ""]
+        if "failed" in res or "skipped" in res:
+            lines += [f"not measured: {res.get('failed') or res.get('skipped')}", ""]
+            continue
+        if "output" in res:
+            lines += ["```", *res["output"], "```", ""]
             continue
         lines += ["| figure | value |", "|---|---|"]
         for k, v in _flatten(res):
@@ -77,6 +80,18 @@ def _flatten(d: dict, prefix: str = ""):
             yield key, v
 
 
+def _result(lines: list[str]) -> dict:
+    """The last line's JSON object (unwrapped if it has one key), else the printed lines."""
+    if lines and lines[-1].startswith("{"):
+        try:
+            obj = json.loads(lines[-1])
+            return next(iter(obj.values())) if len(obj) == 1 and isinstance(
+                next(iter(obj.values())), dict) else obj
+        except ValueError:
+            pass
+    return {"output": [l for l in lines if not l.startswith("  File ")][-20:]}
+
+
 def main(argv: list[str]) -> int:
     names = argv or list(BENCHES)
     unknown = [n for n in names if n not in BENCHES]
@@ -86,20 +101,17 @@ def main(argv: list[str]) -> int:
     out_json = ROOT / "docs" / "benchmarks.json"
     results = json.loads(out_json.read_text()).get("results", {}) if out_json.exists() else {}
     for name in names:
-        mod_name, args, what = BENCHES[name]
+        script, args, what = BENCHES[name]
         print(f"== {name}: {what}", flush=True)
         t0 = time.monotonic()
-        try:
-            mod = importlib.import_module(mod_name)
-            res = mod.main(args)
-            results[name] = res if isinstance(res, dict) else {"result": res}
-        except ModuleNotFoundError as e:
-            results[name] = {"skipped": f"not available ({e.name})"}
-        except SystemExit as e:
-            results[name] = {"skipped": f"exited {e.code}"}
-        except Exception as e:  # noqa: BLE001 - one broken benchmark must not hide the others
-            traceback.print_exc()
-            results[name] = {"skipped": f"failed: {type(e).__name__}: {e}"}
+        p = subprocess.run([sys.executable, str(ROOT / "bench" / script), *args], cwd=ROOT,
+                           stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+        print(p.stdout, end="", flush=True)
+        lines = [l for l in p.stdout.splitlines() if l.strip()]
+        if p.returncode != 0:
+            results[name] = {"failed": f"exit {p.returncode}: {lines[-1] if lines else ''}"}
+        else:
+            results[name] = _result(lines)
         print(f"   ({time.monotonic() - t0:.1f} s)", flush=True)
     info = {**machine(), "when": datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")}
     out_json.write_text(json.dumps({"machine": info, "results": results}, indent=1, default=str))
