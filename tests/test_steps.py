@@ -127,3 +127,22 @@ def test_cli_bad_kind_and_failure_exit(env):
     assert r.exit_code == 1
     r = CliRunner().invoke(step, ["run", "nope", "--night", str(NIGHT), "--cameras", "b0"])
     assert r.exit_code != 0
+
+
+def test_stdstars_and_fluxcalib_recover_star_fluxes(env):
+    """After the chain test: cframes of the standard stars match their catalogue r flux."""
+    from desinight.steps.fluxcalib import nmgy_to_flambda
+    sci = env["SCIENCE"]
+    for e in sci:
+        if not io.exposure_path("sframe", NIGHT, e, "r0").exists():
+            assert run_job("science", NIGHT, [e], None, CAMS) == 0
+    tile = fitsio.read_header(str(io.exposure_path("sframe", NIGHT, sci[0], "r0")), "FLUX")["TILEID"]
+    assert run_job("stdstars", NIGHT, sci, tile, CAMS) == 0
+    assert run_job("fluxcalib", NIGHT, [sci[0]], tile, CAMS) == 0
+    truth = fitsio.read(str(io.raw_root() / "truth" / f"truth-{NIGHT}.fits"))
+    cf = io.exposure_path("cframe", NIGHT, sci[0], "r0")
+    flux, wave = fitsio.read(str(cf), "FLUX"), fitsio.read(str(cf), "WAVELENGTH")
+    band = np.abs(wave - 6400) < 150
+    std = truth[np.char.strip(truth["TRUESUBTYPE"].astype(str)) == "STD"]
+    ratio = [np.median(flux[s["FIBER"], band]) / nmgy_to_flambda(s["FLUX_R"], 6400) for s in std]
+    assert np.all(np.abs(np.array(ratio) - 1) < 0.1)

@@ -19,7 +19,7 @@ from desinight.core.errors import DesinightError
 
 import numpy as np
 
-from . import extract, fiberflat, io, preproc, psf, sky
+from . import extract, fiberflat, fluxcalib, io, preproc, psf, sky
 
 KINDS = ("biasnight", "arc", "psfnight", "flat", "fiberflatnight", "science", "stdstars",
          "fluxcalib", "redshift")
@@ -113,6 +113,38 @@ def _task_science(night, expids, tileid, cam, calib_night):
                          io.exposure_path("sframe", night, e, cam))
 
 
+def _read_fa(night: int, expid: int) -> np.ndarray:
+    import fitsio
+
+    expdir = io.raw_path(night, expid).parent
+    fa_files = sorted(expdir.glob("fiberassign-*.fits"))
+    if not fa_files:
+        raise FileNotFoundError(f"no fiberassign file in {expdir}")
+    return fitsio.read(str(fa_files[0]), "FIBERASSIGN")
+
+
+def _task_stdstars(night, expids, tileid, unit, calib_night):
+    """unit = spectrograph number (as text): one output file per spectrograph."""
+    spectro = int(unit)
+    sframes = [io.exposure_path("sframe", night, e, f"r{spectro}") for e in expids]
+    sframes = [f for f in sframes if f.exists()]
+    if not sframes:
+        raise FileNotFoundError(f"no r{spectro} sframes for tile {tileid}")
+    fluxcalib.stdstars_scale(sframes, _read_fa(night, expids[0]), spectro,
+                             io.tile_path("stdstars", tileid, night, spectro))
+
+
+def _task_fluxcalib(night, expids, tileid, cam, calib_night):
+    import fitsio
+
+    for e in expids:
+        sframe = io.exposure_path("sframe", night, e, cam)
+        tile = tileid if tileid not in (None, -1) else int(fitsio.read_header(str(sframe), "FLUX")["TILEID"])
+        std = io.tile_path("stdstars", tile, night, int(cam[1:]))
+        fluxcalib.fluxcalib_camera(sframe, std, cam, io.exposure_path("fluxcalib", night, e, cam),
+                                   io.exposure_path("cframe", night, e, cam))
+
+
 def _not_available(kind: str) -> Callable:
     def task(night, expids, tileid, cam, calib_night):
         raise StepNotAvailable(f"step {kind!r} not implemented yet")
@@ -122,7 +154,8 @@ def _not_available(kind: str) -> Callable:
 TASKS: dict[str, Callable] = {
     "biasnight": _task_biasnight, "arc": _task_arc, "psfnight": _task_psfnight,
     "flat": _task_flat, "fiberflatnight": _task_fiberflatnight, "science": _task_science,
-    **{k: _not_available(k) for k in ("stdstars", "fluxcalib", "redshift")},
+    "stdstars": _task_stdstars, "fluxcalib": _task_fluxcalib,
+    "redshift": _not_available("redshift"),
 }
 
 
@@ -139,6 +172,8 @@ def run_job(kind: str, night: int, expids: Sequence[int], tileid: int | None,
         cams = _raw_cameras(night, expids[0])
     else:
         raise DesinightError(f"{kind}: no cameras and no exposures to find them in")
+    if kind == "stdstars":   # one output per spectrograph: the spectrograph is the unit of work
+        cams = sorted({c[1:] for c in cams}, key=int)
     rank, size = (comm.Get_rank(), comm.Get_size()) if comm is not None else (0, 1)
     results = []
     for cam in cams[rank::size]:
