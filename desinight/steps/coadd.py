@@ -46,6 +46,8 @@ def coadd_tile(cframes: list[Path], fa: np.ndarray, spectro: int, nfiber: int, o
         ivar = io.read_hdu(path, "IVAR")[0]
         wave = io.read_hdu(path, "WAVELENGTH")[0]
         expids.add(int(hdr.get("EXPID", -1)))
+        if wave.ndim == 1:            # frames on a common camera grid
+            wave = np.broadcast_to(wave, flux.shape)
         for f in range(flux.shape[0]):
             fl, iv = resample(wave[f].astype(float), flux[f].astype(float),
                               ivar[f].astype(float), grid)

@@ -19,7 +19,7 @@ from desinight.core.errors import DesinightError
 
 import numpy as np
 
-from . import extract, fiberflat, fluxcalib, io, preproc, psf, sky
+from . import coadd, extract, fiberflat, fluxcalib, io, preproc, psf, redshift, sky
 
 KINDS = ("biasnight", "arc", "psfnight", "flat", "fiberflatnight", "science", "stdstars",
          "fluxcalib", "redshift")
@@ -145,6 +145,30 @@ def _task_fluxcalib(night, expids, tileid, cam, calib_night):
                                    io.exposure_path("cframe", night, e, cam))
 
 
+def _task_redshift(night, expids, tileid, unit, calib_night):
+    """unit = spectrograph number (as text): coadd its arms and exposures, then fit."""
+    spectro = int(unit)
+    cframes = [io.exposure_path("cframe", night, e, f"{arm}{spectro}")
+               for e in expids for arm in "brz"]
+    cframes = [f for f in cframes if f.exists()]
+    if not cframes:
+        raise FileNotFoundError(f"no cframes of spectrograph {spectro} for tile {tileid}")
+    nfib = io.read_hdu(cframes[0], "FLUX")[0].shape[0]
+    out = coadd.coadd_tile(cframes, _read_fa(night, expids[0]), spectro, nfib,
+                           io.tile_path("coadd", tileid, night, spectro))
+    redshift.redshift_coadd(out, io.tile_path("redrock", tileid, night, spectro))
+
+
+def _task_redshift(night, expids, tileid, unit, calib_night):
+    """unit = spectrograph: coadd its three arms over the tile's exposures, fit redshifts."""
+    spectro = int(unit)
+    cfr = {a: [f for f in (io.exposure_path("cframe", night, e, f"{a}{spectro}") for e in expids)
+               if f.exists()] for a in "brz"}
+    redshift.redshift_spectrograph(cfr, _read_fa(night, expids[0]), spectro,
+                                   io.tile_path("coadd", tileid, night, spectro),
+                                   io.tile_path("redrock", tileid, night, spectro))
+
+
 def _not_available(kind: str) -> Callable:
     def task(night, expids, tileid, cam, calib_night):
         raise StepNotAvailable(f"step {kind!r} not implemented yet")
@@ -155,7 +179,7 @@ TASKS: dict[str, Callable] = {
     "biasnight": _task_biasnight, "arc": _task_arc, "psfnight": _task_psfnight,
     "flat": _task_flat, "fiberflatnight": _task_fiberflatnight, "science": _task_science,
     "stdstars": _task_stdstars, "fluxcalib": _task_fluxcalib,
-    "redshift": _not_available("redshift"),
+    "redshift": _task_redshift,
 }
 
 
@@ -172,7 +196,7 @@ def run_job(kind: str, night: int, expids: Sequence[int], tileid: int | None,
         cams = _raw_cameras(night, expids[0])
     else:
         raise DesinightError(f"{kind}: no cameras and no exposures to find them in")
-    if kind == "stdstars":   # one output per spectrograph: the spectrograph is the unit of work
+    if kind in ("stdstars", "redshift"):   # one output per spectrograph: the spectrograph is the unit of work
         cams = sorted({c[1:] for c in cams}, key=int)
     rank, size = (comm.Get_rank(), comm.Get_size()) if comm is not None else (0, 1)
     results = []
