@@ -1,7 +1,10 @@
 """Step speed on a full-size camera (500 fibres, 4096 rows): preproc, extraction, sky; and the
 extraction speed-up from 1 to 2 MPI ranks (bundles dealt over ranks).
 
-    python bench/bench_steps.py [--no-mpi]
+    python bench/bench_steps.py [--no-mpi] [--redshift SEED ...]
+
+`--redshift 1 2 5` instead runs the whole small-night chain for those seeds and prints the
+accuracy figures and seconds per camera for each step.
 """
 
 from __future__ import annotations
@@ -60,7 +63,28 @@ def mpi_worker(pre: str, psf_file: str) -> None:
         print(f"{time.perf_counter() - t0:.2f}")
 
 
+def redshift_seeds(seeds: list[int]) -> None:
+    from desinight.sim import simulate_night
+    from desinight.sim.score import format_score, score_production
+    from desinight.steps.chain import run_night
+    for seed in seeds:
+        with tempfile.TemporaryDirectory() as tmpd:
+            tmp = Path(tmpd)
+            os.environ.update(DESI_SPECTRO_DATA=str(tmp / "raw"),
+                              DESI_SPECTRO_REDUX=str(tmp / "redux"), SPECPROD="bench")
+            simulate_night(20261124, tmp / "raw", seed=seed)
+            t0 = time.perf_counter()
+            fails = run_night(20261124, ["b0", "r0", "z0"])
+            dt = time.perf_counter() - t0
+            res = score_production(tmp / "raw" / "truth" / "truth-20261124.fits",
+                                   tmp / "redux" / "bench")
+            print(f"seed {seed}: chain {dt:.1f} s, failed jobs {sum(fails.values())}; "
+                  + format_score(res)[-1])
+
+
 def main() -> None:
+    if sys.argv[1:2] == ["--redshift"]:
+        return redshift_seeds([int(s) for s in sys.argv[2:]] or [1, 2, 5])
     if sys.argv[1:2] == ["--mpi-worker"]:
         return mpi_worker(sys.argv[2], sys.argv[3])
     from desinight.steps import extract
