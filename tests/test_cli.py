@@ -151,3 +151,26 @@ def test_show_exposure(prod):
     assert "quarantined" in text and "unknown OBSTYPE" in text
     r = cli(conf, "show", "exposure", "26112499", check=False)
     assert r.returncode == 3 and "nearest: 26112407" in r.stderr
+
+
+def test_planted_timeout_shows_in_status_and_show(tmp_path):
+    import os
+    import subprocess
+    import sys
+    # flat jobs hang; the local backend's time limit (20 min x 0.005 = 6 s) ends them
+    tpl = fast_templates(tmp_path / "templates", overrides={"flat": "sleep 300"})
+    conf = write_config(tmp_path, templates=tpl)
+    cli(conf, "init")
+    write_night(tmp_path / "raw")
+    env = {**os.environ, "DESINIGHT_LOCAL_TIME_SCALE": "0.005"}
+    subprocess.run([sys.executable, "-m", "desinight", "--config", str(conf), "ingest", str(N),
+                    "--wait", "--timeout", "120"], env=env, check=True, capture_output=True, timeout=180)
+    data = json.loads(cli(conf, "status", "--json").stdout)
+    fail = {f.get("job"): f for f in data["failures"]}
+    assert fail[f"{N}/flat/26112402"]["state"] == "timeout"
+    assert "time limit" in fail[f"{N}/flat/26112402"]["reason"]
+    assert fail[f"{N}/science/26112403"]["reason"] == f"upstream {N}/flat/26112402 timeout"
+    text = cli(conf, "status").stdout
+    assert "flatT" in text and "timeout" in text
+    show = json.loads(cli(conf, "show", "job", f"{N}/flat/26112402", "--json").stdout)
+    assert show["attempts"][0]["state"] == "timeout"
