@@ -19,7 +19,7 @@ from desinight.core.errors import DesinightError
 
 import numpy as np
 
-from . import coadd, extract, fiberflat, fluxcalib, io, preproc, psf, redshift, sky
+from . import extract, fiberflat, fluxcalib, io, preproc, psf, redshift, sky
 
 KINDS = ("biasnight", "arc", "psfnight", "flat", "fiberflatnight", "science", "stdstars",
          "fluxcalib", "redshift")
@@ -143,20 +143,6 @@ def _task_fluxcalib(night, expids, tileid, cam, calib_night):
         std = io.tile_path("stdstars", tile, night, int(cam[1:]))
         fluxcalib.fluxcalib_camera(sframe, std, cam, io.exposure_path("fluxcalib", night, e, cam),
                                    io.exposure_path("cframe", night, e, cam))
-
-
-def _task_redshift(night, expids, tileid, unit, calib_night):
-    """unit = spectrograph number (as text): coadd its arms and exposures, then fit."""
-    spectro = int(unit)
-    cframes = [io.exposure_path("cframe", night, e, f"{arm}{spectro}")
-               for e in expids for arm in "brz"]
-    cframes = [f for f in cframes if f.exists()]
-    if not cframes:
-        raise FileNotFoundError(f"no cframes of spectrograph {spectro} for tile {tileid}")
-    nfib = io.read_hdu(cframes[0], "FLUX")[0].shape[0]
-    out = coadd.coadd_tile(cframes, _read_fa(night, expids[0]), spectro, nfib,
-                           io.tile_path("coadd", tileid, night, spectro))
-    redshift.redshift_coadd(out, io.tile_path("redrock", tileid, night, spectro))
 
 
 def _task_redshift(night, expids, tileid, unit, calib_night):
