@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from desinight.batch.base import Backend, Resources, SubmitRequest
+from desinight.batch.base import Backend, SubmitRequest
 from desinight.batch.local import LocalBackend
 from desinight.core.errors import BackendError
 from desinight.core.states import JobState
