@@ -19,6 +19,10 @@ from pathlib import Path
 import numpy as np
 
 CAM = "r0"
+#: one BLAS thread per rank, as in production: otherwise a single rank already uses every core
+#: through OpenBLAS and the 1 -> 2 rank comparison measures nothing
+ONE_THREAD = {**os.environ, "OMP_NUM_THREADS": "1", "OPENBLAS_NUM_THREADS": "1",
+              "MKL_NUM_THREADS": "1"}
 
 
 def prepare(tmp: Path) -> tuple[Path, Path]:
@@ -100,7 +104,7 @@ def main() -> None:
         for n in (1, 2):
             out = subprocess.run(["mpiexec", "-n", str(n), sys.executable, __file__,
                                   "--mpi-worker", str(pre), str(psf_file)],
-                                 capture_output=True, text=True, env=os.environ)
+                                 capture_output=True, text=True, env=ONE_THREAD)
             times[n] = float(out.stdout.strip().splitlines()[-1]) if out.returncode == 0 else None
             print(f"extract with {n} MPI rank(s): {times[n]} s")
         if times[1] and times[2]:
