@@ -1,4 +1,5 @@
-"""The work of one tick: ingest, plan, submit, poll. Used by `desinight ingest` and the daemon.
+"""The work of one tick: plan, submit, poll (ingest is in ``ingest.py``). Used by
+`desinight ingest` and the daemon.
 
 Each function takes a session factory and does its own short transactions, because
 submission must follow the outbox pattern: the intent (an attempt row without backend id)
@@ -19,18 +20,17 @@ from pathlib import Path
 from sqlalchemy import select
 from sqlalchemy.orm import Session, selectinload, sessionmaker
 
-from . import rawdata
 from .batch.base import Backend, Resources, SubmitRequest
 from .batch.exitfile import read_exit
 from .batch.render import job_name, render_script, step_command, write_script
 from .config import Config
 from .core import defaults as D
-from .core.errors import BackendError, BadExposure
+from .core.errors import BackendError
 from .core.planner import JOB_KINDS, plan_night
-from .core.states import ACTIVE, BROKEN, ExposureStatus, JobState, can_advance
+from .core.states import ACTIVE, BROKEN, JobState, can_advance
 from .db import bulk, repo
 from .db.engine import transaction
-from .db.models import Attempt, Exposure, Job, Production, Rejection, utcnow
+from .db.models import Attempt, Exposure, Job, Production, utcnow
 
 log = logging.getLogger("desinight")
 
@@ -63,107 +63,6 @@ def resources_for(cfg: Config, kind: str) -> Resources:
     spec = {**D.KIND_RESOURCES.get(kind, {}), **cfg.kinds.get(kind, {})}
     return Resources(account=cfg.slurm_account, qos=cfg.slurm_qos, partition=cfg.slurm_partition,
                      constraint=cfg.slurm_constraint, **spec)
-
-
-# --- ingest --------------------------------------------------------------------------------
-def ingest_exposure(s: Session, prod: Production, expdir: Path, now: datetime,
-                    verify_data: bool = True, settle_s: float = 0.0) -> str:
-    """Record one complete exposure directory. Returns 'ingested', 'quarantined',
-    'rejected', 'known' or 'incomplete'. Never raises on bad data.
-
-    settle_s: a truncated raw file younger than this is taken as still in transfer
-    ('incomplete') rather than quarantined. A quarantined exposure whose raw file changed
-    after it was quarantined (re-transferred) is inspected again."""
-    night = int(expdir.parent.name)
-    expid = int(expdir.name)
-    known = repo.known_expids(s, prod)
-    existing = None
-    if expid in known and Path(known[expid]).parent == expdir:
-        existing = s.scalar(select(Exposure).where(Exposure.production_id == prod.id,
-                                                   Exposure.expid == expid))
-        if existing.status != ExposureStatus.QUARANTINED.value or not _changed_since(
-                expdir, expid, existing.ingested_at):
-            return "known"
-    if existing is None and s.scalar(select(Rejection.id).where(
-            Rejection.production_id == prod.id, Rejection.path == str(expdir))):
-        return "known"
-    try:
-        raw = rawdata.inspect_exposure(expdir, verify_data=verify_data)
-    except rawdata.Incomplete:
-        return "incomplete"
-    except BadExposure as e:
-        if isinstance(e, rawdata.Truncated) and _age(expdir, expid, now) < settle_s:
-            return "incomplete"
-        if existing is not None:
-            existing.quarantine_reason, existing.ingested_at = str(e), now
-            return "known"
-        if expid in known:
-            return _reject(s, prod, night, expdir, f"duplicate EXPID {expid} (also {known[expid]}); "
-                                                    f"and bad: {e}")
-        repo.add_exposure(s, prod, expid=expid, night=night, obstype="UNKNOWN", tileid=None,
-                          raw_path=str(rawdata.raw_file(expdir, expid)),
-                          status=ExposureStatus.QUARANTINED.value, quarantine_reason=str(e),
-                          arrived_at=now, ingested_at=now)
-        return "quarantined"
-    if raw.bad_cameras and _age(expdir, expid, now) < settle_s:
-        return "incomplete"   # cameras missing from a fresh file: maybe still being written
-    if raw.expid in known and existing is None:
-        return _reject(s, prod, night, expdir,
-                       f"duplicate EXPID {raw.expid}: already ingested from {known[raw.expid]}")
-    status, reason = ExposureStatus.INGESTED, None
-    if raw.night != night:
-        status, reason = ExposureStatus.QUARANTINED, (f"header NIGHT {raw.night} does not match "
-                                                      f"directory night {night}")
-    fields = dict(expid=raw.expid, night=night, obstype=raw.obstype, tileid=raw.tileid,
-                  exptime=raw.exptime, program=raw.program, seqnum=raw.seqnum, seqtot=raw.seqtot,
-                  cameras=",".join(raw.cameras), bad_cameras=",".join(raw.bad_cameras),
-                  raw_path=str(raw.raw_path), status=status.value, quarantine_reason=reason,
-                  ingested_at=now)
-    if existing is not None:   # a re-transferred exposure, now good
-        for k, v in fields.items():
-            setattr(existing, k, v)
-    else:
-        repo.add_exposure(s, prod, arrived_at=now, **fields)
-    return "ingested" if status is ExposureStatus.INGESTED else "quarantined"
-
-
-def _raw_mtime(expdir: Path, expid: int) -> float:
-    try:
-        return rawdata.raw_file(expdir, expid).stat().st_mtime
-    except OSError:
-        return 0.0
-
-
-def _age(expdir: Path, expid: int, now: datetime) -> float:
-    return now.timestamp() - _raw_mtime(expdir, expid)
-
-
-def _changed_since(expdir: Path, expid: int, when: datetime) -> bool:
-    return _raw_mtime(expdir, expid) > when.timestamp()
-
-
-def _reject(s: Session, prod: Production, night: int, expdir: Path, reason: str) -> str:
-    s.add(Rejection(production_id=prod.id, night=night, path=str(expdir), reason=reason))
-    s.flush()
-    return "rejected"
-
-
-def ingest_night(ctx: Context, night: int, now: datetime, only: list[Path] | None = None,
-                 settle_s: float = 0.0) -> dict[str, int]:
-    """Scan a night (or just the given exposure dirs) and record what is complete."""
-    counts: dict[str, int] = {}
-    dirs = only if only is not None else rawdata.list_exposure_dirs(ctx.cfg.raw_root, night)
-    with transaction(ctx.sessions) as s:
-        prod = repo.get_production(s, ctx.production)
-        repo.ensure_night(s, prod, night)
-        for d in dirs:
-            outcome = ingest_exposure(s, prod, d, now, settle_s=settle_s)
-            counts[outcome] = counts.get(outcome, 0) + 1
-            if outcome in ("ingested", "quarantined", "rejected"):
-                ctx.event(f"exposure_{outcome}", night=night, expid=d.name)
-        if counts.get("ingested") or counts.get("quarantined"):
-            repo.set_service(s, prod, "last_ingest", now.isoformat(), now)
-    return counts
 
 
 # --- plan ----------------------------------------------------------------------------------

@@ -21,6 +21,7 @@ from pathlib import Path
 
 from . import orchestrate as O
 from . import watch
+from .ingest import ingest_night
 from .core.errors import BackendError, DesinightError
 from .db import repo
 from .db.engine import transaction
@@ -82,7 +83,7 @@ class Daemon:
                 self.candidates.add(d)   # look again next tick: growing or not there yet
                 self.candidates.event.clear()
         for night, dirs in sorted(ready.items()):
-            counts = O.ingest_night(self.ctx, night, now, only=sorted(dirs),
+            counts = ingest_night(self.ctx, night, now, only=sorted(dirs),
                                     settle_s=self.cfg.settle_s)
             if counts.get("ingested") or counts.get("quarantined"):
                 self.dirty_nights.add(night)

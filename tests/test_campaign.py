@@ -11,6 +11,7 @@ from sqlalchemy import func, select
 
 from desinight import campaign as C
 from desinight import orchestrate as O
+from desinight.ingest import ingest_night
 from desinight.core.manifest import ManifestError, parse_manifest
 from desinight.core.states import JobState
 from desinight.db.engine import transaction
@@ -51,7 +52,7 @@ def nightly(ctx, cfg):
     write_night(cfg.raw_root, N3, science=1, tile=3000)
     now = O.utc_now()
     for n in (N, N2):
-        O.ingest_night(ctx, n, now)
+        ingest_night(ctx, n, now)
         O.plan(ctx, n, closed=True)
     return ctx
 

@@ -10,6 +10,7 @@ from sqlalchemy import select
 from desinight.core.errors import BackendError
 
 from desinight import orchestrate as O
+from desinight.ingest import ingest_night
 from desinight.core.states import JobState
 from desinight.db import repo
 from desinight.db.engine import transaction
@@ -49,10 +50,10 @@ def test_ingest_is_idempotent_and_quarantines_bad_input(ctx, raw_night, cfg):
     write_exposure(cfg.raw_root, 20261125, 0, "ZERO", expid=26112400)
     half = write_exposure(cfg.raw_root, N, 10, "ARC")
     (half / "request-26112410.json").unlink()       # transfer not finished
-    counts = O.ingest_night(ctx, N, O.utc_now())
+    counts = ingest_night(ctx, N, O.utc_now())
     assert counts == {"ingested": 5, "quarantined": 2, "incomplete": 1}
-    assert O.ingest_night(ctx, N, O.utc_now()) == {"known": 7, "incomplete": 1}
-    O.ingest_night(ctx, 20261125, O.utc_now())
+    assert ingest_night(ctx, N, O.utc_now()) == {"known": 7, "incomplete": 1}
+    ingest_night(ctx, 20261125, O.utc_now())
     with transaction(ctx.sessions) as s:
         q = {e.expid: e.quarantine_reason for e in s.scalars(select(Exposure)) if e.quarantine_reason}
         rej = s.scalars(select(Rejection)).all()
@@ -62,7 +63,7 @@ def test_ingest_is_idempotent_and_quarantines_bad_input(ctx, raw_night, cfg):
 
 
 def test_full_night_completes_and_replanning_adds_nothing(ctx, raw_night, fake_backend):
-    O.ingest_night(ctx, N, O.utc_now())
+    ingest_night(ctx, N, O.utc_now())
     assert O.plan(ctx, N, closed=True) == 11
     assert O.plan(ctx, N, closed=True) == 0
     run_all(ctx, fake_backend)
@@ -73,7 +74,7 @@ def test_full_night_completes_and_replanning_adds_nothing(ctx, raw_night, fake_b
 
 
 def test_dependencies_use_backend_ids_of_queued_parents(ctx, raw_night, fake_backend):
-    O.ingest_night(ctx, N, O.utc_now())
+    ingest_night(ctx, N, O.utc_now())
     O.plan(ctx, N, closed=True)
     O.submit_ready(ctx, O.utc_now())
     # nothing ran yet: the whole graph is queued in waves, children pointing at parent ids
@@ -86,7 +87,7 @@ def test_dependencies_use_backend_ids_of_queued_parents(ctx, raw_night, fake_bac
 
 
 def test_failure_fails_only_dependents(ctx, raw_night, fake_backend):
-    O.ingest_night(ctx, N, O.utc_now())
+    ingest_night(ctx, N, O.utc_now())
     O.plan(ctx, N, closed=True)
     run_all(ctx, fake_backend, fail={"stdstars"})
     js = jobs(ctx)
@@ -100,7 +101,7 @@ def test_failure_fails_only_dependents(ctx, raw_night, fake_backend):
 
 
 def test_crash_between_sbatch_and_recording_id_never_duplicates(ctx, raw_night, fake_backend):
-    O.ingest_night(ctx, N, O.utc_now())
+    ingest_night(ctx, N, O.utc_now())
     O.plan(ctx, N, closed=True)
     fake_backend.crash_after_submit = True
     try:
@@ -118,7 +119,7 @@ def test_crash_between_sbatch_and_recording_id_never_duplicates(ctx, raw_night, 
 
 
 def test_intent_that_never_reached_backend_is_replanned(ctx, raw_night, fake_backend):
-    O.ingest_night(ctx, N, O.utc_now())
+    ingest_night(ctx, N, O.utc_now())
     O.plan(ctx, N, closed=True)
     fake_backend.down = True
     with pytest.raises(BackendError, match="controller not responding"):
@@ -134,7 +135,7 @@ def test_intent_that_never_reached_backend_is_replanned(ctx, raw_night, fake_bac
 
 
 def test_backend_outage_is_reported_not_fatal(ctx, raw_night, fake_backend):
-    O.ingest_night(ctx, N, O.utc_now())
+    ingest_night(ctx, N, O.utc_now())
     O.plan(ctx, N, closed=True)
     O.submit_ready(ctx, O.utc_now())
     fake_backend.down = True
@@ -150,7 +151,7 @@ def test_backend_outage_is_reported_not_fatal(ctx, raw_night, fake_backend):
 
 def test_resubmit_relinks_dependents_to_new_ids(ctx, raw_night, fake_backend):
     from desinight.retry import resubmit
-    O.ingest_night(ctx, N, O.utc_now())
+    ingest_night(ctx, N, O.utc_now())
     O.plan(ctx, N, closed=True)
     run_all(ctx, fake_backend, fail={"stdstars"})
     old_std = fake_backend.by_name("stdstars")[0]
@@ -174,7 +175,7 @@ def test_resubmit_stops_at_max_attempts(ctx, raw_night, fake_backend):
     import pytest
     from desinight.core.errors import DesinightError
     from desinight.retry import resubmit
-    O.ingest_night(ctx, N, O.utc_now())
+    ingest_night(ctx, N, O.utc_now())
     O.plan(ctx, N, closed=True)
     run_all(ctx, fake_backend, fail={"redshift"})
     for _ in range(2):
@@ -188,7 +189,7 @@ def test_resubmit_stops_at_max_attempts(ctx, raw_night, fake_backend):
 
 def test_cancel_takes_downstream_along(ctx, raw_night, fake_backend):
     from desinight.retry import cancel
-    O.ingest_night(ctx, N, O.utc_now())
+    ingest_night(ctx, N, O.utc_now())
     O.plan(ctx, N, closed=True)
     O.submit_ready(ctx, O.utc_now())
     keys = cancel(ctx, job=f"{N}/fiberflatnight")
@@ -199,7 +200,7 @@ def test_cancel_takes_downstream_along(ctx, raw_night, fake_backend):
 
 
 def test_throttle_limits_jobs_queued_at_once(ctx, raw_night, fake_backend):
-    O.ingest_night(ctx, N, O.utc_now())
+    ingest_night(ctx, N, O.utc_now())
     O.plan(ctx, N, closed=True)
     ctx.max_queued = 2
     O.submit_ready(ctx, O.utc_now())

@@ -54,8 +54,9 @@ def process_night(ctx, night: int, wait: bool, closed: bool, timeout: float | No
     from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
     from .. import orchestrate as O
+    from ..ingest import ingest_night
     now = O.utc_now()
-    counts = O.ingest_night(ctx, night, now)
+    counts = ingest_night(ctx, night, now)
     O.plan(ctx, night, closed=closed)
     O.reconcile(ctx, now)
     submitted = O.submit_ready(ctx, now)
