@@ -27,6 +27,8 @@ sys.path.insert(0, str(ROOT))
 BENCHES = {
     "sim": ("bench_sim.py", [], "raw-data simulator: small night, one full-size exposure"),
     "steps": ("bench_steps.py", [], "science throughput per camera, MPI speed-up, redshift accuracy"),
+    "redshift": ("bench_steps.py", ["--redshift", "1", "2", "4", "5"],
+                 "small-night chain on seeds the tests do not use: redshift accuracy vs truth"),
     "latency": ("bench_latency.py", [], "daemon arrival-to-submission latency, native vs polling"),
     "poll": ("bench_poll.py", [], "SLURM poll cost with 200 active jobs"),
     "campaign": ("bench_campaign.py", [], "1,000-night campaign planning time/memory, status latency"),
