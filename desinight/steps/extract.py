@@ -65,17 +65,58 @@ def extract_bundle(img, ivar, x, sig, rows=None):
 
 
 def extract_camera(preproc_file: Path, psf_file: Path, cam: str, out: Path,
-                   bundles: list[int] | None = None) -> Path:
+                   bundles: list[int] | None = None, comm=None) -> Path | None:
+    """Extract a camera. With ``comm`` (several ranks on one camera) the bundles are dealt over
+    its ranks and gathered to its rank 0, which alone writes ``out`` (returned on every rank);
+    a failure on any rank raises on every rank."""
     img, hdr = io.read_hdu(preproc_file, "IMAGE")
     ivar, _ = io.read_hdu(preproc_file, "IVAR")
+    img, ivar = img.astype(float), ivar.astype(float)
     x, wave, sig = read_psf(psf_file)
     nfib, ny = x.shape
     flux = np.zeros((nfib, ny), np.float32)
     fivar = np.zeros((nfib, ny), np.float32)
     nb = nfib // I.FIBERS_PER_BUNDLE
-    for b in (bundles if bundles is not None else range(nb)):
-        sl = slice(b * I.FIBERS_PER_BUNDLE, (b + 1) * I.FIBERS_PER_BUNDLE)
-        flux[sl], fivar[sl] = extract_bundle(img.astype(float), ivar.astype(float), x[sl], sig[sl])
+    if bundles is None:
+        bundles = list(range(nb))
+        if comm is not None and comm.Get_size() > 1:
+            bundles = bundles[comm.Get_rank()::comm.Get_size()]
+    err = None
+    try:
+        for b in bundles:
+            sl = slice(b * I.FIBERS_PER_BUNDLE, (b + 1) * I.FIBERS_PER_BUNDLE)
+            flux[sl], fivar[sl] = extract_bundle(img, ivar, x[sl], sig[sl])
+    except Exception as e:  # noqa: BLE001 - reported on every rank below
+        err = f"{cam} bundles {bundles}: {type(e).__name__}: {e}"
+    if comm is not None and comm.Get_size() > 1:
+        errs = [e for e in comm.allgather(err) if e]
+        if errs:
+            raise RuntimeError("; ".join(errs))
+        parts = comm.gather((bundles, flux, fivar), root=0)
+        if comm.Get_rank() != 0:
+            path, msg = comm.bcast(None, root=0)
+            if msg:
+                raise RuntimeError(f"writing {Path(out).name} failed: {msg}")
+            return path
+        for bl, fl, fi in parts:
+            for b in bl:
+                sl = slice(b * I.FIBERS_PER_BUNDLE, (b + 1) * I.FIBERS_PER_BUNDLE)
+                flux[sl], fivar[sl] = fl[sl], fi[sl]
+    elif err:
+        raise RuntimeError(err)
+    if comm is None or comm.Get_size() == 1:
+        return _write_frame(out, flux, fivar, wave, hdr, cam, preproc_file, psf_file)
+    try:
+        path, err = _write_frame(out, flux, fivar, wave, hdr, cam, preproc_file, psf_file), None
+    except Exception as e:  # noqa: BLE001 - the other ranks wait for this answer
+        path, err = None, e
+    comm.bcast((path, None if err is None else str(err)), root=0)
+    if err is not None:
+        raise err
+    return path
+
+
+def _write_frame(out, flux, fivar, wave, hdr, cam, preproc_file, psf_file) -> Path:
     cards = [{"name": k, "value": hdr[k]} for k in ("EXPID", "NIGHT", "OBSTYPE", "TILEID",
                                                      "EXPTIME", "MJD-OBS") if k in hdr]
     cards += [{"name": "CAMERA", "value": cam}, {"name": "BUNIT", "value": "electron/row"}]

@@ -70,13 +70,32 @@ def _task_psfnight(night, expids, tileid, cam, calib_night):
     psf.psfnight([f for f in files if f.exists()], cam, io.calibnight_path("psfnight", night, cam))
 
 
-def _task_flat(night, expids, tileid, cam, calib_night):
-    _task_preproc_each(night, expids, tileid, cam, calib_night)
+def _on_root(comm, fn):
+    """Run fn on rank 0 of a camera's rank group; its failure is raised on every rank of it."""
+    if comm is None or comm.Get_size() == 1:
+        return fn()
+    out, err = None, None
+    if comm.Get_rank() == 0:
+        try:
+            out = fn()
+        except Exception as e:  # noqa: BLE001 - re-raised below on every rank
+            err = e
+    msg = comm.bcast(None if err is None else f"{type(err).__name__}: {err}", root=0)
+    if err is not None:
+        raise err
+    if msg:
+        raise RuntimeError(f"rank 0 of this camera failed: {msg}")
+    return comm.bcast(out, root=0)
+
+
+def _task_flat(night, expids, tileid, cam, calib_night, comm=None):
+    _on_root(comm, lambda: _task_preproc_each(night, expids, tileid, cam, calib_night))
     psfn = _calib("psfnight", night, cam, calib_night)
     for e in expids:
         frame = extract.extract_camera(io.preproc_path(night, e, cam), psfn, cam,
-                                       io.exposure_path("frame", night, e, cam))
-        fiberflat.fiberflat_from_frame(frame, cam, io.exposure_path("fiberflat", night, e, cam))
+                                       io.exposure_path("frame", night, e, cam), comm=comm)
+        _on_root(comm, lambda: fiberflat.fiberflat_from_frame(
+            frame, cam, io.exposure_path("fiberflat", night, e, cam)))
 
 
 def _task_fiberflatnight(night, expids, tileid, cam, calib_night):
@@ -101,16 +120,23 @@ def sky_fibers(night: int, expid: int, cam: str, nfiber: int) -> np.ndarray:
     return isky
 
 
-def _task_science(night, expids, tileid, cam, calib_night):
-    _task_preproc_each(night, expids, tileid, cam, calib_night)
+def _task_science(night, expids, tileid, cam, calib_night, comm=None):
+    _on_root(comm, lambda: _task_preproc_each(night, expids, tileid, cam, calib_night))
     psfn = _calib("psfnight", night, cam, calib_night)
     ffn = _calib("fiberflatnight", night, cam, calib_night)
     for e in expids:
         frame = extract.extract_camera(io.preproc_path(night, e, cam), psfn, cam,
-                                       io.exposure_path("frame", night, e, cam))
-        nfib = io.read_hdu(frame, "FLUX")[0].shape[0]
-        sky.subtract_sky(frame, ffn, sky_fibers(night, e, cam, nfib), cam,
-                         io.exposure_path("sframe", night, e, cam))
+                                       io.exposure_path("frame", night, e, cam), comm=comm)
+
+        def _sky():
+            nfib = io.read_hdu(frame, "FLUX")[0].shape[0]
+            sky.subtract_sky(frame, ffn, sky_fibers(night, e, cam, nfib), cam,
+                             io.exposure_path("sframe", night, e, cam))
+        _on_root(comm, _sky)
+
+
+#: kinds whose extraction can share one camera between several ranks (bundles over ranks)
+BUNDLE_KINDS = ("flat", "science")
 
 
 def _read_fa(night: int, expid: int) -> np.ndarray:
@@ -186,15 +212,32 @@ def run_job(kind: str, night: int, expids: Sequence[int], tileid: int | None,
         cams = sorted({c[1:] for c in cams}, key=int)
     rank, size = (comm.Get_rank(), comm.Get_size()) if comm is not None else (0, 1)
     results = []
-    for cam in cams[rank::size]:
+    group = None
+    if comm is not None and size > len(cams) and kind in BUNDLE_KINDS:
+        # more ranks than cameras: each camera gets a group of ranks sharing its bundles;
+        # the group's rank 0 does the camera's serial parts and writes every file
+        group = comm.Split(rank % len(cams), rank)
+        mine = [cams[rank % len(cams)]]
+    else:
+        mine = cams[rank::size]
+    for cam in mine:
         t0 = time.perf_counter()
+        lead = group is None or group.Get_rank() == 0
         try:
-            TASKS[kind](night, expids, tileid, cam, calib_night)
-            results.append({"camera": cam, "ok": True, "seconds": time.perf_counter() - t0})
+            if group is None:
+                TASKS[kind](night, expids, tileid, cam, calib_night)
+            else:
+                TASKS[kind](night, expids, tileid, cam, calib_night, comm=group)
+            if lead:
+                results.append({"camera": cam, "ok": True, "seconds": time.perf_counter() - t0})
         except Exception as err:  # one camera's failure must not stop the others
-            results.append({"camera": cam, "ok": False, "error": f"{type(err).__name__}: {err}",
-                            "traceback": traceback.format_exc(),
-                            "seconds": time.perf_counter() - t0})
+            if lead:
+                results.append({"camera": cam, "ok": False,
+                                "error": f"{type(err).__name__}: {err}",
+                                "traceback": traceback.format_exc(),
+                                "seconds": time.perf_counter() - t0})
+    if group is not None:
+        group.Free()
     _write_status(kind, night, expids, tileid, rank, results)
     nfail = sum(not r["ok"] for r in results)
     if comm is not None:
