@@ -4,11 +4,15 @@ extraction speed-up from 1 to 2 MPI ranks (bundles dealt over ranks).
     python bench/bench_steps.py [--no-mpi] [--redshift SEED ...]
 
 `--redshift 1 2 5` instead runs the whole small-night chain for those seeds and prints the
-accuracy figures and seconds per camera for each step.
+accuracy figures and seconds per camera for each step. `--full-chain [CAMERAS]` (default a0)
+runs every job kind on full-size cameras (one science exposure) and prints seconds per job and per
+camera, then the redshift score.
 """
 
 from __future__ import annotations
 
+import contextlib
+import io as _io
 import os
 import subprocess
 import sys
@@ -86,7 +90,58 @@ def redshift_seeds(seeds: list[int]) -> None:
                   + format_score(res)[-1])
 
 
+def full_chain(cams: str) -> None:
+    """Every job kind on full-size cameras (4096 rows, 500 fibres): zero, arc, flat and one
+    science exposure of spectrograph 0, seconds per job, then the redshift score."""
+    import subprocess as sp
+
+    from desinight.core.cameras import parse_cameras
+    from desinight.sim import instrument as I
+    from desinight.sim import night as N
+    from desinight.sim import targets as TG
+    from desinight.steps.jobs import run_job
+
+    night = 20261124
+    with tempfile.TemporaryDirectory() as tmpd:
+        tmp = Path(tmpd)
+        os.environ.update(DESI_SPECTRO_DATA=str(tmp / "raw"),
+                          DESI_SPECTRO_REDUX=str(tmp / "redux"), SPECPROD="bench")
+        p = I.PRESETS["full"]
+        exps = N.schedule(p, night, 0)
+        keep = [next(e for e in exps if e.obstype == t) for t in ("ZERO", "ARC", "FLAT")]
+        sci = next(e for e in exps if e.obstype == "SCIENCE")
+        sci.seqnum = sci.seqtot = 1
+        keep.append(sci)
+        N.TILES[sci.tileid] = TG.make_tile(p, sci.tileid, np.random.default_rng([0, sci.tileid, 5]))
+        cl = parse_cameras(cams)
+        t0 = time.perf_counter()
+        for e in keep:
+            e.cameras = cl
+            imgs = dict(N.render_camera((p, c, e, 0)) for c in cl)
+            N.write_exposure(tmp / "raw", p, e, imgs, N.TILES.get(e.tileid), keep[0].expid)
+        print(f"simulate {len(keep)} exposures x {len(cl)} camera(s): "
+              f"{time.perf_counter() - t0:.1f} s", flush=True)
+        z, a, f, s = (e.expid for e in keep)
+        for kind, ex, tile in [("biasnight", [z], None), ("arc", [a], None),
+                               ("psfnight", [a], None), ("flat", [f], None),
+                               ("fiberflatnight", [f], None), ("science", [s], sci.tileid),
+                               ("stdstars", [s], sci.tileid), ("fluxcalib", [s], sci.tileid),
+                               ("redshift", [s], sci.tileid)]:
+            t0 = time.perf_counter()
+            with contextlib.redirect_stdout(_io.StringIO()):
+                rc = run_job(kind, night, ex, tile, cams)
+            dt = time.perf_counter() - t0
+            print(f"{kind:15s} rc={rc} {dt:6.1f} s ({dt / len(cl):.1f} s per camera)", flush=True)
+        N.write_truth(tmp / "truth.fits", N.TILES, night)
+        out = sp.run([sys.executable, "-m", "desinight", "sim", "score", "--truth",
+                      str(tmp / "truth.fits"), "--redux", str(tmp / "redux" / "bench")],
+                     capture_output=True, text=True)
+        print(out.stdout.strip().splitlines()[-1] if out.stdout.strip() else out.stderr)
+
+
 def main() -> None:
+    if sys.argv[1:2] == ["--full-chain"]:
+        return full_chain(sys.argv[2] if len(sys.argv) > 2 else "a0")
     if sys.argv[1:2] == ["--redshift"]:
         return redshift_seeds([int(s) for s in sys.argv[2:]] or [1, 2, 5])
     if sys.argv[1:2] == ["--mpi-worker"]:
