@@ -100,3 +100,38 @@ def test_cli(tmp_path):
     assert r.exit_code == 0, r.output
     assert (tmp_path / "t" / f"truth-{NIGHT}.fits").exists()
     assert len(list((tmp_path / str(NIGHT)).iterdir())) == 7
+
+
+def test_realtime_partial_file_then_request(tmp_path):
+    """In realtime mode the raw file is visible half-written before it completes, and the
+    request file (what marks an exposure complete) only appears after it."""
+    import threading
+    import time
+
+    from desinight.rawdata import Incomplete
+    from desinight.sim import instrument as I
+    from desinight.sim import night as N
+    p = I.PRESETS["small"]
+    e = N.schedule(p, NIGHT, 0)[0]
+    images = dict(N.render_camera((p, c, e, 0)) for c in e.cameras)
+    t = threading.Thread(target=N.write_exposure, args=(tmp_path, p, e, images, None, e.expid, 1.5))
+    t.start()
+    expdir = tmp_path / str(NIGHT) / f"{e.expid:08d}"
+    raw = expdir / f"desi-{e.expid:08d}.fits.fz"
+    deadline = time.time() + 10
+    while not raw.exists() and time.time() < deadline:
+        time.sleep(0.02)
+    time.sleep(0.2)
+    partial = raw.stat().st_size
+    assert not (expdir / f"request-{e.expid:08d}.json").exists()
+    with pytest.raises(Incomplete):
+        inspect_exposure(expdir)
+    t.join()
+    assert raw.stat().st_size > partial
+    assert inspect_exposure(expdir).obstype == "ZERO"
+
+
+def test_realtime_night_in_order(tmp_path):
+    dirs = simulate_night(NIGHT, tmp_path, realtime=1e6)
+    mtimes = [(d / f"request-{d.name}.json").stat().st_mtime for d in dirs]
+    assert mtimes == sorted(mtimes)
