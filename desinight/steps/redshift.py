@@ -70,7 +70,8 @@ def redshift_spectrograph(cframes: dict[str, list[Path]], fa: np.ndarray, spectr
     hdus = [("FIBERMAP", fam, io.provenance("coadd", inputs))]
     for arm, (w, f, i) in co.items():
         hdus += [(f"{arm.upper()}_WAVELENGTH", w, None), (f"{arm.upper()}_FLUX", f.astype(np.float32), None),
-                 (f"{arm.upper()}_IVAR", i.astype(np.float32), None)]
+                 (f"{arm.upper()}_IVAR", i.astype(np.float32), None),
+                 (f"{arm.upper()}_MASK", (i <= 0).astype(np.int16), None)]
     io.write_fits(coadd_out, hdus)
     targ = np.char.strip(fam["OBJTYPE"].astype(str)) != "SKY"
     fib = (fam["FIBER"] % nfib)[targ]
