@@ -73,3 +73,30 @@ def test_failing_camera_does_not_stop_the_others(calibrated):
         psf.with_suffix(".hidden").rename(psf)
     assert r.returncode == 1
     assert "z0: FAILED" in r.stdout and "b0: ok" in r.stdout and "r0: ok" in r.stdout
+
+
+def test_individual_step_commands_reproduce_the_job(calibrated, tmp_path):
+    from click.testing import CliRunner
+
+    from desinight.cli.step_cmd import step
+    root, env, expid = calibrated
+    red = root / "redux" / "t"
+    exp = f"{expid:08d}"
+    raw = root / "raw" / str(NIGHT) / exp
+    run = CliRunner(env=env).invoke
+    for args in (
+        ["preproc", "--raw", str(raw / f"desi-{exp}.fits.fz"), "--camera", "b0", "--bias",
+         str(red / "calibnight" / str(NIGHT) / f"biasnight-b0-{NIGHT}.fits"),
+         "--out", str(tmp_path / "pre.fits")],
+        ["extract", "--preproc", str(tmp_path / "pre.fits"), "--psf",
+         str(red / "calibnight" / str(NIGHT) / f"psfnight-b0-{NIGHT}.fits"), "--camera", "b0",
+         "--out", str(tmp_path / "frame.fits")],
+        ["sky", "--frame", str(tmp_path / "frame.fits"), "--fiberflat",
+         str(red / "calibnight" / str(NIGHT) / f"fiberflatnight-b0-{NIGHT}.fits"),
+         "--fiberassign", str(next(raw.glob("fiberassign-*.fits"))), "--camera", "b0",
+         "--out", str(tmp_path / "sframe.fits")]):
+        r = run(step, args)
+        assert r.exit_code == 0, (args[0], r.output, r.exception)
+    job = fitsio.read(str(red / "exposures" / str(NIGHT) / exp / f"sframe-b0-{exp}.fits"), "FLUX")
+    np.testing.assert_allclose(fitsio.read(str(tmp_path / "sframe.fits"), "FLUX"), job,
+                               rtol=1e-5, atol=1e-3)

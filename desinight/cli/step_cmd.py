@@ -37,3 +37,80 @@ def run_cmd(kind: str, night: int, expids: str, tileid: int | None, cameras: str
     ids = [int(e) for e in expids.split(",") if e.strip()]
     rc = run_job(kind, night, ids, tileid, cameras, calib_night=calib_night, comm=_comm())
     sys.exit(rc)
+
+
+# --- individual steps on explicit files (rerunning one step by hand while debugging) ----------
+_IN = click.Path(exists=True, dir_okay=False)
+_OUT = click.Path(dir_okay=False)
+
+
+@step.command("preproc")
+@click.option("--raw", "raw", required=True, type=_IN, help="desi-EXPID.fits.fz")
+@click.option("--camera", required=True)
+@click.option("--bias", type=_IN, default=None, help="biasnight file (else overscan only)")
+@click.option("--out", required=True, type=_OUT)
+def preproc_cmd(raw: str, camera: str, bias: str | None, out: str) -> None:
+    """Overscan/bias/gain/dark, masks and variance of one camera."""
+    from pathlib import Path
+
+    from ..steps import preproc
+    preproc.preproc_camera(Path(raw), camera, Path(bias) if bias else None, Path(out))
+
+
+@step.command("psf")
+@click.option("--preproc", "pre", required=True, type=_IN, help="preproc of an ARC exposure")
+@click.option("--camera", required=True)
+@click.option("--out", required=True, type=_OUT)
+def psf_cmd(pre: str, camera: str, out: str) -> None:
+    """Traces and wavelength solution from one arc."""
+    from pathlib import Path
+
+    from ..steps import psf
+    psf.psf_from_arc(Path(pre), camera, Path(out))
+
+
+@step.command("extract")
+@click.option("--preproc", "pre", required=True, type=_IN)
+@click.option("--psf", "psf_file", required=True, type=_IN)
+@click.option("--camera", required=True)
+@click.option("--out", required=True, type=_OUT, help="frame file")
+def extract_cmd(pre: str, psf_file: str, camera: str, out: str) -> None:
+    """Optimal extraction of every bundle (MPI over bundles under mpiexec)."""
+    from pathlib import Path
+
+    from ..steps import extract
+    extract.extract_camera(Path(pre), Path(psf_file), camera, Path(out), comm=_comm())
+
+
+@step.command("fiberflat")
+@click.option("--frame", required=True, type=_IN, help="frame of a FLAT exposure")
+@click.option("--camera", required=True)
+@click.option("--out", required=True, type=_OUT)
+def fiberflat_cmd(frame: str, camera: str, out: str) -> None:
+    """Fibre-to-fibre throughput from one flat frame."""
+    from pathlib import Path
+
+    from ..steps import fiberflat
+    fiberflat.fiberflat_from_frame(Path(frame), camera, Path(out))
+
+
+@step.command("sky")
+@click.option("--frame", required=True, type=_IN)
+@click.option("--fiberflat", "ff", required=True, type=_IN)
+@click.option("--fiberassign", "fa", required=True, type=_IN, help="sky fibres: OBJTYPE SKY")
+@click.option("--camera", required=True)
+@click.option("--out", required=True, type=_OUT, help="sframe file")
+def sky_cmd(frame: str, ff: str, fa: str, camera: str, out: str) -> None:
+    """Sky model from the sky fibres, subtracted with its variance."""
+    from pathlib import Path
+
+    import fitsio
+    import numpy as np
+
+    from ..steps import sky
+    nfib = fitsio.read_header(frame, "FLUX")["NAXIS2"]
+    tab = fitsio.read(fa, "FIBERASSIGN")
+    sel = tab["FIBER"] // nfib == int(camera[1:])
+    isky = np.zeros(nfib, bool)
+    isky[tab["FIBER"][sel] % nfib] = np.char.strip(tab["OBJTYPE"][sel].astype(str)) == "SKY"
+    sky.subtract_sky(Path(frame), Path(ff), isky, camera, Path(out))
