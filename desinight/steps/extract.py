@@ -23,37 +23,65 @@ ROWS_PER_CHUNK = 512
 REJECT_NSIGMA = 6.0
 
 
+def _profile(cols: np.ndarray, xc: np.ndarray, s: np.ndarray) -> np.ndarray:
+    """Pixel-integrated Gaussian of centres xc (nf, nr), sqrt(2)*sigma s (nf, 1, 1), at cols."""
+    xc = xc[..., None]
+    return 0.5 * (erf((cols + 0.5 - xc) / s) - erf((cols - 0.5 - xc) / s))
+
+
 def extract_bundle(img, ivar, x, sig, rows=None):
-    """Fluxes and ivar (nfib_b, ny) of one bundle. x: (nfib_b, ny) centres; sig: (nfib_b,)."""
-    ny = img.shape[0]
-    c0 = max(int(np.floor(x.min())) - HALF, 0)
-    c1 = min(int(np.ceil(x.max())) + HALF + 1, img.shape[1])
-    cols = np.arange(c0, c1, dtype=float)
+    """Fluxes and ivar (nfib_b, ny) of one bundle. x: (nfib_b, ny) centres; sig: (nfib_b,).
+
+    Each fibre's light lies in a window of 2*HALF+2 columns around its trace, so the normal
+    matrix is banded: M[f, f+k] = sum over f's window of w P_f P_(f+k), with P_(f+k) evaluated
+    at f's columns. Only those windows are touched (not the bundle's full width), which makes
+    the extraction ~5x cheaper than a dense design matrix with the same result.
+    """
+    ny, ncols = img.shape
     nf = x.shape[0]
+    width = 2 * HALF + 2
+    pitch = np.min(np.abs(np.diff(x[:, ny // 2]))) if nf > 1 else np.inf
+    # neighbour k's light reaches fibre f's window only when k * pitch < width + 1
+    kmax = min(nf - 1, max(1, int((width + 1) // max(pitch, 1e-3))))
+    s = (np.sqrt(2.0) * np.asarray(sig, float))[:, None, None]
     flux = np.zeros((nf, ny))
     fivar = np.zeros((nf, ny))
-    s = np.sqrt(2.0) * sig[:, None, None]
+    ii = np.arange(nf)
     for r0 in range(0, ny, ROWS_PER_CHUNK):
         r1 = min(r0 + ROWS_PER_CHUNK, ny)
-        xc = x[:, r0:r1, None]                                          # (nf, nr, 1)
-        prof = 0.5 * (erf((cols + 0.5 - xc) / s) - erf((cols - 0.5 - xc) / s))
-        A = np.transpose(prof, (1, 2, 0))                               # (nr, ncol, nf)
-        w = ivar[r0:r1, c0:c1]
-        d = img[r0:r1, c0:c1]
+        xc = x[:, r0:r1]                                                 # (nf, nr)
+        cols = (np.floor(xc).astype(int) - HALF)[..., None] + np.arange(width)   # (nf, nr, W)
+        inside = (cols >= 0) & (cols < ncols)
+        cc = np.clip(cols, 0, ncols - 1)
+        rr = np.arange(r0, r1)[None, :, None]
+        d = img[rr, cc]
+        w = np.where(inside, ivar[rr, cc], 0.0)
+        colf = cols.astype(float)
+        P = _profile(colf, xc, s)                                        # own profile
+        # neighbour f+k (k>0) and f-k on fibre f's window: Pn[k][f] = P_(f+k) at f's columns
+        up = {k: _profile(colf[:-k], xc[k:], s[k:]) for k in range(1, kmax + 1)}
+        down = {k: _profile(colf[k:], xc[:-k], s[:-k]) for k in range(1, kmax + 1)}
         for it in range(2):
-            # second pass: pixels the PSF model cannot explain (cosmic rays the sharpness test
-            # in preproc missed, e.g. tracks along a trace) get zero weight, and the row is refit
-            AtW = np.transpose(A * w[..., None], (0, 2, 1))             # (nr, nf, ncol)
-            M = AtW @ A
-            b = (AtW @ d[..., None])[..., 0]
-            # a fibre whose pixels are all masked in a row: a unit ridge keeps M invertible
-            diag = np.einsum("rii->ri", M)
+            M = np.zeros((r1 - r0, nf, nf))
+            M[:, ii, ii] = np.sum(w * P * P, axis=-1).T
+            for k, pk in up.items():
+                m = np.sum(w[:-k] * P[:-k] * pk, axis=-1).T              # (nr, nf-k)
+                M[:, ii[:-k], ii[k:]] = m
+                M[:, ii[k:], ii[:-k]] = m
+            b = np.sum(w * d * P, axis=-1).T                             # (nr, nf)
+            diag = M[:, ii, ii]
             dead = diag <= 1e-12 * max(diag.max(), 1e-30)
-            M[:, np.arange(nf), np.arange(nf)] += np.where(dead, 1.0, 0.0)
+            M[:, ii, ii] += np.where(dead, 1.0, 0.0)
             Minv = np.linalg.inv(M)
-            f = (Minv @ b[..., None])[..., 0]
+            f = np.einsum("rij,rj->ri", Minv, b)                         # (nr, nf)
             if it == 0:
-                model = (A @ f[..., None])[..., 0]
+                # pixels the PSF model cannot explain (cosmic rays the sharpness test in
+                # preproc missed, e.g. tracks along a trace) get zero weight; refit the row
+                ft = f.T
+                model = ft[..., None] * P
+                for k in up:
+                    model[:-k] += ft[k:, :, None] * up[k]
+                    model[k:] += ft[:-k, :, None] * down[k]
                 bad = np.abs(d - model) * np.sqrt(w) > REJECT_NSIGMA
                 if not bad.any():
                     break
