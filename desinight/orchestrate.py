@@ -201,6 +201,7 @@ def submit_ready(ctx: Context, now: datetime) -> int:
             with transaction(ctx.sessions) as s:
                 att = s.get(Attempt, att_id)
                 att.backend_id, att.submitted_at = bid, now
+                repo.clear_backend_error(s, repo.get_production(s, ctx.production), "submit", now)
             total += 1
             ctx.event("submitted", job=req.name, backend_id=bid)
 
@@ -218,6 +219,7 @@ def reconcile(ctx: Context, now: datetime) -> int:
         except BackendError as e:
             repo.set_service(s, prod, "backend_error", f"find: {e}", now)
             return 0
+        repo.clear_backend_error(s, prod, "find", now)
         for att in orphans:
             if att.comment in known:
                 att.backend_id = known[att.comment]
@@ -270,7 +272,12 @@ def poll(ctx: Context, now: datetime) -> dict[str, int]:
             return changes
         try:
             seen = ctx.backend.poll([a.backend_id for a in active])
-            repo.set_service(s, prod, "backend_error", None, now)
+            # Half an answer (sacct or squeue down) still gets used, but shows in status.
+            degraded = getattr(ctx.backend, "poll_warning", None)
+            if degraded:
+                repo.set_service(s, prod, "backend_error", f"poll: {degraded}", now)
+            else:
+                repo.clear_backend_error(s, prod, "poll", now)
         except BackendError as e:
             seen = {}
             repo.set_service(s, prod, "backend_error", f"poll: {e}", now)

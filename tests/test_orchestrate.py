@@ -149,6 +149,38 @@ def test_backend_outage_is_reported_not_fatal(ctx, raw_night, fake_backend):
     assert {j.state for j in jobs(ctx).values()} == {"completed"}
 
 
+def test_failing_submit_stays_reported_while_polls_succeed(ctx, raw_night, fake_backend, monkeypatch):
+    """slurmctld down, slurmdbd up: sacct answers every poll, sbatch fails. The submit error
+    must stay in status until a submission succeeds, not be wiped by the next good poll."""
+    def backend_error():
+        with transaction(ctx.sessions) as s:
+            return repo.service_state(s, repo.get_production(s, ctx.production))["backend_error"].value
+    ingest_night(ctx, N, O.utc_now())
+    O.plan(ctx, N, closed=True)
+    ctx.max_queued = 2          # leave jobs to submit once the first two have ended
+    O.submit_ready(ctx, O.utc_now())
+    first, second = sorted(fake_backend.jobs)
+    fake_backend.finish(second, JobState.COMPLETED, 0)   # first stays running: polls have work
+    O.poll(ctx, O.utc_now())
+    real_submit = fake_backend.submit
+
+    def no_controller(req):
+        raise BackendError("sbatch: error: Unable to contact slurm controller (connect failure)")
+    monkeypatch.setattr(fake_backend, "submit", no_controller)
+    with pytest.raises(BackendError):
+        O.submit_ready(ctx, O.utc_now())
+    O.poll(ctx, O.utc_now())
+    assert backend_error().startswith("submit: sbatch: error: Unable to contact")
+    monkeypatch.setattr(fake_backend, "submit", real_submit)
+    fake_backend.finish(first, JobState.COMPLETED, 0)
+    later = O.utc_now() + O.LOST_INTENT_AFTER + timedelta(seconds=1)
+    O.reconcile(ctx, later)
+    ctx.max_queued = None
+    run_all(ctx, fake_backend)
+    assert {j.state for j in jobs(ctx).values()} == {"completed"}
+    assert backend_error() is None
+
+
 def test_resubmit_relinks_dependents_to_new_ids(ctx, raw_night, fake_backend):
     from desinight.retry import resubmit
     ingest_night(ctx, N, O.utc_now())

@@ -226,5 +226,7 @@ def test_accounting_down_falls_back_to_squeue_and_exit_records(jobs, slurm_backe
         assert got[ok].state is JobState.COMPLETED and got[ok].exit_code == 0
         assert got[bad].state is JobState.FAILED and got[bad].exit_code == 5
         assert got[run].state in (JobState.PENDING, JobState.RUNNING)
+        assert "sacct failed" in degraded.poll_warning   # status shows the half answer
+        assert slurm_backend.poll([ok]) and slurm_backend.poll_warning is None
     finally:
         slurm_backend.cancel([run])

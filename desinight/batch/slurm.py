@@ -67,6 +67,8 @@ class SlurmBackend:
     def __init__(self, runner: Runner | None = None, timeout: float = DEFAULT_TIMEOUT):
         self._runner = runner or run_command
         self.timeout = timeout
+        #: why the last poll answered from one command only (None: both answered)
+        self.poll_warning: str | None = None
         #: calls per command since creation, e.g. calls["sacct"]; benchmarks read it
         self.calls: dict[str, int] = {"sbatch": 0, "sacct": 0, "squeue": 0, "scancel": 0}
         #: ids this backend scancelled as DependencyNeverSatisfied -> reason. Right after our
@@ -88,6 +90,7 @@ class SlurmBackend:
         """State of ``ids``; ``attempt_dirs`` ({id: attempt dir}) lets ids SLURM no longer
         knows be answered from their exit record (see the module docstring)."""
         ids = list(dict.fromkeys(str(i) for i in ids))   # unique, order kept
+        self.poll_warning = None
         dirs = {str(k): Path(v) for k, v in (attempt_dirs or {}).items()}
         if not ids:
             return {}
@@ -100,6 +103,7 @@ class SlurmBackend:
             sacct_error = e
             acct = {}
             log.warning("sacct failed (%s); polling with squeue alone", e)
+            self.poll_warning = f"sacct failed, squeue alone: {e}"
 
         ask = [i for i in ids if i not in acct or acct[i].state is JobState.PENDING]
         queue: dict[str, S.SqueueRow] = {}
@@ -110,6 +114,7 @@ class SlurmBackend:
                 if sacct_error is not None:
                     raise BackendError(f"sacct and squeue both failed: {sacct_error}; {e}") from None
                 log.warning("squeue failed (%s); pending reasons unknown this poll", e)
+                self.poll_warning = f"squeue failed, sacct alone: {e}"
 
         out: dict[str, BackendJob] = {}
         never: list[str] = []

@@ -230,6 +230,14 @@ def set_service(s: Session, prod: Production, key: str, value: str | None,
         row.value, row.updated_at = value, now or utcnow()
 
 
+def clear_backend_error(s: Session, prod: Production, op: str, now: datetime) -> None:
+    """Clear ``backend_error`` only if it came from ``op`` (submit, poll, find, cancel): sacct
+    answering while slurmctld is down must not hide a failing sbatch."""
+    row = s.get(ServiceState, (prod.id, "backend_error"))
+    if row is not None and row.value and row.value.startswith(f"{op}:"):
+        row.value, row.updated_at = None, now
+
+
 def service_state(s: Session, prod: Production) -> dict[str, ServiceState]:
     return {r.key: r for r in s.scalars(select(ServiceState).where(
         ServiceState.production_id == prod.id))}
