@@ -46,6 +46,27 @@ class _NoBackend:
     name = "none"
 
 
+class _AcceptingBackend:
+    """Takes every submission and reports it completed at the next poll: the manager's own
+    cost of a tick, without a scheduler's (bench_poll and bench_overhead measure SLURM's)."""
+    name = "bench"
+
+    def __init__(self):
+        self.ids: list[str] = []
+
+    def submit(self, req) -> str:
+        self.ids.append(str(len(self.ids) + 1))
+        return self.ids[-1]
+
+    def poll(self, ids, attempt_dirs=None):
+        from desinight.batch.base import BackendJob
+        from desinight.core.states import JobState
+        return {i: BackendJob(i, JobState.COMPLETED, exit_code=0) for i in ids}
+
+    def find(self, tag):
+        return {}
+
+
 def nights(n: int, first: date = date(2024, 1, 1)) -> list[int]:
     return [int((first + timedelta(days=i)).strftime("%Y%m%d")) for i in range(n)]
 
@@ -164,6 +185,20 @@ def main(argv: list[str]) -> dict:
               f"{res['status_collect_latest_s'] * 1000:.0f} ms; whole range: "
               f"{res['status_collect_range_s'] * 1000:.0f} ms; campaign.progress(): "
               f"{res['campaign_progress_s'] * 1000:.0f} ms", flush=True)
+        # The submission side at this scale: ticks of `campaign run` (poll + settle + submit
+        # under the throttle of 500; every job rendered to its attempt dir) with ~79,000 planned.
+        from desinight import orchestrate as O
+        bctx = open_context(cfg, backend=_AcceptingBackend())
+        cctx = C.campaign_context(bctx, "reproc")
+        ticks = []
+        for _ in range(3):
+            t0 = time.perf_counter()
+            n = C.run_tick(cctx, O.utc_now())
+            ticks.append((round(time.perf_counter() - t0, 2), n))
+        bctx.sessions.kw["bind"].dispose()
+        res["run_ticks"] = [{"wall_s": w, "submitted": n} for w, n in ticks]
+        print("campaign run ticks (throttle 500): " + "; ".join(
+            f"{w:.2f} s, {n} submitted" for w, n in ticks), flush=True)
         for label, cmd in (("cli_status_s", ["status", "--production", "reproc", "--json"]),
                            ("cli_campaign_status_s", ["campaign", "status", "reproc"])):
             wall, rss, rc, out = child(base + cmd, root)

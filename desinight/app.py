@@ -43,8 +43,24 @@ def open_context(cfg: Config, backend: Backend | None = None, create: bool = Fal
                              "run `desinight init` first")
     else:
         migrate(engine)   # cheap when already at head; upgrades after a code update
-    return Context(cfg=cfg, sessions=session_factory(engine),
-                   backend=backend or make_backend(cfg), production=cfg.production)
+    ctx = Context(cfg=cfg, sessions=session_factory(engine),
+                  backend=backend or make_backend(cfg), production=cfg.production)
+    return _campaign_aware(ctx)
+
+
+def _campaign_aware(ctx: Context) -> Context:
+    """A campaign production renders into its own output dir with its manifest's settings:
+    show, resubmit, cancel and rerun on ``--production CAMPAIGN`` then act like `campaign run`."""
+    from sqlalchemy import select
+
+    from .db.engine import transaction
+    from .db.models import Production
+    with transaction(ctx.sessions) as s:
+        kind = s.scalar(select(Production.kind).where(Production.name == ctx.production))
+    if kind != "campaign":
+        return ctx
+    from .campaign import campaign_context
+    return campaign_context(ctx, ctx.production)
 
 
 def _safe_url(url: str) -> str:

@@ -67,19 +67,32 @@ def resources_for(cfg: Config, kind: str) -> Resources:
 
 # --- plan ----------------------------------------------------------------------------------
 def plan(ctx: Context, night: int, closed: bool | None = None) -> int:
-    """Add the jobs the night's data now allow; returns how many were added."""
+    """Add the jobs the night's data now allow; returns how many were added (or released).
+
+    New calibrations may release science held on this night or, as fallbacks, on later
+    nights (an earlier night ingested late): those nights are re-planned too."""
+    res = {k: resources_for(ctx.cfg, k).__dict__ for k in JOB_KINDS}
     with transaction(ctx.sessions) as s:
         prod = repo.get_production(s, ctx.production)
         nrow = repo.ensure_night(s, prod, night)
         if closed:
             nrow.closed = True
-        p = plan_night(night, repo.exposure_infos(s, prod, night), repo.job_keys(s, prod, night),
-                       closed=nrow.closed, fallback=repo.fallback_calibs(s, prod, night))
-        res = {k: resources_for(ctx.cfg, k).__dict__ for k in JOB_KINDS}
-        jobs = repo.save_plan(s, prod, p, res)
-        if jobs:
-            ctx.event("planned", night=night, jobs=len(jobs))
-        return len(jobs)
+        total = _plan_one(ctx, s, prod, night, nrow.closed, res)
+        if total:
+            for later in repo.nights_with_held(s, prod, after=night):
+                total += _plan_one(ctx, s, prod, later, repo.ensure_night(s, prod, later).closed, res)
+        return total
+
+
+def _plan_one(ctx: Context, s: Session, prod: Production, night: int, closed: bool,
+              res: dict) -> int:
+    p = plan_night(night, repo.exposure_infos(s, prod, night), repo.job_keys(s, prod, night),
+                   closed=closed, fallback=repo.fallback_calibs(s, prod, night),
+                   held=repo.held_keys(s, prod, night))
+    jobs = repo.save_plan(s, prod, p, res)
+    if jobs or p.released:
+        ctx.event("planned", night=night, jobs=len(jobs), released=len(p.released))
+    return len(jobs) + len(p.released)
 
 
 # --- submit --------------------------------------------------------------------------------

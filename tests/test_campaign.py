@@ -152,6 +152,43 @@ def test_throttle_is_respected(nightly, tmp_path, fake_backend):
             Production.name == "test")) == 0
 
 
+def test_resubmit_and_cancel_on_a_campaign_production(nightly, tmp_path, fake_backend):
+    """`--production CAMPAIGN` reaches the generic commands: a failed campaign job is
+    resubmitted into the campaign's own directory, the nightly production untouched."""
+    from desinight.app import open_context
+    from desinight.retry import cancel, resubmit
+    ctx = nightly
+    before = _snapshot(ctx)
+    m = parse_manifest(manifest(tmp_path, nights=(N,), throttle=20).read_text(), "c.toml")
+    C.enqueue(ctx.sessions, ctx.cfg, m)
+    cctx = open_context(ctx.cfg.with_overrides(production="reproc"), backend=fake_backend)
+    assert cctx.production == "reproc" and cctx.max_queued == 20
+    assert cctx.cfg.prod_dir == tmp_path / "redux" / "reproc"
+    for _ in range(20):
+        C.run_tick(cctx, O.utc_now())
+        for bid, job in list(fake_backend.jobs.items()):   # afterok: parents completed first
+            if job.state is JobState.PENDING and all(
+                    fake_backend.jobs[d].state is JobState.COMPLETED
+                    for d in fake_backend.requests[bid].depends_on):
+                kind = fake_backend.requests[bid].name.rsplit("-", 1)[1]
+                fake_backend.finish(bid, JobState.FAILED if kind == "stdstars" else
+                                    JobState.COMPLETED, 1 if kind == "stdstars" else 0)
+    states = {k: st for k, st, _ in _snapshot(ctx, "reproc")[0]}
+    assert states[f"{N}/stdstars/1000"] == "failed"
+    assert sorted(st for st in states.values() if st != "completed") == \
+        ["dep_failed"] * 3 + ["failed"]
+    res = resubmit(cctx, job=f"{N}/stdstars/1000")
+    assert set(res.replanned) == {f"{N}/stdstars/1000", f"{N}/fluxcalib/{(N - 20000000) * 100 + 3:08d}",
+                                  f"{N}/fluxcalib/{(N - 20000000) * 100 + 4:08d}",
+                                  f"{N}/redshift/1000/{(N - 20000000) * 100 + 4:08d}"}
+    O.submit_ready(cctx, O.utc_now())
+    new = fake_backend.by_name("stdstars")[-1]
+    req = fake_backend.requests[new]
+    assert req.comment.startswith("desinight:reproc:") and "redux/reproc/run/" in str(req.attempt_dir)
+    assert sorted(cancel(cctx, night=N)) == sorted(res.replanned)
+    assert _snapshot(ctx) == before        # nothing of this reached the nightly production
+
+
 def _same_ready(s, name):
     """bulk.ready_job_ids (one SQL query) agrees with orchestrate._ready (the ORM walk)."""
     from desinight.db import bulk, repo
@@ -276,6 +313,12 @@ def test_end_to_end_local_backend(tmp_path, conf):
     cs = json.loads(cli(conf, "status", "--json", "--production", "reproc", "--night", str(N)).stdout)
     assert {j["state"] for j in cs["jobs"]} == {"completed"}
     assert all("/redux/reproc/run/" in j["log"] for j in cs["jobs"])
+    # the global --production reaches show (and resubmit/cancel/rerun) the same way
+    shown = json.loads(cli(conf, "--production", "reproc", "show", "job", f"{N}/psfnight",
+                           "--json").stdout)
+    assert shown["state"] == "completed" and "/redux/reproc/run/" in shown["attempts"][0]["script"]
+    rc, _, err = _run(conf, "--production", "reproc", "resubmit", "--job", f"{N}/psfnight")
+    assert rc != 0 and "nothing to resubmit" in err
     # the nightly production is untouched
     assert json.loads(cli(conf, "status", "--json", "--range", f"{N}:{N2}").stdout)["nights"] == \
         nightly["nights"]

@@ -149,6 +149,36 @@ def test_backend_outage_is_reported_not_fatal(ctx, raw_night, fake_backend):
     assert {j.state for j in jobs(ctx).values()} == {"completed"}
 
 
+def test_held_night_is_released_when_an_earlier_night_brings_calibrations(ctx, cfg, fake_backend):
+    """Science on a night with no calibrations anywhere waits, held with its reason; when an
+    earlier night is processed later (e.g. ingested by hand), the held jobs use its
+    calibrations and the later night completes too."""
+    from tests.rawfixture import write_night
+    N2 = 20261125
+    write_exposure(cfg.raw_root, N2, 3, "SCIENCE", 2000)
+    ingest_night(ctx, N2, O.utc_now())
+    O.plan(ctx, N2, closed=True)
+    O.submit_ready(ctx, O.utc_now())
+    held = {k: j for k, j in jobs(ctx).items() if k.startswith(str(N2))}
+    assert {j.state for j in held.values()} == {"held"} and fake_backend.calls["submit"] == 0
+    assert "no psfnight or fiberflatnight calibration" in held[f"{N2}/science/26112503"].hold_reason
+    write_night(cfg.raw_root, N)
+    ingest_night(ctx, N, O.utc_now())
+    assert O.plan(ctx, N, closed=True) == 11 + len(held)
+    sci = jobs(ctx)[f"{N2}/science/26112503"]
+    assert sci.state == "planned" and sci.hold_reason is None and sci.calib_night == N
+    run_all(ctx, fake_backend)
+    for _ in range(10):
+        if O.night_done(ctx, N2):
+            break
+        run_all(ctx, fake_backend)
+    assert {j.state for j in jobs(ctx).values()} == {"completed"}
+    with transaction(ctx.sessions) as s:
+        prod = repo.get_production(s, ctx.production)
+        parents = {p.key for p in repo.parents_of(s, [sci.id])[sci.id]}
+    assert parents == {f"{N}/biasnight", f"{N}/psfnight", f"{N}/fiberflatnight"}
+
+
 def test_failing_submit_stays_reported_while_polls_succeed(ctx, raw_night, fake_backend, monkeypatch):
     """slurmctld down, slurmdbd up: sacct answers every poll, sbatch fails. The submit error
     must stay in status until a submission succeeds, not be wiped by the next good poll."""

@@ -95,6 +95,36 @@ def test_night_without_any_calibrations_holds_science_with_reason():
     assert all(j.hold_reason for j in p.jobs)
 
 
+def test_held_science_is_released_by_late_calibrations_tonight():
+    first = plan_night(N, [exp(0, "ZERO"), exp(3, "SCIENCE", 1000, 1, 1)])
+    held = {j.key for j in first.jobs if j.hold_reason}
+    assert f"{N}/science/26112403" in held and f"{N}/biasnight" not in held
+    late = [exp(0, "ZERO"), exp(3, "SCIENCE", 1000, 1, 1), exp(5, "ARC"), exp(6, "FLAT")]
+    p = plan_night(N, late, existing=[j.key for j in first.jobs], held=held)
+    assert set(keys(p)) == {f"{N}/arc/26112405", f"{N}/psfnight", f"{N}/flat/26112406",
+                            f"{N}/fiberflatnight"}
+    rel = {j.key: j for j in p.released}
+    assert set(rel) == held        # science, stdstars, fluxcalib, redshift: none held any more
+    assert all(j.hold_reason is None for j in rel.values())
+    assert set(rel[f"{N}/science/26112403"].deps) == {f"{N}/biasnight", f"{N}/psfnight",
+                                                      f"{N}/fiberflatnight"}
+    # planning again with nothing held releases nothing and adds nothing
+    again = plan_night(N, late, existing=[*(j.key for j in first.jobs), *keys(p)])
+    assert again.jobs == [] and again.released == []
+
+
+def test_held_science_is_released_by_an_earlier_nights_calibrations():
+    first = plan_night(N, [exp(3, "SCIENCE", 1000, 1, 1)])
+    held = {j.key for j in first.jobs}
+    fb = {"biasnight": CalibRef("20261120/biasnight", 20261120),
+          "psfnight": CalibRef("20261120/psfnight", 20261120),
+          "fiberflatnight": CalibRef("20261120/fiberflatnight", 20261120)}
+    p = plan_night(N, [exp(3, "SCIENCE", 1000, 1, 1)], existing=held, fallback=fb, held=held)
+    assert p.jobs == [] and {j.key for j in p.released} == held
+    sci = next(j for j in p.released if j.kind == "science")
+    assert sci.calib_night == 20261120 and "20261120/psfnight" in sci.deps
+
+
 def test_duplicate_expid_and_unknown_obstype_are_quarantined():
     ex = full_night() + [exp(4, "SCIENCE", 1000, 2, 2), exp(7, "TWILIGHT")]
     p = plan_night(N, ex)

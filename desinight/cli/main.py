@@ -13,25 +13,28 @@ from ..core.errors import DesinightError
 class Obj:
     """Lazily loaded configuration shared by sub-commands."""
 
-    def __init__(self, config_path: str | None, verbose: int):
+    def __init__(self, config_path: str | None, verbose: int, production: str | None = None):
         self.config_path = config_path
         self.verbose = verbose
+        self.production = production
         self._cfg = None
 
     @property
     def cfg(self):
         if self._cfg is None:
-            self._cfg = load_config(self.config_path)
+            self._cfg = load_config(self.config_path).with_overrides(production=self.production)
         return self._cfg
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
 @click.option("--config", "config_path", type=click.Path(dir_okay=False),
               help="desinight.toml to use (else $DESINIGHT_CONFIG, else ./desinight.toml).")
+@click.option("--production", help="Act on this production of the database, e.g. a campaign "
+              "(default: config, $SPECPROD, 'daily').")
 @click.option("-v", "--verbose", count=True, help="More log output (-v info, -vv debug).")
 @click.version_option(package_name="desinight")
 @click.pass_context
-def cli(ctx: click.Context, config_path: str | None, verbose: int) -> None:
+def cli(ctx: click.Context, config_path: str | None, production: str | None, verbose: int) -> None:
     """desinight: nightly production of a DESI-like spectroscopic survey.
 
     \b
@@ -39,10 +42,12 @@ def cli(ctx: click.Context, config_path: str | None, verbose: int) -> None:
       desinight demo
     Operate:
       desinight init && desinight ingest 20261124 --wait && desinight status
+    A campaign's jobs, with the same commands:
+      desinight --production reproc-2027 resubmit 26112403
     """
     from .. import logs
     logs.setup(verbose)
-    ctx.obj = Obj(config_path, verbose)
+    ctx.obj = Obj(config_path, verbose, production)
 
 
 def _register() -> None:

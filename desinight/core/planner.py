@@ -66,6 +66,7 @@ class Plan:
     jobs: list[PlannedJob] = field(default_factory=list)
     quarantine: dict[int, str] = field(default_factory=dict)   # expid -> reason
     waiting: list[str] = field(default_factory=list)           # why something was not planned yet
+    released: list[PlannedJob] = field(default_factory=list)   # held jobs that can now run
 
 
 def job_key(night: int, kind: str, expid: int | None = None) -> str:
@@ -109,7 +110,8 @@ def _sequence_ended(e: ExposureInfo) -> bool:
 
 
 def plan_night(night: int, exposures: Iterable[ExposureInfo], existing: Iterable[str] = (),
-               closed: bool = False, fallback: Mapping[str, CalibRef] | None = None) -> Plan:
+               closed: bool = False, fallback: Mapping[str, CalibRef] | None = None,
+               held: Iterable[str] = ()) -> Plan:
     """New jobs for ``night``.
 
     exposures: the night's ingested (not quarantined) exposures.
@@ -117,8 +119,12 @@ def plan_night(night: int, exposures: Iterable[ExposureInfo], existing: Iterable
     closed: the night is over (one-shot ingest of a finished night, or end-of-night rule).
     fallback: nearest earlier night's calibration job per kind in NIGHTLY_CALIBS, used when
       this night has none; science without any PSF/fiberflat is planned but held.
+    held: keys of existing jobs held for missing calibrations. Those the data now allow (late
+      arcs tonight, or an earlier night's calibrations processed since) come back in
+      ``Plan.released`` with their new parents.
     """
     existing = set(existing)
+    held = set(held)
     fallback = dict(fallback or {})
     plan = Plan()
     seen: dict[int, ExposureInfo] = {}
@@ -142,7 +148,9 @@ def plan_night(night: int, exposures: Iterable[ExposureInfo], existing: Iterable
     out: dict[str, PlannedJob] = {}
 
     def add(job: PlannedJob) -> None:
-        if job.key not in existing and job.key not in out:
+        if job.key in held and job.hold_reason is None:
+            plan.released.append(job)
+        elif job.key not in existing and job.key not in out:
             out[job.key] = job
 
     def nightly(kind: str, types: tuple[ObsType, ...]) -> tuple[bool, CalibRef | None]:

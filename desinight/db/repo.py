@@ -10,7 +10,7 @@ from sqlalchemy import func, select
 from sqlalchemy.orm import Session, selectinload
 
 from ..core.errors import NotFound
-from ..core.planner import NIGHTLY_CALIBS, CalibRef, ExposureInfo, Plan
+from ..core.planner import NIGHTLY_CALIBS, CalibRef, ExposureInfo, Plan, PlannedJob
 from ..core.states import ACTIVE, BROKEN, ExposureStatus, JobState
 from .models import Attempt, Exposure, Job, JobEdge, JobExposure, Night, Production, ServiceState, utcnow
 
@@ -114,6 +114,7 @@ def save_plan(s: Session, prod: Production, plan: Plan, resources: dict[str, dic
         if exp is not None and exp.status != ExposureStatus.QUARANTINED.value:
             exp.status, exp.quarantine_reason = ExposureStatus.QUARANTINED.value, reason
     if not plan.jobs:
+        _release(s, prod, plan.released)
         return []
     jobs = []
     for pj in plan.jobs:
@@ -142,7 +143,41 @@ def save_plan(s: Session, prod: Production, plan: Plan, resources: dict[str, dic
                                                 Exposure.status == ExposureStatus.INGESTED.value)):
         exp.status = ExposureStatus.PLANNED.value
     s.flush()
+    _release(s, prod, plan.released)   # after the inserts: their new parents may be in this plan
     return jobs
+
+
+def _release(s: Session, prod: Production, released: Sequence[PlannedJob]) -> None:
+    """Held jobs whose calibrations now exist: planned again, waiting on their new parents."""
+    if not released:
+        return
+    keys = {pj.key for pj in released} | {d for pj in released for d in pj.deps}
+    ids = dict(s.execute(select(Job.key, Job.id).where(
+        Job.production_id == prod.id, Job.key.in_(keys))).all())
+    have = set(s.execute(select(JobEdge.parent_id, JobEdge.child_id).where(
+        JobEdge.child_id.in_([ids[pj.key] for pj in released]))).all())
+    for pj in released:
+        job = s.get(Job, ids[pj.key])
+        if job.state != JobState.HELD.value:
+            continue
+        job.state, job.hold_reason, job.calib_night = JobState.PLANNED.value, None, pj.calib_night
+        for dep in pj.deps:
+            if dep not in ids:
+                raise NotFound(f"planner bug: parent {dep} of {pj.key} is not in the database")
+            if (ids[dep], job.id) not in have:
+                s.add(JobEdge(parent_id=ids[dep], child_id=job.id))
+    s.flush()
+
+
+def held_keys(s: Session, prod: Production, night: int) -> set[str]:
+    return set(s.scalars(select(Job.key).where(Job.production_id == prod.id, Job.night == night,
+                                               Job.state == JobState.HELD.value)))
+
+
+def nights_with_held(s: Session, prod: Production, after: int) -> list[int]:
+    return list(s.scalars(select(Job.night).distinct().where(
+        Job.production_id == prod.id, Job.night > after, Job.state == JobState.HELD.value)
+        .order_by(Job.night)))
 
 
 # --- jobs and attempts --------------------------------------------------------------------
