@@ -39,7 +39,6 @@ def db_url(request, tmp_path):
         c.execute(text(f'CREATE DATABASE "{name}"'))
     url = make_url(base).set(database=name).render_as_string(hide_password=False)
     yield url
-    from sqlalchemy.pool import NullPool  # noqa: F401 - engines are disposed by GC
     with admin.connect() as c:
         c.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
     admin.dispose()

@@ -78,3 +78,24 @@ def wait_for(pred, timeout: float, interval: float = 0.5, what: str = "condition
 
 def env_without_slurm() -> dict[str, str]:
     return {k: v for k, v in os.environ.items() if not k.startswith("SLURM_")}
+
+
+def attempts_per_job(root: Path) -> dict[int, int]:
+    """{job id: attempts that reached the backend} in the production's SQLite database:
+    one per job means nothing was submitted twice."""
+    from sqlalchemy import create_engine, func, select
+
+    from desinight.db.models import Attempt
+    engine = create_engine(f"sqlite:///{root / 'state' / 'desinight.db'}")
+    with engine.connect() as c:
+        rows = dict(c.execute(select(Attempt.job_id, func.count()).where(
+            Attempt.backend_id.is_not(None)).group_by(Attempt.job_id)).all())
+    engine.dispose()
+    return rows
+
+
+def init_production(root: Path, backend: str = "local") -> tuple[Path, Path]:
+    """(root, config) of an initialised production whose jobs sleep briefly."""
+    conf = write_config(root, backend=backend, templates=fast_templates(root / "templates"))
+    cli(conf, "init")
+    return root, conf

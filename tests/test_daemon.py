@@ -9,8 +9,9 @@ import time
 import pytest
 from sqlalchemy import create_engine, func, select
 
-from desinight.db.models import Attempt, Exposure, Job
-from tests.daemonkit import cli, fast_templates, start_daemon, status_json, stop_daemon, wait_for, write_config
+from desinight.db.models import Exposure, Job
+from tests.daemonkit import (attempts_per_job, cli, init_production, start_daemon, status_json, stop_daemon,
+                             wait_for)
 from tests.rawfixture import N, write_exposure
 
 pytestmark = pytest.mark.slow
@@ -27,9 +28,7 @@ def all_completed(conf):
 
 @pytest.fixture
 def prod(tmp_path):
-    conf = write_config(tmp_path, templates=fast_templates(tmp_path / "templates"))
-    cli(conf, "init")
-    return tmp_path, conf
+    return init_production(tmp_path)
 
 
 def test_daemon_processes_a_night_as_it_arrives(prod):
@@ -95,11 +94,10 @@ def test_sigkill_at_random_moments_never_duplicates_or_loses(prod):
     engine = create_engine(f"sqlite:///{root / 'state' / 'desinight.db'}")
     with engine.connect() as c:
         assert c.scalar(select(func.count()).select_from(Exposure)) == len(NIGHT)
-        # exactly one attempt that reached the backend per job
-        per_job = c.execute(select(Attempt.job_id, func.count()).where(Attempt.backend_id.is_not(None))
-                            .group_by(Attempt.job_id)).all()
-        assert len(per_job) == 11 and {n for _, n in per_job} == {1}
         assert c.scalar(select(func.count()).select_from(Job)) == 11
+    engine.dispose()
+    per_job = attempts_per_job(root)    # exactly one attempt that reached the backend per job
+    assert len(per_job) == 11 and set(per_job.values()) == {1}
     # and the backend itself ran each job once
     import json
     comments = [json.loads(p.read_text())["comment"]

@@ -10,10 +10,7 @@ import time
 from pathlib import Path
 
 import pytest
-from sqlalchemy import create_engine, func, select
-
-from desinight.db.models import Attempt
-from tests.daemonkit import cli, fast_templates, start_daemon, status_json, stop_daemon, wait_for, write_config
+from tests.daemonkit import attempts_per_job, init_production, start_daemon, status_json, stop_daemon, wait_for
 from tests.rawfixture import N, write_exposure
 
 pytestmark = [pytest.mark.slurm, pytest.mark.slow]
@@ -28,20 +25,9 @@ def completed(conf, n=11):
     return len(jobs) == n and {j["state"] for j in jobs} == {"completed"}
 
 
-def attempts_reaching_slurm(root) -> dict[int, int]:
-    engine = create_engine(f"sqlite:///{root / 'state' / 'desinight.db'}")
-    with engine.connect() as c:
-        rows = dict(c.execute(select(Attempt.job_id, func.count()).where(
-            Attempt.backend_id.is_not(None)).group_by(Attempt.job_id)).all())
-    engine.dispose()
-    return rows
-
-
 @pytest.fixture
 def prod(tmp_path, slurm_cluster):
-    conf = write_config(tmp_path, backend="slurm", templates=fast_templates(tmp_path / "tpl"))
-    cli(conf, "init")
-    return tmp_path, conf
+    return init_production(tmp_path, backend="slurm")
 
 
 def test_daemon_on_slurm_processes_a_night(prod):
@@ -57,7 +43,7 @@ def test_daemon_on_slurm_processes_a_night(prod):
     finally:
         if proc.poll() is None:
             proc.kill()
-    per_job = attempts_reaching_slurm(root)
+    per_job = attempts_per_job(root)
     assert len(per_job) == 11 and set(per_job.values()) == {1}
     # every job really went through SLURM: sacct knows each id
     data = status_json(conf, N)
@@ -98,5 +84,5 @@ def test_slurmctld_down_30s_mid_night_is_survived_and_caught_up(prod):
             proc.kill()
         subprocess.run(["bash", "scripts/local-slurm", "up"], capture_output=True,
                        cwd=Path(__file__).resolve().parent.parent, timeout=300)
-    per_job = attempts_reaching_slurm(root)
+    per_job = attempts_per_job(root)
     assert len(per_job) == 11 and set(per_job.values()) == {1}

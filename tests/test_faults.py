@@ -6,22 +6,10 @@ import subprocess
 import time
 
 import pytest
-from sqlalchemy import create_engine, func, select
-
-from desinight.db.models import Attempt
-from tests.daemonkit import cli, fast_templates, start_daemon, status_json, stop_daemon, wait_for, write_config
+from tests.daemonkit import attempts_per_job, cli, fast_templates, start_daemon, status_json, stop_daemon, wait_for, write_config
 from tests.rawfixture import N, write_exposure, write_night
 
 pytestmark = [pytest.mark.slow, pytest.mark.fault]
-
-
-def one_attempt_per_job(root):
-    engine = create_engine(f"sqlite:///{root / 'state' / 'desinight.db'}")
-    with engine.connect() as c:
-        rows = c.execute(select(Attempt.job_id, func.count()).where(Attempt.backend_id.is_not(None))
-                         .group_by(Attempt.job_id)).all()
-    engine.dispose()
-    return {n for _, n in rows} == {1}
 
 
 @pytest.fixture
@@ -60,7 +48,7 @@ def test_disk_full_on_state_dir_is_survived_and_caught_up(tmp_path, tmpfs):
     finally:
         if proc.poll() is None:
             proc.kill()
-    assert one_attempt_per_job(root)
+    assert set(attempts_per_job(root).values()) == {1}
 
 
 def test_corrupted_raw_file_is_quarantined_and_the_night_goes_on(tmp_path):

@@ -174,7 +174,6 @@ def test_held_night_is_released_when_an_earlier_night_brings_calibrations(ctx, c
         run_all(ctx, fake_backend)
     assert {j.state for j in jobs(ctx).values()} == {"completed"}
     with transaction(ctx.sessions) as s:
-        prod = repo.get_production(s, ctx.production)
         parents = {p.key for p in repo.parents_of(s, [sci.id])[sci.id]}
     assert parents == {f"{N}/biasnight", f"{N}/psfnight", f"{N}/fiberflatnight"}
 

@@ -11,9 +11,10 @@ from pathlib import Path
 
 import pytest
 
-from tests.daemonkit import cli, fast_templates, start_daemon, status_json, stop_daemon, wait_for, write_config
+from tests.daemonkit import (attempts_per_job, cli, fast_templates, start_daemon, status_json, stop_daemon,
+                             wait_for, write_config)
 from tests.rawfixture import N, write_night
-from tests.test_daemon_slurm import RUN, attempts_reaching_slurm, completed
+from tests.test_daemon_slurm import RUN, completed
 
 pytestmark = [pytest.mark.slurm, pytest.mark.slow, pytest.mark.fault]
 REPO = Path(__file__).resolve().parent.parent
@@ -90,7 +91,7 @@ def test_node_down_mid_job_then_resumed(night):
     assert psf["state"] in ("completed", "node_fail", "cancelled", "failed")
     if psf["state"] != "completed":
         assert job(conf, f"{N}/science/26112403")["state"] == "dep_failed"
-    assert set(attempts_reaching_slurm(root).values()) == {1}
+    assert set(attempts_per_job(root).values()) == {1}
 
 
 def test_slurmdbd_down_states_come_from_squeue_and_exit_files(night):
@@ -102,4 +103,4 @@ def test_slurmdbd_down_states_come_from_squeue_and_exit_files(night):
         assert proc.poll() is None
     finally:
         slurm_up()
-    assert set(attempts_reaching_slurm(root).values()) == {1}
+    assert set(attempts_per_job(root).values()) == {1}
