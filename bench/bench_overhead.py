@@ -7,7 +7,12 @@ exposures) runs on the local SLURM cluster twice, every job `sleep 2`:
      graph (one rule per job, inputs = parents' outputs), started at t0.
 Reported per tool: wall time from t0 to the last job done, manager CPU seconds (the
 daemon's / snakemake's own rusage, children excluded), and scheduler calls counted by
-PATH shims around sbatch/sacct/squeue/scancel/scontrol (the same shims for both).
+PATH shims around sbatch/sacct/squeue/scancel/scontrol (the same shims for both), in all and
+per hour of that run.
+
+Then the load between events, the usual state of a night (jobs queued, nothing changing):
+desinight's daemon with its production poll settings (2 s backing off to 60 s), one long job
+running, calls counted over a window after the back-off has settled, per hour.
 
     scripts/local-slurm up && python bench/bench_overhead.py
 """
@@ -87,6 +92,35 @@ def run_desinight(work: Path, env: dict) -> tuple[dict, list]:
             "jobs": len(data["jobs"])}, conf
 
 
+def steady_state(work: Path, env: dict, settle_s: float = 100, window_s: float = 180) -> dict:
+    """Scheduler calls per hour while a job runs and nothing changes, default poll settings."""
+    tpl = fast_templates(work / "tpl", run="sleep 900")
+    conf = work / "desinight.toml"
+    conf.write_text('[desinight]\nproduction = "steady"\nraw_root = "raw"\nredux_root = "redux"\n'
+                    f'state_dir = "state"\nbackend = "slurm"\ntemplates_dir = "{tpl}"\n')
+    cli(conf, "init")
+    log = work / "calls.log"
+    env = {**env, "PATH": f"{make_shims(work / 'shims', log)}:{env['PATH']}"}
+    proc = subprocess.Popen([sys.executable, "-m", "desinight", "--config", str(conf), "daemon"],
+                            env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        write_exposure(work / "raw", N, 0, "ZERO")
+        wait_for(lambda: any(j["state"] == "running" for j in status_json(conf, N)["jobs"]), 120,
+                 what="the long job to run")
+        time.sleep(settle_s)
+        log.write_text("")
+        time.sleep(window_s)
+        n = calls(log)
+    finally:
+        proc.terminate()
+        proc.wait(30)
+        cli(conf, "cancel", "--night", str(N), check=False)
+    per_hour = {k: round(v * 3600 / window_s) for k, v in n.items() if v}
+    print(f"steady state (1 job running, nothing changing, default poll settings): "
+          f"{n} in {window_s:.0f} s -> per hour {per_hour}", flush=True)
+    return {"window_s": window_s, "calls": n, "calls_per_hour": per_hour}
+
+
 def snakefile_from(conf: Path) -> str:
     """One rule per desinight job; inputs = the parents' outputs."""
     import sqlite3
@@ -159,19 +193,25 @@ def _compare(env: dict) -> dict:
         (work / "dn").mkdir()
         (work / "sm").mkdir()
         dn, conf = run_desinight(work / "dn", env)
-        print(f"desinight : wall {dn['wall_s']} s, manager CPU {dn['manager_cpu_s']} s, calls {dn['calls']}")
+        tot = lambda r: sum(r["calls"].values())  # noqa: E731
+        dn["calls_per_hour"] = round(tot(dn) * 3600 / dn["wall_s"])
+        print(f"desinight : wall {dn['wall_s']} s, manager CPU {dn['manager_cpu_s']} s, calls {dn['calls']}"
+              f" ({dn['calls_per_hour']}/h over the run)")
         sm = run_snakemake(work / "sm", conf, env)
         if "skipped" in sm:
             print(f"snakemake : skipped: {sm['skipped']}")
             result = {"desinight": dn, "snakemake": sm}
         else:
-            print(f"snakemake : wall {sm['wall_s']} s, manager CPU {sm['manager_cpu_s']} s, calls {sm['calls']}")
-            tot = lambda r: sum(r["calls"].values())  # noqa: E731
+            sm["calls_per_hour"] = round(tot(sm) * 3600 / sm["wall_s"])
+            print(f"snakemake : wall {sm['wall_s']} s, manager CPU {sm['manager_cpu_s']} s, calls {sm['calls']}"
+                  f" ({sm['calls_per_hour']}/h over the run)")
             ratios = {"wall": round(sm["wall_s"] / dn["wall_s"], 2),
                       "manager_cpu": round(sm["manager_cpu_s"] / max(dn["manager_cpu_s"], 0.01), 2),
                       "scheduler_calls": round(tot(sm) / max(tot(dn), 1), 2)}
             print(f"snakemake / desinight: {ratios}")
             result = {"desinight": dn, "snakemake": sm, "ratio_snakemake_over_desinight": ratios}
+        (work / "steady").mkdir()
+        result["desinight_steady_state"] = steady_state(work / "steady", env)
     print(json.dumps({"overhead": result}))
     return result
 

@@ -325,6 +325,16 @@ def campaign_context(base: Context, name: str) -> Context:
                    on_event=base.on_event, max_queued=settings.get("throttle"))
 
 
+def unfinished_campaigns(ctx: Context) -> list[str]:
+    """Campaign productions with jobs still to submit or to follow (planned or queued)."""
+    open_states = [JobState.PLANNED.value, *(st.value for st in ACTIVE)]
+    with transaction(ctx.sessions) as s:
+        return list(s.scalars(select(Production.name).where(
+            Production.kind == "campaign",
+            select(Job.id).where(Job.production_id == Production.id,
+                                 Job.state.in_(open_states)).exists()).order_by(Production.name)))
+
+
 def run_tick(ctx: Context, now: datetime) -> int:
     """One poll + submit round under the throttle; returns jobs submitted."""
     from . import orchestrate as O

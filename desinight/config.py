@@ -42,6 +42,7 @@ class Config:
     poll_min_s: float = D.POLL_MIN_S
     poll_max_s: float = D.POLL_MAX_S
     full_scan_s: float = D.FULL_SCAN_S
+    campaign_tick_s: float = D.CAMPAIGN_TICK_S
     settle_s: float = D.SETTLE_S
     kinds: dict[str, dict[str, Any]] = field(default_factory=dict)   # per-kind resource overrides
     source: Path | None = None            # the file this came from, for messages
@@ -79,6 +80,7 @@ _KEYS: dict[tuple[str, str], tuple[str, type]] = {
     ("daemon", "poll_min_s"): ("poll_min_s", float),
     ("daemon", "poll_max_s"): ("poll_max_s", float),
     ("daemon", "full_scan_s"): ("full_scan_s", float),
+    ("daemon", "campaign_tick_s"): ("campaign_tick_s", float),
     ("daemon", "settle_s"): ("settle_s", float),
 }
 _CHOICES = {"backend": ("local", "slurm"), "watch_mode": ("auto", "native", "polling")}
@@ -188,5 +190,7 @@ def _validate(cfg: Config) -> None:
         raise ConfigError(f"{where}desinight.production must be a plain name, got {cfg.production!r}")
     if cfg.poll_min_s <= 0 or cfg.poll_max_s < cfg.poll_min_s:
         raise ConfigError(f"{where}daemon.poll_min_s must be > 0 and <= daemon.poll_max_s")
+    if cfg.campaign_tick_s <= 0:
+        raise ConfigError(f"{where}daemon.campaign_tick_s must be > 0")
 
 

@@ -29,23 +29,33 @@ from .db.engine import transaction
 log = logging.getLogger("desinight")
 
 
-class DaemonLock:
+class FileLock:
+    """An ``flock`` on a file in the state dir: one daemon per production, one round at a
+    time per campaign. The kernel drops it when the holder dies, even by SIGKILL."""
+
     def __init__(self, path: Path):
         self.path = path
         self.fd: int | None = None
 
-    def acquire(self) -> None:
+    def acquire(self, wait: bool = False) -> None:
+        """Take the lock, or raise naming its holder; ``wait`` blocks until it is free."""
+        if not self.try_acquire(wait):
+            holder = self.path.read_text(errors="replace").strip() if self.path.exists() else ""
+            raise DesinightError(f"another desinight process holds {self.path} "
+                                 f"({holder or 'unknown pid'})")
+
+    def try_acquire(self, wait: bool = False) -> bool:
         self.path.parent.mkdir(parents=True, exist_ok=True)
         fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
         try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            fcntl.flock(fd, fcntl.LOCK_EX | (0 if wait else fcntl.LOCK_NB))
         except BlockingIOError:
-            holder = os.pread(fd, 200, 0).decode(errors="replace").strip()
             os.close(fd)
-            raise DesinightError(f"another daemon holds {self.path} ({holder or 'unknown pid'})") from None
+            return False
         os.ftruncate(fd, 0)
         os.pwrite(fd, f"pid {os.getpid()} on {socket.gethostname()}\n".encode(), 0)
         self.fd = fd
+        return True
 
     def release(self) -> None:
         if self.fd is not None:
@@ -67,7 +77,7 @@ class Daemon:
         self.stop_event = threading.Event()
         self.tick_error: str | None = None
         self.mode = watch.choose_mode(self.cfg.watch_mode, self.cfg.raw_root)
-        self.lock = DaemonLock(self.cfg.state_dir.resolve() / f"daemon-{ctx.production}.lock")
+        self.lock = FileLock(self.cfg.state_dir.resolve() / f"daemon-{ctx.production}.lock")
 
     # --- ticks (all on the scheduler's single worker thread) ------------------------------
     def tick_ingest(self) -> None:
@@ -131,6 +141,28 @@ class Daemon:
         else:
             self.poll_interval = min(self.poll_interval * 1.5, self.cfg.poll_max_s)
 
+    def tick_campaigns(self) -> None:
+        """One poll + submit round per submitted campaign, under its throttle. A campaign
+        whose lock is taken (`campaign run` in a tick) is skipped this round."""
+        from . import campaign as C
+        first_error: Exception | None = None
+        for name in C.unfinished_campaigns(self.ctx):
+            lock = campaign_lock(self.cfg, name)
+            if not lock.try_acquire():
+                continue
+            try:
+                submitted = C.run_tick(C.campaign_context(self.ctx, name), self.now())
+            except Exception as e:  # noqa: BLE001 - one campaign's trouble must not stall the others
+                log.warning("campaign_tick_failed", extra={"fields": {"campaign": name, "error": str(e)[:200]}})
+                first_error = first_error or e
+                continue
+            finally:
+                lock.release()
+            if submitted:
+                log.info("campaign_tick", extra={"fields": {"campaign": name, "submitted": submitted}})
+        if first_error is not None:
+            raise first_error
+
     def tick_scan(self) -> None:
         for d in watch.scan_recent(self.cfg.raw_root):
             if d.name not in self._known_names(int(d.parent.name)):
@@ -175,6 +207,8 @@ class Daemon:
         sched.add_job(self._guard(self.tick_scan), "interval", seconds=self.cfg.full_scan_s, id="scan")
         sched.add_job(self._guard(self._poll_and_reschedule(sched)), "interval",
                       seconds=self.poll_interval, id="poll")
+        sched.add_job(self._guard(self.tick_campaigns), "interval",
+                      seconds=self.cfg.campaign_tick_s, id="campaigns")
         sched.start()
         try:
             while not self.stop_event.wait(0.2):
@@ -218,6 +252,12 @@ class Daemon:
             now = self.now()
             repo.set_service(s, prod, "daemon_pid", f"{os.getpid()}@{socket.gethostname()}", now)
             repo.set_service(s, prod, "daemon_started", now.isoformat(), now)
+
+
+def campaign_lock(cfg, name: str) -> FileLock:
+    """Held for one round of a campaign (daemon tick or `campaign run` tick): two processes
+    never submit the same campaign at once."""
+    return FileLock(cfg.state_dir.resolve() / f"campaign-{name}.lock")
 
 
 def run_daemon(ctx: O.Context) -> int:

@@ -16,7 +16,7 @@ from desinight.core.manifest import ManifestError, parse_manifest
 from desinight.core.states import JobState
 from desinight.db.engine import transaction
 from desinight.db.models import Attempt, Exposure, Job, Production
-from tests.daemonkit import cli, fast_templates, write_config
+from tests.daemonkit import cli, fast_templates, start_daemon, stop_daemon, wait_for, write_config
 from tests.rawfixture import N, write_night
 
 N2 = 20261125
@@ -323,6 +323,42 @@ def test_end_to_end_local_backend(tmp_path, conf):
     assert json.loads(cli(conf, "status", "--json", "--range", f"{N}:{N2}").stdout)["nights"] == \
         nightly["nights"]
     assert not (tmp_path / "redux" / "test" / "run" / "reproc").exists()
+
+
+@pytest.mark.slow
+def test_daemon_and_campaign_run_drive_a_campaign_together(tmp_path, cfg):
+    """A submitted campaign is carried on by the running daemon; a `campaign run` started
+    beside it takes turns with it (one lock per round): every job submitted exactly once."""
+    import subprocess
+    import sys
+    tpl = fast_templates(tmp_path / "templates", run="sleep 0.3")
+    conf = write_config(tmp_path, templates=tpl, db_url=cfg.db_url, extra="campaign_tick_s = 0.5")
+    cli(conf, "init")
+    write_night(tmp_path / "raw", N)
+    cli(conf, "ingest", str(N), "--wait", "--timeout", "120")
+    nightly = json.loads(cli(conf, "status", "--json").stdout)
+    assert "new jobs: 11" in cli(conf, "campaign", "submit", str(manifest(tmp_path, nights=(N,)))).stdout
+    proc = start_daemon(conf, tmp_path / "daemon.out")
+    try:
+        wait_for(lambda: (lambda p: p["queued"] > 0 or p["done"])(json.loads(
+            cli(conf, "campaign", "status", "reproc", "--json").stdout)), 30,
+            what="the daemon to submit campaign jobs")
+        run = subprocess.run([sys.executable, "-m", "desinight", "--config", str(conf), "campaign",
+                              "run", "reproc", "--poll", "0.2", "--timeout", "150"],
+                             capture_output=True, text=True, timeout=200)
+        assert run.returncode == 0 and "11/11 completed, 0 failed" in run.stdout, run.stderr
+        rc, took = stop_daemon(proc)
+        assert rc == 0 and took < 10
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    cs = json.loads(cli(conf, "status", "--json", "--production", "reproc").stdout)
+    assert len(cs["jobs"]) == 11 and {(j["state"], j["attempts"]) for j in cs["jobs"]} == {("completed", 1)}
+    assert "campaign_tick" in (tmp_path / "state" / "daemon-test.log").read_text() or \
+        "campaign_tick" in (tmp_path / "daemon.out").read_text()
+    after = json.loads(cli(conf, "status", "--json").stdout)
+    assert [(j["key"], j["state"], j["attempts"]) for j in after["jobs"]] == \
+        [(j["key"], j["state"], j["attempts"]) for j in nightly["jobs"]]
 
 
 @pytest.mark.slurm

@@ -43,6 +43,7 @@ def test_file_found_by_env_and_relative_to_itself(tmp_path, monkeypatch):
     ('[kinds.sciense]\nntasks = 2\n', "unknown job kind [kinds.sciense]"),
     ('[kinds.science]\nntasks = 0\n', "kinds.science.ntasks"),
     ('[desinight]\nproduction = "a/b"\n', "desinight.production must be a plain name"),
+    ('[daemon]\ncampaign_tick_s = 0\n', "daemon.campaign_tick_s must be > 0"),
     ('[desinight\n', "not valid TOML"),
 ])
 def test_invalid_config_names_the_key(tmp_path, body, needle):

@@ -61,7 +61,7 @@ def test_second_daemon_on_same_production_is_refused(prod):
     try:
         time.sleep(2)
         r = cli(conf, "daemon", check=False, timeout=30)
-        assert r.returncode != 0 and "another daemon holds" in r.stderr
+        assert r.returncode != 0 and "another desinight process holds" in r.stderr and "daemon-test.lock" in r.stderr
     finally:
         stop_daemon(proc)
 

@@ -111,16 +111,19 @@ def run_cmd(obj, name: str, backend: str | None, timeout: float | None, poll_s: 
             once: bool) -> None:
     """Submit the campaign's jobs, never more than its throttle queued at once, until done.
 
-    NAME is the campaign name (or its manifest file).
+    NAME is the campaign name (or its manifest file). A running `desinight daemon` does the
+    same every `daemon.campaign_tick_s`; the two take turns (a lock per campaign round).
     """
     from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
     from .. import campaign as C
     from .. import orchestrate as O
     from ..db.engine import transaction
+    from ..service import campaign_lock
     name = _name(name)
     base = _open(obj, backend, need_backend=True)
     ctx = C.campaign_context(base, name)
+    lock = campaign_lock(ctx.cfg, name)
     console = Console()
     deadline = None if timeout is None else time.monotonic() + timeout
     submitted = 0
@@ -129,10 +132,13 @@ def run_cmd(obj, name: str, backend: str | None, timeout: float | None, poll_s: 
                   TimeElapsedColumn(), console=console, disable=not console.is_terminal) as bar:
         task = bar.add_task("jobs", total=None, queued=0)
         while True:
+            lock.acquire(wait=True)     # the daemon's campaign round may be in its tick
             try:
                 submitted += C.run_tick(ctx, O.utc_now())
             except BackendError as e:   # an outage: report, keep going
                 console.print(f"[yellow]backend unavailable, retrying:[/] {e}")
+            finally:
+                lock.release()
             with transaction(ctx.sessions) as s:
                 p = C.progress(s, name)
             bar.update(task, completed=p["ended"], total=p["jobs"], queued=p["queued"])

@@ -29,6 +29,9 @@ SETTLE_S = 120.0
 POLL_MIN_S = 2.0
 POLL_MAX_S = 60.0
 POLL_BACKOFF = 1.5
+#: Seconds between the daemon's rounds over submitted campaigns (poll + submit under each
+#: campaign's throttle); campaign jobs run for minutes to hours.
+CAMPAIGN_TICK_S = 30.0
 
 #: Per-job-kind resources (SLURM and local). Science kinds spread cameras over MPI ranks.
 KIND_RESOURCES: dict[str, dict[str, int]] = {
