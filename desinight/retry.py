@@ -9,13 +9,13 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from sqlalchemy import select
+from sqlalchemy import func, select
 
-from .core.errors import DesinightError
+from .core.errors import DesinightError, NotFound
 from .core.states import ACTIVE, RETRYABLE, JobState
 from .db import repo
 from .db.engine import transaction
-from .db.models import Job, JobExposure
+from .db.models import Exposure, Job, JobExposure, Night
 from .orchestrate import Context
 
 
@@ -25,7 +25,31 @@ class RetryResult:
     refused: dict[str, str] = field(default_factory=dict)   # key -> why
 
 
-def _select(s, prod, expid: int | None, job: str | None, night: int | None) -> list[Job]:
+def resolve_target(s, prod, text: str) -> tuple[int | None, str | None, int | None]:
+    """(expid, job, night) named by one operator word: a job key (has a '/'), else a number
+    that is an EXPID of the production, else one of its nights, else a job id."""
+    text = text.strip()
+    if not text.isdigit():
+        return None, text, None
+    n = int(text)
+    if s.scalar(select(Exposure.id).where(Exposure.production_id == prod.id, Exposure.expid == n)):
+        return n, None, None
+    if s.scalar(select(Night.id).where(Night.production_id == prod.id, Night.night == n)):
+        return None, None, n
+    if s.scalar(select(Job.id).where(Job.production_id == prod.id, Job.id == n)):
+        return None, text, None
+    near = [*s.scalars(select(Exposure.expid).where(Exposure.production_id == prod.id)
+                       .order_by(func.abs(Exposure.expid - n)).limit(2)),
+            *s.scalars(select(Night.night).where(Night.production_id == prod.id)
+                       .order_by(func.abs(Night.night - n)).limit(2))]
+    hint = f"; nearest: {', '.join(map(str, sorted(near)))}" if near else ""
+    raise NotFound(f"{text} is no EXPID, night or job id of production {prod.name}{hint}")
+
+
+def _select(s, prod, expid: int | None, job: str | None, night: int | None,
+            target: str | None = None) -> list[Job]:
+    if target is not None:
+        expid, job, night = resolve_target(s, prod, target)
     if job is not None:
         return [repo.get_job(s, prod, job)]
     if expid is not None:
@@ -38,14 +62,16 @@ def _select(s, prod, expid: int | None, job: str | None, night: int | None) -> l
 
 
 def resubmit(ctx: Context, expid: int | None = None, job: str | None = None,
-             night: int | None = None, max_attempts: int | None = None) -> RetryResult:
+             night: int | None = None, max_attempts: int | None = None,
+             target: str | None = None) -> RetryResult:
     """Re-plan failed/timeout/oom/node_fail/dep_failed/cancelled jobs of the selection and
     every broken job downstream of them."""
     limit = max_attempts or ctx.cfg.max_attempts
     out = RetryResult()
     with transaction(ctx.sessions) as s:
         prod = repo.get_production(s, ctx.production)
-        roots = [j for j in _select(s, prod, expid, job, night) if JobState(j.state) in RETRYABLE]
+        roots = [j for j in _select(s, prod, expid, job, night, target)
+                 if JobState(j.state) in RETRYABLE]
         if not roots:
             raise DesinightError("nothing to resubmit: no failed job in that selection")
         down = repo.descendants(s, [j.id for j in roots])
@@ -63,12 +89,12 @@ def resubmit(ctx: Context, expid: int | None = None, job: str | None = None,
 
 
 def cancel(ctx: Context, expid: int | None = None, job: str | None = None,
-           night: int | None = None) -> list[str]:
+           night: int | None = None, target: str | None = None) -> list[str]:
     """Cancel the selection and everything downstream: scancel what is queued or running,
     mark what was only planned. Returns the keys cancelled."""
     with transaction(ctx.sessions) as s:
         prod = repo.get_production(s, ctx.production)
-        picked = _select(s, prod, expid, job, night)
+        picked = _select(s, prod, expid, job, night, target)
         down = repo.descendants(s, [j.id for j in picked])
         jobs = {j.id: j for j in picked}
         if down:

@@ -59,7 +59,8 @@ def test_errors_are_one_line_with_exit_code(prod):
     r = cli(conf, "show", "job", "20261124/psfnite", check=False)
     assert r.returncode == 3 and r.stderr.count("\n") == 1 and "no job '20261124/psfnite'" in r.stderr
     r = cli(conf, "resubmit", "99999999", check=False)
-    assert r.returncode == 3 and "no exposure 99999999" in r.stderr
+    assert r.returncode == 3 and r.stderr.count("\n") == 1
+    assert "99999999 is no EXPID, night or job id of production test" in r.stderr
     r = cli(conf, "ingest", "2026-11-24", check=False)
     assert r.returncode != 0 and "YYYYMMDD" in r.stderr
     bad = root / "bad.toml"

@@ -178,6 +178,28 @@ def test_held_night_is_released_when_an_earlier_night_brings_calibrations(ctx, c
     assert parents == {f"{N}/biasnight", f"{N}/psfnight", f"{N}/fiberflatnight"}
 
 
+def test_one_word_targets_an_exposure_a_night_or_a_job(ctx, raw_night, fake_backend):
+    """`resubmit`/`cancel` TARGET: an EXPID, a night or a job (key or id), from the database."""
+    from desinight.core.errors import NotFound
+    from desinight.retry import cancel, resolve_target
+    ingest_night(ctx, N, O.utc_now())
+    O.plan(ctx, N, closed=True)
+    O.submit_ready(ctx, O.utc_now())
+    with transaction(ctx.sessions) as s:
+        prod = repo.get_production(s, ctx.production)
+        psf = repo.get_job(s, prod, f"{N}/psfnight")
+        assert resolve_target(s, prod, "26112403") == (26112403, None, None)
+        assert resolve_target(s, prod, str(N)) == (None, None, N)
+        assert resolve_target(s, prod, f"{N}/psfnight") == (None, f"{N}/psfnight", None)
+        assert resolve_target(s, prod, str(psf.id)) == (None, str(psf.id), None)
+        with pytest.raises(NotFound, match=r"20261130 is no EXPID, night or job id of production "
+                                            r"test; nearest: .*20261124"):
+            resolve_target(s, prod, "20261130")
+    got = cancel(ctx, target=str(N))
+    assert len(got) == 11 and {j.state for j in jobs(ctx).values()} == {"cancelled"}
+    assert {bj.state for bj in fake_backend.jobs.values()} == {JobState.CANCELLED}
+
+
 def test_failing_submit_stays_reported_while_polls_succeed(ctx, raw_night, fake_backend, monkeypatch):
     """slurmctld down, slurmdbd up: sacct answers every poll, sbatch fails. The submit error
     must stay in status until a submission succeeds, not be wiped by the next good poll."""

@@ -7,32 +7,34 @@ import click
 from ..core.errors import DesinightError
 
 
-def _selection(expid: str | None, job: str | None, night: str | None):
+def _selection(target: str | None, job: str | None, night: str | None):
+    """(target, job, night): TARGET (an EXPID, a night or a job, resolved against the database)
+    or exactly one of --job / --night."""
     from .ops_cmds import _night
-    if sum(x is not None for x in (expid, job, night)) != 1:
-        raise DesinightError("give exactly one of EXPID, --job or --night")
-    if expid is not None and not expid.isdigit():
-        raise DesinightError(f"EXPID must be a number, got {expid!r}")
-    return (int(expid) if expid else None, job, _night(night) if night else None)
+    if sum(x is not None for x in (target, job, night)) != 1:
+        raise DesinightError("give exactly one of TARGET (EXPID, NIGHT or JOB), --job or --night")
+    return target, job, _night(night) if night else None
 
 
 @click.command()
-@click.argument("expid", required=False)
+@click.argument("target", required=False)
 @click.option("--job", help="A job id or key instead of an exposure.")
 @click.option("--night", help="Every failed job of this night (with --failed).")
 @click.option("--failed", is_flag=True, help="With --night: the night's failed jobs.")
 @click.option("--backend", type=click.Choice(["local", "slurm"]), help="Override the configured backend.")
 @click.pass_obj
-def resubmit(obj, expid, job, night, failed, backend) -> None:
-    """Retry what failed for an exposure (and everything downstream), re-linking dependents.
+def resubmit(obj, target, job, night, failed, backend) -> None:
+    """Retry what failed for TARGET (an EXPID, a night or a job) and everything downstream,
+    re-linking dependents.
 
-    Each job gets a new attempt; dependents wait on the new ids. A job already tried
+    Only failed, timed-out, out-of-memory, node-failed, dep_failed or cancelled jobs are
+    retried. Each gets a new attempt; dependents wait on the new ids. A job already tried
     `max_attempts` times (config, default 3) is refused.
 
     \b
     Examples:
       desinight resubmit 26112403
-      desinight resubmit --job 20261124/psfnight
+      desinight resubmit 20261124/psfnight
       desinight resubmit --night 20261124 --failed
     """
     from .. import orchestrate as O
@@ -40,9 +42,9 @@ def resubmit(obj, expid, job, night, failed, backend) -> None:
     from ..retry import resubmit as do_resubmit
     if night and not failed:
         raise DesinightError("--night needs --failed (resubmit only what failed)")
-    e, j, n = _selection(expid, job, night)
+    tgt, j, n = _selection(target, job, night)
     ctx = open_context(obj.cfg.with_overrides(backend=backend))
-    res = do_resubmit(ctx, expid=e, job=j, night=n)
+    res = do_resubmit(ctx, job=j, night=n, target=tgt)
     O.reconcile(ctx, O.utc_now())
     submitted = O.submit_ready(ctx, O.utc_now())
     for key, why in res.refused.items():
@@ -54,23 +56,25 @@ def resubmit(obj, expid, job, night, failed, backend) -> None:
 
 
 @click.command()
-@click.argument("expid", required=False)
+@click.argument("target", required=False)
 @click.option("--job", help="A job id or key.")
 @click.option("--night", help="Every queued job of this night.")
 @click.option("--backend", type=click.Choice(["local", "slurm"]), help="Override the configured backend.")
 @click.pass_obj
-def cancel(obj, expid, job, night, backend) -> None:
-    """Cancel queued/running jobs (scancel) and everything downstream of them.
+def cancel(obj, target, job, night, backend) -> None:
+    """Cancel TARGET (an EXPID, a night or a job): scancel what is queued or running, and
+    everything downstream of it.
 
     \b
     Examples:
       desinight cancel 26112403
-      desinight cancel --job 20261124/redshift/1000/26112404
+      desinight cancel 20261124
+      desinight cancel 20261124/redshift/1000/26112404
     """
     from ..app import open_context
     from ..retry import cancel as do_cancel
-    e, j, n = _selection(expid, job, night)
-    keys = do_cancel(open_context(obj.cfg.with_overrides(backend=backend)), expid=e, job=j, night=n)
+    tgt, j, n = _selection(target, job, night)
+    keys = do_cancel(open_context(obj.cfg.with_overrides(backend=backend)), job=j, night=n, target=tgt)
     click.echo(f"cancelled {len(keys)} jobs" + (": " + ", ".join(keys) if keys else ""))
 
 
