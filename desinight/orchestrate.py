@@ -349,6 +349,8 @@ def _cancel_orphaned_dependents(ctx: Context, s: Session, prod: Production) -> N
             ctx.backend.cancel(to_cancel)
         except BackendError as e:
             repo.set_service(s, prod, "backend_error", f"cancel: {e}", None)
+        else:
+            repo.clear_backend_error(s, prod, "cancel", utcnow())
 
 
 def night_done(ctx: Context, night: int) -> bool:
