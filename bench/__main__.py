@@ -7,6 +7,7 @@ fails (e.g. no SLURM cluster up) is reported as such with the reason, never sile
 
     python -m bench                  # all
     python -m bench latency campaign # some
+    python -m bench --markdown       # docs/benchmarks.md again from docs/benchmarks.json
 """
 
 from __future__ import annotations
@@ -53,11 +54,50 @@ def machine() -> dict:
             "python": platform.python_version(), "os": platform.platform()}
 
 
+#: per benchmark printing lines: the lines that carry its headline figure
+HEADLINE_LINES = {
+    "sim": ("small night", "full science exposure"),
+    "steps": ("preproc:", "extract (", "speed-up"),
+    "redshift": ("fits/s", "seed "),
+    "poll": ("poll of 200 ended",),
+    "campaign": ("campaign plan", "campaign submit", "status.collect", "campaign run ticks", "targets"),
+}
+
+
+def headlines(results: dict) -> list[str]:
+    """The figures the issues ask for, picked from the full results below."""
+    out = []
+    lat = results.get("latency", {})
+    if "native" in lat and "polling" in lat:
+        out.append(f"- latency (file complete -> first sbatch): native median {lat['native']['median_s']} s / "
+                   f"p95 {lat['native']['p95_s']} s; polling median {lat['polling']['median_s']} s / "
+                   f"p95 {lat['polling']['p95_s']} s")
+    ov = results.get("overhead", {})
+    if "ratio_snakemake_over_desinight" in ov:
+        dn, sm, r = ov["desinight"], ov["snakemake"], ov["ratio_snakemake_over_desinight"]
+        out.append(f"- one night, desinight vs Snakemake (same graph, same SLURM): wall {dn['wall_s']} s vs "
+                   f"{sm['wall_s']} s ({r['wall']}x), manager CPU {dn['manager_cpu_s']} s vs "
+                   f"{sm['manager_cpu_s']} s ({r['manager_cpu']}x), scheduler calls "
+                   f"{sum(dn['calls'].values())} vs {sum(sm['calls'].values())} ({r['scheduler_calls']}x)")
+    steady = ov.get("desinight_steady_state")
+    if steady:
+        out.append(f"- scheduler calls per hour while jobs wait and nothing changes: "
+                   f"{steady['calls_per_hour']} (production poll settings)")
+    for name, keys in HEADLINE_LINES.items():
+        for line in results.get(name, {}).get("output", []):
+            if any(k in line for k in keys):
+                out.append(f"- {name}: {line.strip()}")
+    return out
+
+
 def to_markdown(results: dict, info: dict) -> str:
     lines = ["# Benchmarks", "",
              "Regenerate with `python -m bench` (or `make bench`); figures from one run on:", "",
              f"- machine: {info['cpu']}, {info['cores']} cores, {info['memory']} ({info['os']})",
              f"- python {info['python']}, run {info['when']}", ""]
+    heads = headlines(results)
+    if heads:
+        lines += ["## Headline figures", "", *heads, ""]
     for name, res in results.items():
         lines += [f"## {name}: {BENCHES[name][2]}", ""]
         if "failed" in res or "skipped" in res:
@@ -95,6 +135,10 @@ def _result(lines: list[str]) -> dict:
 
 
 def main(argv: list[str]) -> int:
+    if argv == ["--markdown"]:     # rewrite docs/benchmarks.md from the JSON, running nothing
+        data = json.loads((ROOT / "docs" / "benchmarks.json").read_text())
+        (ROOT / "docs" / "benchmarks.md").write_text(to_markdown(data["results"], data["machine"]))
+        return 0
     names = argv or list(BENCHES)
     unknown = [n for n in names if n not in BENCHES]
     if unknown:
