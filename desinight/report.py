@@ -12,7 +12,10 @@ from .core.planner import JOB_KINDS
 COLOURS = {"completed": "#2e7d32", "running": "#0277bd", "pending": "#f9a825",
            "submitted": "#f9a825", "planned": "#9e9e9e", "held": "#8e24aa", "failed": "#c62828",
            "timeout": "#c62828", "out_of_memory": "#c62828", "cancelled": "#6d4c41",
-           "node_fail": "#c62828", "dep_failed": "#e57373", "unknown": "#000000"}
+           "node_fail": "#c62828", "dep_failed": "#e57373", "unknown": "#000000",
+           # an exposure's progress
+           "done": "#2e7d32", "processing": "#0277bd", "waiting": "#9e9e9e",
+           "quarantined": "#c62828"}
 
 CSS = """body{font-family:system-ui,sans-serif;margin:1.5em;color:#222}
 table{border-collapse:collapse;margin:.5em 0 1.5em}td,th{border:1px solid #ccc;padding:2px 8px;
@@ -62,7 +65,7 @@ def render_html(data: dict) -> str:
         cells = "".join(f"<td>{_badge(e['jobs'][k]) if k in e['jobs'] else ''}</td>" for k in kinds)
         rows.append(f"<tr><td>{e['expid']}</td><td>{escape(e['obstype'])}</td>"
                     f"<td>{'' if e['tileid'] is None else e['tileid']}</td>"
-                    f"<td>{escape(e['cameras'])}</td><td>{_badge(e['status'])}</td>{cells}</tr>")
+                    f"<td>{escape(e['cameras'])}</td><td>{_badge(e['progress'])}</td>{cells}</tr>")
     fails = "".join(
         f"<tr><td>{escape(str(f.get('job') or f.get('exposure') or f.get('path')))}</td>"
         f"<td>{_badge(f['state'])}</td><td>{escape(f.get('reason') or '')}</td>"

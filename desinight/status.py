@@ -11,7 +11,7 @@ from datetime import datetime
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
-from .core.states import BROKEN, ExposureStatus, JobState
+from .core.states import ACTIVE, BROKEN, ExposureStatus, JobState
 from .db import repo
 from .db.models import Attempt, Exposure, Job, JobExposure, Night, Production, Rejection
 
@@ -73,7 +73,8 @@ def collect(s: Session, prod: Production, night: int | None = None, expid: int |
         out["exposures"].append({
             "expid": e.expid, "night": e.night, "obstype": e.obstype, "tileid": e.tileid,
             "exptime": e.exptime, "cameras": e.cameras, "bad_cameras": e.bad_cameras,
-            "status": e.status, "reason": e.quarantine_reason, "jobs": steps,
+            "status": e.status, "progress": exposure_progress(e.status, steps),
+            "reason": e.quarantine_reason, "jobs": steps,
             "arrived_at": _iso(e.arrived_at)})
     out["rejections"] = [{"path": r.path, "reason": r.reason} for r in s.scalars(
         select(Rejection).where(Rejection.production_id == prod.id, Rejection.night == night))]
@@ -83,6 +84,25 @@ def collect(s: Session, prod: Production, night: int | None = None, expid: int |
         out["failures"] = [f for f in out["failures"] if f.get("job") in mine
                            or f.get("exposure") == expid]
     return out
+
+
+def exposure_progress(status: str, steps: dict[str, str]) -> str:
+    """Where an exposure's processing stands, from the states of the jobs covering it:
+    quarantined, waiting (no jobs yet), failed, held, processing, done or planned."""
+    if status == ExposureStatus.QUARANTINED.value:
+        return "quarantined"
+    if not steps:
+        return "waiting"
+    states = {JobState(st) for st in steps.values()}
+    if states & BROKEN:
+        return "failed"
+    if JobState.HELD in states:
+        return "held"
+    if states == {JobState.COMPLETED}:
+        return "done"
+    if states & (ACTIVE | {JobState.COMPLETED}):
+        return "processing"
+    return "planned"
 
 
 def _is_failure(state: str) -> bool:

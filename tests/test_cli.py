@@ -32,6 +32,9 @@ def test_ingest_wait_status_show_resubmit(prod):
     assert states[f"{N}/stdstars/1000"] == "failed"
     assert states[f"{N}/redshift/1000/26112404"] == "dep_failed"
     assert states[f"{N}/science/26112404"] == "completed"
+    progress = {e["expid"]: e["progress"] for e in data["exposures"]}
+    assert progress == {26112400: "done", 26112401: "done", 26112402: "done",
+                        26112403: "failed", 26112404: "failed", 26112407: "quarantined"}
     fail = {f.get("job"): f for f in data["failures"]}
     assert "exit code 3" in fail[f"{N}/stdstars/1000"]["reason"]
     assert f"upstream {N}/stdstars/1000 failed" == fail[f"{N}/fluxcalib/26112403"]["reason"]
@@ -50,6 +53,10 @@ def test_ingest_wait_status_show_resubmit(prod):
     cli(conf, "ingest", str(N), "--wait", "--timeout", "120")
     data = json.loads(cli(conf, "status", "--json").stdout)
     assert {j["state"] for j in data["jobs"]} == {"completed"}
+    assert {e["progress"] for e in data["exposures"]} == {"done", "quarantined"}
+    rows = {ln.split()[1]: ln for ln in cli(conf, "status").stdout.splitlines()
+            if ln.startswith("│ 261124")}
+    assert " done " in rows["26112403"] and " quarantined " in rows["26112407"]
     sj = json.loads(cli(conf, "show", "job", f"{N}/stdstars/1000", "--json").stdout)
     assert [a["state"] for a in sj["attempts"]] == ["failed", "completed"]
 

@@ -293,3 +293,19 @@ def test_throttle_limits_jobs_queued_at_once(ctx, raw_night, fake_backend):
     run_all(ctx, fake_backend)
     assert {j.state for j in jobs(ctx).values()} == {"completed"}
     assert fake_backend.calls["submit"] == 11
+
+
+@pytest.mark.parametrize("status,steps,expect", [
+    ("quarantined", {}, "quarantined"),
+    ("ingested", {}, "waiting"),
+    ("planned", {"science": "completed", "stdstars": "failed", "redshift": "dep_failed"}, "failed"),
+    ("planned", {"science": "held"}, "held"),
+    ("planned", {"science": "completed", "redshift": "completed"}, "done"),
+    ("planned", {"science": "completed", "redshift": "planned"}, "processing"),
+    ("planned", {"science": "running"}, "processing"),
+    ("planned", {"science": "planned"}, "planned"),
+])
+def test_exposure_progress(status, steps, expect):
+    from desinight.status import exposure_progress
+    assert exposure_progress(status, steps) == expect
+

@@ -16,6 +16,9 @@ GLYPH = {"completed": "[green]✔[/]", "running": "[cyan]▶[/]", "pending": "[y
          "failed": "[red]✘[/]", "timeout": "[red]T[/]", "out_of_memory": "[red]M[/]",
          "cancelled": "[red]C[/]", "node_fail": "[red]N[/]", "dep_failed": "[red]↯[/]",
          "unknown": "[red]?[/]"}
+#: the exposure's progress (status.exposure_progress) as the table shows it
+PROGRESS_STYLE = {"done": "[green]{}[/]", "processing": "[cyan]{}[/]", "failed": "[red]{}[/]",
+                  "held": "[magenta]{}[/]", "quarantined": "[red]{}[/]", "waiting": "[dim]{}[/]"}
 SHORT = {"biasnight": "bias", "arc": "arc", "psfnight": "psf", "flat": "flat",
          "fiberflatnight": "ff", "science": "sci", "stdstars": "std", "fluxcalib": "cal",
          "redshift": "z"}
@@ -54,7 +57,7 @@ def render(data: dict, console: Console) -> None:
         t.add_column(col, no_wrap=col != "steps")
     for e in data["exposures"]:
         cams = _word(e["cameras"]) + (f" -{_word(e['bad_cameras'])}" if e["bad_cameras"] else "")
-        status = e["status"] if e["status"] != "quarantined" else "[red]quarantined[/]"
+        status = PROGRESS_STYLE.get(e["progress"], "{}").format(e["progress"])
         steps = " ".join(f"{SHORT[k]}{GLYPH.get(e['jobs'][k], '?')}" for k in JOB_KINDS
                          if k in e["jobs"])
         t.add_row(str(e["expid"]), e["obstype"], "" if e["tileid"] is None else str(e["tileid"]),
