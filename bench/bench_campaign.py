@@ -50,6 +50,7 @@ class _AcceptingBackend:
     """Takes every submission and reports it completed at the next poll: the manager's own
     cost of a tick, without a scheduler's (bench_poll and bench_overhead measure SLURM's)."""
     name = "bench"
+    poll_warning = None
 
     def __init__(self):
         self.ids: list[str] = []

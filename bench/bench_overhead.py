@@ -32,7 +32,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from tests.daemonkit import cli, fast_templates, status_json, wait_for, write_config  # noqa: E402
+from tests.daemonkit import cli, fast_templates, night_completed, status_json, wait_for, write_config  # noqa: E402
 from tests.rawfixture import N, write_exposure  # noqa: E402
 
 COMMANDS = ("sbatch", "sacct", "squeue", "scancel", "scontrol")
@@ -81,8 +81,7 @@ def run_desinight(work: Path, env: dict) -> tuple[dict, list]:
     t0 = time.monotonic()
     for i, spec in enumerate(night_spec()):
         write_exposure(work / "raw", N, i, *spec)
-    wait_for(lambda: (lambda js: len(js) == 33 and {j["state"] for j in js} == {"completed"})(
-        status_json(conf, N)["jobs"]), 900, interval=0.5, what="desinight night")
+    wait_for(lambda: night_completed(conf, N, 33), 900, interval=0.5, what="desinight night")
     wall = time.monotonic() - t0
     n_calls = calls(log)
     proc.terminate()

@@ -214,9 +214,10 @@ def submit_ready(ctx: Context, now: datetime) -> int:
             with transaction(ctx.sessions) as s:
                 att = s.get(Attempt, att_id)
                 att.backend_id, att.submitted_at = bid, now
-                repo.clear_backend_error(s, repo.get_production(s, ctx.production), "submit", now)
             total += 1
             ctx.event("submitted", job=req.name, backend_id=bid)
+        with transaction(ctx.sessions) as s:   # this wave went through: sbatch works again
+            repo.clear_backend_error(s, repo.get_production(s, ctx.production), "submit", now)
 
 
 def reconcile(ctx: Context, now: datetime) -> int:
@@ -286,9 +287,8 @@ def poll(ctx: Context, now: datetime) -> dict[str, int]:
         try:
             seen = ctx.backend.poll([a.backend_id for a in active])
             # Half an answer (sacct or squeue down) still gets used, but shows in status.
-            degraded = getattr(ctx.backend, "poll_warning", None)
-            if degraded:
-                repo.set_service(s, prod, "backend_error", f"poll: {degraded}", now)
+            if ctx.backend.poll_warning:
+                repo.set_service(s, prod, "backend_error", f"poll: {ctx.backend.poll_warning}", now)
             else:
                 repo.clear_backend_error(s, prod, "poll", now)
         except BackendError as e:

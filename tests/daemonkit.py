@@ -65,6 +65,13 @@ def status_json(conf: Path, night: int | None = None) -> dict:
     return json.loads(cli(conf, *args).stdout)
 
 
+def night_completed(conf: Path, night: int, n: int) -> dict | None:
+    """The night's status when all its ``n`` jobs have completed, else None."""
+    data = status_json(conf, night)
+    states = [j["state"] for j in data["jobs"]]
+    return data if len(states) == n and set(states) == {"completed"} else None
+
+
 def wait_for(pred, timeout: float, interval: float = 0.5, what: str = "condition"):
     deadline = time.monotonic() + timeout
     last = None

@@ -9,6 +9,7 @@ from desinight.core.states import JobState
 
 class FakeBackend:
     name = "fake"
+    poll_warning = None
 
     def __init__(self):
         self.jobs: dict[str, BackendJob] = {}

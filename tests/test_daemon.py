@@ -10,8 +10,8 @@ import pytest
 from sqlalchemy import create_engine, func, select
 
 from desinight.db.models import Exposure, Job
-from tests.daemonkit import (attempts_per_job, cli, init_production, start_daemon, status_json, stop_daemon,
-                             wait_for)
+from tests.daemonkit import (attempts_per_job, cli, init_production, night_completed, start_daemon,
+                             status_json, stop_daemon, wait_for)
 from tests.rawfixture import N, write_exposure
 
 pytestmark = pytest.mark.slow
@@ -21,9 +21,7 @@ NIGHT = [("ZERO", -1, 1, 1), ("ARC", -1, 1, 1), ("FLAT", -1, 1, 1),
 
 
 def all_completed(conf):
-    data = status_json(conf, N)
-    states = [j["state"] for j in data["jobs"]]
-    return len(states) == 11 and set(states) == {"completed"} and data
+    return night_completed(conf, N, 11)
 
 
 @pytest.fixture

@@ -10,7 +10,7 @@ import time
 from pathlib import Path
 
 import pytest
-from tests.daemonkit import attempts_per_job, init_production, start_daemon, status_json, stop_daemon, wait_for
+from tests.daemonkit import attempts_per_job, init_production, night_completed, start_daemon, status_json, stop_daemon, wait_for
 from tests.rawfixture import N, write_exposure
 
 pytestmark = [pytest.mark.slurm, pytest.mark.slow]
@@ -21,8 +21,7 @@ RUN = Path(os.environ.get("DESINIGHT_SLURM_DIR", "/tmp/desinight-slurm")) / "run
 
 
 def completed(conf, n=11):
-    jobs = status_json(conf, N)["jobs"]
-    return len(jobs) == n and {j["state"] for j in jobs} == {"completed"}
+    return night_completed(conf, N, n)
 
 
 @pytest.fixture

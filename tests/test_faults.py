@@ -6,7 +6,7 @@ import subprocess
 import time
 
 import pytest
-from tests.daemonkit import attempts_per_job, cli, fast_templates, start_daemon, status_json, stop_daemon, wait_for, write_config
+from tests.daemonkit import attempts_per_job, cli, night_completed, fast_templates, start_daemon, status_json, stop_daemon, wait_for, write_config
 from tests.rawfixture import N, write_exposure, write_night
 
 pytestmark = [pytest.mark.slow, pytest.mark.fault]
@@ -40,8 +40,7 @@ def test_disk_full_on_state_dir_is_survived_and_caught_up(tmp_path, tmpfs):
         log = (tmp_path / "daemon.out").read_text() + (root / "state" / "daemon-test.log").read_text()
         assert "tick_failed" in log or "disk is full" in log or "No space left" in log
         filler.unlink()
-        wait_for(lambda: {j["state"] for j in status_json(conf, N)["jobs"]} == {"completed"}
-                 and len(status_json(conf, N)["jobs"]) == 11, 120, what="catch-up after the disk frees")
+        wait_for(lambda: night_completed(conf, N, 11), 120, what="catch-up after the disk frees")
         assert status_json(conf, N)["health"]["tick_error"] is None
         rc, _ = stop_daemon(proc)
         assert rc == 0

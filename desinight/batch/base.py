@@ -63,6 +63,8 @@ class BackendJob:
 @runtime_checkable
 class Backend(Protocol):
     name: str
+    #: why the last poll answered only in part (e.g. sacct down, squeue alone); None: fully
+    poll_warning: str | None
 
     def submit(self, req: SubmitRequest) -> str:
         """Submit; return the backend id. Raises ``BackendError`` if the system refused."""

@@ -167,6 +167,7 @@ class LocalBackend:
     """Runs job scripts as detached subprocesses on this machine; see the module docstring."""
 
     name = "local"
+    poll_warning = None   # one source of truth (the spool): never a partial answer
 
     def __init__(self, spool: Path, cpus: int = 2, time_scale: float | None = None):
         self.spool = Path(spool)
