@@ -196,8 +196,11 @@ class SlurmBackend:
         """{comment: id} of this production's jobs, live (squeue) or ended this week (sacct).
 
         Either command failing raises: reconcile must not take "not found" for "never submitted"."""
-        ended = S.parse_id_comment(self._run(S.find_sacct_argv()), tag)
+        # squeue first: a job that leaves the queue between the two calls is then in sacct,
+        # whereas sacct first can miss a job slurmdbd has not recorded yet that ends before
+        # squeue runs.
         live = S.parse_id_comment(self._run(S.find_squeue_argv()), tag)
+        ended = S.parse_id_comment(self._run(S.find_sacct_argv()), tag)
         found = dict(ended)
         for comment, jobid in live.items():
             if comment not in found or int(jobid) > int(found[comment]):
