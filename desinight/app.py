@@ -35,17 +35,32 @@ def _find_local_cluster() -> None:
 
 
 def open_context(cfg: Config, backend: Backend | None = None, create: bool = False) -> Context:
-    engine = make_engine(cfg.database_url)
-    if create:
-        migrate(engine)
-    elif not is_initialised(engine):
-        raise DesinightError(f"no desinight database at {_safe_url(cfg.database_url)}: "
-                             "run `desinight init` first")
-    else:
-        migrate(engine)   # cheap when already at head; upgrades after a code update
+    engine = _open_database(cfg, create)
     ctx = Context(cfg=cfg, sessions=session_factory(engine),
                   backend=backend or make_backend(cfg), production=cfg.production)
     return _campaign_aware(ctx)
+
+
+def _open_database(cfg: Config, create: bool):
+    """The engine, at the newest schema; every failure one line naming the (masked) URL."""
+    from sqlalchemy.exc import SQLAlchemyError
+
+    from .errtext import database_error, filesystem_error
+    url = cfg.database_url
+    try:
+        engine = make_engine(url)
+        if create:
+            migrate(engine)
+        elif not is_initialised(engine):
+            raise DesinightError(f"no desinight database at {_safe_url(url)}: "
+                                 "run `desinight init` first")
+        else:
+            migrate(engine)   # cheap when already at head; upgrades after a code update
+    except SQLAlchemyError as e:
+        raise database_error(e, _safe_url(url)) from None
+    except OSError as e:
+        raise filesystem_error(e) from None
+    return engine
 
 
 def _campaign_aware(ctx: Context) -> Context:

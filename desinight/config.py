@@ -124,9 +124,11 @@ def load_config(explicit: str | os.PathLike | None = None, env: dict[str, str] |
 
 def _read_file(path: Path) -> dict[str, Any]:
     try:
-        data = tomllib.loads(path.read_text())
+        data = tomllib.loads(path.read_text(encoding="utf-8"))
     except tomllib.TOMLDecodeError as e:
         raise ConfigError(f"{path}: not valid TOML: {e}") from None
+    except UnicodeDecodeError as e:
+        raise ConfigError(f"{path}: not UTF-8 text (byte {e.start})") from None
     except OSError as e:
         raise ConfigError(f"{path}: cannot read: {e.strerror}") from None
     base = path.resolve().parent
@@ -182,15 +184,54 @@ def _validate(cfg: Config) -> None:
             key = next(f"{s}.{k}" for (s, k), (n, _) in _KEYS.items() if n == name)
             raise ConfigError(f"{where}{key} must be one of {', '.join(choices)}, "
                               f"got {getattr(cfg, name)!r}")
-    if cfg.max_attempts < 1:
-        raise ConfigError(f"{where}desinight.max_attempts must be at least 1")
-    if cfg.local_cpus < 1:
-        raise ConfigError(f"{where}local.cpus must be at least 1")
     if not re.fullmatch(r"[A-Za-z0-9_][A-Za-z0-9_.-]{0,63}", cfg.production):
         raise ConfigError(f"{where}desinight.production must be a plain name, got {cfg.production!r}")
-    if cfg.poll_min_s <= 0 or cfg.poll_max_s < cfg.poll_min_s:
-        raise ConfigError(f"{where}daemon.poll_min_s must be > 0 and <= daemon.poll_max_s")
-    if cfg.campaign_tick_s <= 0:
-        raise ConfigError(f"{where}daemon.campaign_tick_s must be > 0")
+    if cfg.poll_max_s < cfg.poll_min_s:
+        raise ConfigError(f"{where}daemon.poll_min_s must be <= daemon.poll_max_s")
+    for key, value, lo, hi in _RANGES(cfg):
+        if not lo <= value <= hi:
+            raise ConfigError(f"{where}{key} must be between {lo:g} and {hi:g}, got {value:g}")
+    _check_paths(cfg, where)
+
+
+def _RANGES(cfg: Config) -> list[tuple[str, float, float, float]]:  # noqa: N802 - a table
+    """Values outside these ranges are typos or make the daemon spin (a 1 ms campaign tick,
+    a 0 s full scan) or never settle (a negative settle time)."""
+    day = 86400.0
+    return [("daemon.poll_min_s", cfg.poll_min_s, 0.1, 3600.0),
+            ("daemon.poll_max_s", cfg.poll_max_s, 0.1, day),
+            ("daemon.full_scan_s", cfg.full_scan_s, 1.0, day),
+            ("daemon.campaign_tick_s", cfg.campaign_tick_s, 0.5, day),
+            ("daemon.settle_s", cfg.settle_s, 0.0, day),
+            ("desinight.max_attempts", cfg.max_attempts, 1, 100),
+            ("local.cpus", cfg.local_cpus, 1, 4096)]
+
+
+def _check_paths(cfg: Config, where: str) -> None:
+    """Paths that can never work are refused when the config loads, not when the first job
+    would be rendered (a missing templates_dir left jobs "planned" forever)."""
+    if not (cfg.templates_dir / "base.sh.j2").is_file():
+        raise ConfigError(f"{where}desinight.templates_dir {cfg.templates_dir} holds no "
+                          "base.sh.j2 (the batch-script templates)")
+    for key, path in (("desinight.state_dir", cfg.state_dir), ("desinight.redux_root", cfg.redux_root)):
+        problem = creatable_dir_problem(path)
+        if problem:
+            raise ConfigError(f"{where}{key} {path}: {problem}")
+
+
+def creatable_dir_problem(path: Path) -> str | None:
+    """Why ``path`` can neither be used nor created as a writable directory, else None.
+    Nothing is created here: `status` on a read-only copy must still load the config."""
+    p = Path(os.path.abspath(path))
+    if p.exists():
+        return None if p.is_dir() else "exists and is not a directory"
+    parent = p.parent
+    while not parent.exists():
+        parent = parent.parent
+    if not parent.is_dir():
+        return f"cannot be created: {parent} is not a directory"
+    if not os.access(parent, os.W_OK | os.X_OK):
+        return f"cannot be created: {parent} is not writable"
+    return None
 
 

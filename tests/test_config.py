@@ -43,8 +43,17 @@ def test_file_found_by_env_and_relative_to_itself(tmp_path, monkeypatch):
     ('[kinds.sciense]\nntasks = 2\n', "unknown job kind [kinds.sciense]"),
     ('[kinds.science]\nntasks = 0\n', "kinds.science.ntasks"),
     ('[desinight]\nproduction = "a/b"\n', "desinight.production must be a plain name"),
-    ('[daemon]\ncampaign_tick_s = 0\n', "daemon.campaign_tick_s must be > 0"),
+    ('[daemon]\ncampaign_tick_s = 0.001\n', "daemon.campaign_tick_s must be between 0.5 and 86400, got 0.001"),
     ('[desinight\n', "not valid TOML"),
+    ('[daemon]\nfull_scan_s = 0\n', "daemon.full_scan_s must be between 1 and 86400, got 0"),
+    ('[daemon]\nsettle_s = -1\n', "daemon.settle_s must be between 0 and 86400, got -1"),
+    ('[daemon]\npoll_min_s = 0\n', "daemon.poll_min_s must be between 0.1 and 3600, got 0"),
+    ('[daemon]\npoll_min_s = 10\npoll_max_s = 5\n', "daemon.poll_min_s must be <= daemon.poll_max_s"),
+    ('[desinight]\nmax_attempts = 0\n', "desinight.max_attempts must be between 1 and 100, got 0"),
+    ('[local]\ncpus = 0\n', "local.cpus must be between 1 and 4096, got 0"),
+    ('[desinight]\ntemplates_dir = "no-such-dir"\n', "holds no base.sh.j2"),
+    ('[desinight]\nstate_dir = "desinight.toml/state"\n', "desinight.toml is not a directory"),
+    ('[desinight]\nredux_root = "desinight.toml"\n', "exists and is not a directory"),
 ])
 def test_invalid_config_names_the_key(tmp_path, body, needle):
     conf = tmp_path / "desinight.toml"
@@ -57,3 +66,12 @@ def test_invalid_config_names_the_key(tmp_path, body, needle):
 def test_missing_explicit_file(tmp_path):
     with pytest.raises(ConfigError, match="does not exist"):
         load_config(tmp_path / "nope.toml", env={})
+
+
+def test_non_utf8_config_is_one_line(tmp_path):
+    conf = tmp_path / "desinight.toml"
+    conf.write_bytes(b'[desinight]\nproduction = "caf\xe9"\n')
+    with pytest.raises(ConfigError, match="not UTF-8 text") as e:
+        load_config(conf, env={})
+    assert "\n" not in str(e.value)
+

@@ -75,9 +75,20 @@ def main(argv: list[str] | None = None) -> None:
         e.show()
         sys.exit(e.exit_code)
     except DesinightError as e:
-        click.echo(f"desinight: error: {e}", err=True)
-        sys.exit(e.exit_code)
+        _fail(e)
     except KeyboardInterrupt:
         sys.exit(130)
     except click.exceptions.Exit as e:
         sys.exit(e.exit_code)
+    except Exception as e:  # noqa: BLE001 - database/filesystem trouble is one line, not a traceback
+        from ..errtext import as_desinight_error
+        known = as_desinight_error(e)
+        if known is None:
+            raise      # a bug: the traceback is what a developer needs
+        _fail(known)
+
+
+def _fail(e: DesinightError) -> None:
+    from ..errtext import first_line, mask_secrets
+    click.echo(f"desinight: error: {mask_secrets(first_line(str(e), 500))}", err=True)
+    sys.exit(e.exit_code)

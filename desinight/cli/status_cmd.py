@@ -104,6 +104,23 @@ def _ago(iso: str | None) -> str:
             else f"{secs / 3600:.1f}h ago")
 
 
+def _require_night(ctx, night: int) -> None:
+    """A night the production has never seen is an error (exit 3), not an empty table."""
+    from sqlalchemy import select
+
+    from ..core.errors import NotFound
+    from ..db import repo
+    from ..db.engine import transaction
+    from ..db.models import Night
+    with transaction(ctx.sessions) as s:
+        prod = repo.get_production(s, ctx.production)
+        known = s.scalars(select(Night.night).where(Night.production_id == prod.id)).all()
+    if night not in known:
+        near = sorted(known, key=lambda n: abs(n - night))[:3]
+        raise NotFound(f"night {night} is not in production {ctx.production}"
+                       + (f" (nearest: {', '.join(map(str, sorted(near)))})" if near else " (no nights yet)"))
+
+
 def _range(text: str) -> tuple[int, int]:
     from .ops_cmds import _night
     lo, sep, hi = text.partition(":")
@@ -142,6 +159,8 @@ def status(obj, night: str | None, night_range: str | None, expid: int | None, f
     ctx = open_context(cfg, backend=_NoBackend())
     kw = dict(night=_night(night) if night else None, expid=expid, failed_only=failed,
               night_range=_range(night_range) if night_range else None)
+    if kw["night"] is not None:
+        _require_night(ctx, kw["night"])
     if as_json:
         click.echo(json.dumps(status_data(ctx, **kw), indent=1, sort_keys=True))
         return

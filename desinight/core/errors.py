@@ -27,3 +27,28 @@ class BackendError(DesinightError):
     """The batch system refused or failed a call (sbatch/sacct down, bad reply)."""
 
     exit_code = 4
+
+
+class DatabaseError(DesinightError):
+    """The database cannot be reached, opened or written (URL passwords never shown)."""
+
+    exit_code = 5
+
+
+class FilesystemError(DesinightError):
+    """A file or directory desinight needs cannot be read or written (permissions, full disk)."""
+
+    exit_code = 6
+
+
+#: The exit codes every command uses (docs/operator-guide.md "Exit codes" lists the same).
+EXIT_CODES = {
+    0: "success",
+    1: "the operation failed (e.g. jobs failed, a command refused)",
+    2: "configuration or usage error",
+    3: "not found (night, exposure, job)",
+    4: "batch system error (sbatch/sacct/squeue/scancel)",
+    5: "database error",
+    6: "filesystem error (permission, full disk, missing directory)",
+    130: "interrupted (Ctrl-C)",
+}

@@ -11,7 +11,7 @@ from sqlalchemy.engine import Engine
 from sqlalchemy.orm import Session, sessionmaker
 
 from ..core import defaults as D
-from ..core.errors import DesinightError
+from ..core.errors import DatabaseError
 
 MIGRATIONS = Path(__file__).resolve().parent / "migrations"
 
@@ -37,7 +37,8 @@ def make_engine(url: str) -> Engine:
     try:
         return create_engine(url, pool_pre_ping=True)
     except Exception as e:  # noqa: BLE001 - bad URL or missing driver: one clear line
-        raise DesinightError(f"cannot use database URL {url!r}: {e}") from None
+        from ..errtext import first_line, mask_secrets
+        raise DatabaseError(mask_secrets(f"cannot use database URL {url!r}: {first_line(str(e))}")) from None
 
 
 def _alembic_config(engine: Engine):
