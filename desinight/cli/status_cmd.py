@@ -151,8 +151,6 @@ def status(obj, night: str | None, night_range: str | None, expid: int | None, f
       desinight status --range 20261101:20261130 --json | jq '.failures'
       desinight status --watch
     """
-    import time
-
     from ..app import open_context
     from .ops_cmds import _NoBackend, _night
     cfg = obj.cfg.with_overrides(production=production)
@@ -167,17 +165,30 @@ def status(obj, night: str | None, night_range: str | None, expid: int | None, f
     if watch is None:
         print_status(ctx, **kw)
         return
+    _watch(ctx, kw, max(0.5, watch))
+
+
+def _watch(ctx, kw: dict, every: float) -> None:
+    """Redraw in place with rich's Live until Ctrl-C. Each frame is rendered into an
+    off-screen recording console (to a string buffer, not `capture()`, which would empty the
+    record before export) and handed to Live as one renderable."""
+    import io
+    import time
+    from datetime import datetime
+
     from rich.live import Live
+    from rich.text import Text
     console = Console()
-    with Live(console=console, auto_refresh=False, screen=False) as live:
+    with Live(console=console, auto_refresh=False, screen=False, transient=False) as live:
         try:
             while True:
-                cap = Console(record=True, width=console.width, force_terminal=True)
-                with cap.capture():
-                    render(status_data(ctx, **kw), cap)
-                from rich.text import Text
-                live.update(Text.from_ansi(cap.export_text(styles=True)), refresh=True)
-                time.sleep(max(0.5, watch))
+                frame = Console(record=True, file=io.StringIO(), width=console.width,
+                                force_terminal=True, color_system=console.color_system or "standard")
+                render(status_data(ctx, **kw), frame)
+                frame.print(f"[dim]refreshed {datetime.now():%H:%M:%S}, every {every:g} s; "
+                            "Ctrl-C to stop[/]")
+                live.update(Text.from_ansi(frame.export_text(styles=True)), refresh=True)
+                time.sleep(every)
         except KeyboardInterrupt:
             pass
 
