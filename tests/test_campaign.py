@@ -93,10 +93,29 @@ def test_preview_counts_and_idempotent_enqueue(nightly, tmp_path):
         sci = repo.get_job(s, prod, f"{N}/science/{(N - 20000000) * 100 + 3:08d}")
         assert {p.key for p in repo.parents_of(s, [sci.id])[sci.id]} == {
             f"{N}/biasnight", f"{N}/psfnight", f"{N}/fiberflatnight"}
-    # widening the selection adds only the new night's jobs
+    # the same selection written differently adds nothing
     m2 = parse_manifest(manifest(tmp_path, nights=(N, N2, N3)).read_text().replace(
         f"nights = {[N, N2, N3]}", f"nights = {[N, N2, N3]}\nexclude_expids = []"), "c.toml")
     assert C.enqueue(ctx.sessions, ctx.cfg, m2).jobs == []
+
+
+def test_widening_a_campaign_adds_only_the_new_nights_jobs(nightly, tmp_path):
+    ctx = nightly
+    narrow = parse_manifest(manifest(tmp_path, name="widen", nights=(N,)).read_text(), "c.toml")
+    first = C.enqueue(ctx.sessions, ctx.cfg, narrow)
+    assert len(first.jobs) == 11 and {j.night for j in first.jobs} == {N}
+    wide = parse_manifest(manifest(tmp_path, name="widen", nights=(N, N3)).read_text(), "c.toml")
+    added = C.enqueue(ctx.sessions, ctx.cfg, wide)
+    # night N3 (one science exposure): bias, arc, psf, flat, ff, science, stdstars, cal, z
+    assert sorted(j.kind for j in added.jobs) == sorted(
+        ["biasnight", "arc", "psfnight", "flat", "fiberflatnight", "science", "stdstars",
+         "fluxcalib", "redshift"])
+    assert {j.night for j in added.jobs} == {N3}
+    assert {e["night"] for e in added.new_exposures} == {N3}
+    with transaction(ctx.sessions) as s:
+        prod = s.scalar(select(Production).where(Production.name == "widen"))
+        count = s.scalar(select(func.count()).select_from(Job).where(Job.production_id == prod.id))
+    assert count == 11 + 9
 
 
 def test_steps_from_extract_and_bad_cameras(nightly, tmp_path):

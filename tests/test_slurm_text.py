@@ -70,9 +70,29 @@ ALL_SLURM_STATES = ["PENDING", "RUNNING", "COMPLETED", "FAILED", "TIMEOUT", "OUT
                     "SUSPENDED", "COMPLETING", "CONFIGURING", "RESIZING", "REVOKED", "SPECIAL_EXIT"]
 
 
+#: what each SLURM word must mean for the night (written out here, not read from STATE_MAP,
+#: so a changed mapping fails this test)
+EXPECTED_STATE = {
+    "PENDING": JobState.PENDING, "RUNNING": JobState.RUNNING, "COMPLETED": JobState.COMPLETED,
+    "FAILED": JobState.FAILED, "TIMEOUT": JobState.TIMEOUT,
+    "OUT_OF_MEMORY": JobState.OUT_OF_MEMORY, "CANCELLED": JobState.CANCELLED,
+    "NODE_FAIL": JobState.NODE_FAIL, "PREEMPTED": JobState.CANCELLED,
+    "BOOT_FAIL": JobState.NODE_FAIL, "DEADLINE": JobState.TIMEOUT, "REQUEUED": JobState.PENDING,
+    "SUSPENDED": JobState.RUNNING, "COMPLETING": JobState.RUNNING,
+    "CONFIGURING": JobState.RUNNING, "RESIZING": JobState.RUNNING,
+    "REVOKED": JobState.CANCELLED, "SPECIAL_EXIT": JobState.FAILED,
+}
+
+
 @pytest.mark.parametrize("raw", ALL_SLURM_STATES)
 def test_every_slurm_state_is_mapped(raw):
-    assert isinstance(S.map_state(raw), JobState)
+    assert S.map_state(raw) is EXPECTED_STATE[raw]
+    assert S.map_state(raw + "+") is EXPECTED_STATE[raw]      # sacct's truncation mark
+    assert S.map_state(raw.lower()) is EXPECTED_STATE[raw]
+
+
+def test_an_unheard_of_state_is_not_guessed():
+    assert S.map_state("STARGAZING") is None
 
 
 @pytest.mark.parametrize("raw,expected", [

@@ -35,6 +35,13 @@ def env(tmp_path_factory):
     mp.undo()
 
 
+def _nightly_calibrations(env) -> None:
+    assert run_job("arc", NIGHT, env["ARC"], None, CAMS) == 0
+    assert run_job("psfnight", NIGHT, env["ARC"], None, CAMS) == 0
+    assert run_job("flat", NIGHT, env["FLAT"], None, CAMS) == 0
+    assert run_job("fiberflatnight", NIGHT, env["FLAT"], None, CAMS) == 0
+
+
 def test_biasnight_outputs(env):
     for cam in CAMS:
         path = io.calibnight_path("biasnight", NIGHT, cam)
@@ -55,7 +62,9 @@ def test_preproc_zero_is_noise(env):
         # without the nightly bias, the fixed pattern remains: small (few e) but nonzero
         assert abs(np.median(img)) < 10
         chi = img * np.sqrt(ivar)
-        assert 0.8 < np.std(chi[ivar > 0] - np.median(chi)) < 5
+        # the inverse variance must describe the noise: pulls of unit width (measured 0.83 b,
+        # 0.97 r, 1.05 z on this seed; the bound allows a variance off by at most ~1.8x)
+        assert 0.75 < np.std(chi[ivar > 0] - np.median(chi)) < 1.25
 
 
 def test_arc_job_preprocs_and_fits_psf(env):
@@ -102,10 +111,7 @@ def test_chain_to_sframe_sky_residuals_are_noise(env):
     """arc -> psfnight -> flat -> fiberflatnight -> science; sky fibres' residual chi2/dof ~ 1."""
     from desinight.steps.jobs import sky_fibers
     n = env["ARC"] + env["FLAT"]
-    assert run_job("arc", NIGHT, env["ARC"], None, CAMS) == 0
-    assert run_job("psfnight", NIGHT, env["ARC"], None, CAMS) == 0
-    assert run_job("flat", NIGHT, env["FLAT"], None, CAMS) == 0
-    assert run_job("fiberflatnight", NIGHT, env["FLAT"], None, CAMS) == 0
+    _nightly_calibrations(env)
     expid = env["SCIENCE"][0]
     assert run_job("science", NIGHT, [expid], None, CAMS) == 0
     chi2, dof = 0.0, 0
@@ -133,6 +139,8 @@ def test_stdstars_and_fluxcalib_recover_star_fluxes(env):
     """After the chain test: cframes of the standard stars match their catalogue r flux."""
     from desinight.steps.fluxcalib import nmgy_to_flambda
     sci = env["SCIENCE"]
+    if not io.calibnight_path("psfnight", NIGHT, "r0").exists():
+        _nightly_calibrations(env)   # run alone or first: build what the chain test builds
     for e in sci:
         if not io.exposure_path("sframe", NIGHT, e, "r0").exists():
             assert run_job("science", NIGHT, [e], None, CAMS) == 0
