@@ -53,11 +53,17 @@ def test_daemon_processes_a_night_as_it_arrives(prod):
             proc.kill()
 
 
+def _pid_at(proc) -> str:
+    import socket
+    return f"{proc.pid}@{socket.gethostname()}"
+
+
 def test_second_daemon_on_same_production_is_refused(prod):
     root, conf = prod
     proc = start_daemon(conf, root / "daemon.out")
     try:
-        time.sleep(2)
+        wait_for(lambda: status_json(conf)["health"]["daemon_pid"] == _pid_at(proc), 60,
+                 what="the first daemon to hold the production")
         r = cli(conf, "daemon", check=False, timeout=30)
         assert r.returncode != 0 and "another desinight process holds" in r.stderr and "daemon-test.lock" in r.stderr
     finally:
