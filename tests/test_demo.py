@@ -23,6 +23,11 @@ def demo(tmp_path, *args):
 def check_demo(tmp_path, r):
     assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
     assert "production demo" in r.stdout and "outputs:" in r.stdout
+    # the README's "call it from there afterwards": the printed command runs as printed
+    again = r.stdout.split("look again: ", 1)[1].split()
+    assert again[0].endswith("/desinight") and again[1:] == [
+        "--config", str(tmp_path / "demo" / "desinight.toml"), "status"]
+    assert subprocess.run(again, capture_output=True, text=True, timeout=120).returncode == 0
     conf = tmp_path / "demo" / "desinight.toml"
     data = status_json(conf)
     assert data["jobs"] and {j["state"] for j in data["jobs"]} == {"completed"}

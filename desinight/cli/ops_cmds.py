@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import shutil
+import sys
 import time
 from pathlib import Path
 
@@ -209,7 +210,7 @@ def demo(obj, workdir: str, night: str, seed: int, backend: str, timeout: float)
     console.print("[bold]3/3[/] done")
     data = print_status(ctx, night=n, console=console)
     console.print(f"outputs: {cfg.prod_dir}\nscripts and logs: {cfg.prod_dir / 'run'}\n"
-                  f"look again: desinight --config {root / 'desinight.toml'} status")
+                  f"look again: {Path(sys.executable).parent / 'desinight'} --config {root / 'desinight.toml'} status")
     failed = [f for f in data["failures"] if f["kind"] not in ("exposure", "file")]
     if failed:
         raise DesinightError(f"demo: {len(failed)} job(s) did not complete; "
