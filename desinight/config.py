@@ -42,6 +42,8 @@ class Config:
     poll_min_s: float = D.POLL_MIN_S
     poll_max_s: float = D.POLL_MAX_S
     full_scan_s: float = D.FULL_SCAN_S
+    watch_nights: int = D.WATCH_NIGHTS
+    watch_poll_s: float = D.POLL_OBSERVER_S
     campaign_tick_s: float = D.CAMPAIGN_TICK_S
     settle_s: float = D.SETTLE_S
     kinds: dict[str, dict[str, Any]] = field(default_factory=dict)   # per-kind resource overrides
@@ -80,6 +82,8 @@ _KEYS: dict[tuple[str, str], tuple[str, type]] = {
     ("daemon", "poll_min_s"): ("poll_min_s", float),
     ("daemon", "poll_max_s"): ("poll_max_s", float),
     ("daemon", "full_scan_s"): ("full_scan_s", float),
+    ("daemon", "watch_nights"): ("watch_nights", int),
+    ("daemon", "watch_poll_s"): ("watch_poll_s", float),
     ("daemon", "campaign_tick_s"): ("campaign_tick_s", float),
     ("daemon", "settle_s"): ("settle_s", float),
 }
@@ -192,5 +196,9 @@ def _validate(cfg: Config) -> None:
         raise ConfigError(f"{where}daemon.poll_min_s must be > 0 and <= daemon.poll_max_s")
     if cfg.campaign_tick_s <= 0:
         raise ConfigError(f"{where}daemon.campaign_tick_s must be > 0")
+    if not 0 <= cfg.watch_nights <= 30:   # more is the archive again: use `ingest NIGHT`
+        raise ConfigError(f"{where}daemon.watch_nights must be between 0 and 30")
+    if not 0 < cfg.watch_poll_s <= 60:
+        raise ConfigError(f"{where}daemon.watch_poll_s must be > 0 and <= 60")
 
 
