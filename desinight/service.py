@@ -90,9 +90,12 @@ class Daemon:
         now = self.now()
         ready: dict[int, list[Path]] = {}
         for d in changed | complete:
-            if d in complete and self.stability.present(d) or self.stability.look(d):
+            via = "marker" if d in complete and self.stability.present(d) else (
+                "looks" if self.stability.look(d) else None)
+            if via:
                 self.stability.forget(d)
                 ready.setdefault(int(d.parent.name), []).append(d)
+                log.info("exposure_complete", extra={"fields": {"dir": str(d), "via": via}})
             else:
                 self.candidates.add(d)   # look again next tick: growing or not there yet
                 self.candidates.event.clear()

@@ -128,6 +128,28 @@ def has_all_files(sizes: dict[str, int], expid: str) -> bool:
 
 # --- what changed, for the tick ----------------------------------------------------------
 
+def confirm_later(candidates: Candidates, dirs: list[Path], delay: float = D.STABLE_LOOK_S) -> None:
+    """Directories found already there (a night that just entered the window): each is a
+    candidate now, and complete if its files are all there and unchanged ``delay`` later,
+    as the polling watcher's second look."""
+    looks = {}
+    for d in dirs:
+        candidates.add(d)
+        sizes = rawdata.file_sizes(d)
+        if has_all_files(sizes, d.name):
+            looks[d] = sizes
+    if not looks:
+        return
+
+    def again() -> None:
+        for d, sizes in looks.items():
+            if rawdata.file_sizes(d) == sizes:
+                candidates.complete(d)
+    t = threading.Timer(delay, again)
+    t.daemon = True
+    t.start()
+
+
 class Candidates:
     """Exposure directories that changed, and those whose completion marker was just
     written; filled by watcher threads, drained by the tick. ``wake`` is set when a marker
@@ -281,8 +303,7 @@ class NativeWatcher(_WindowMixin):
                     self._nights.remove(night)
                     continue
                 if not initial:  # files written before the watch started raised no event
-                    for d in exposure_dirs(self.raw_root / str(night)):
-                        self.candidates.add(d)
+                    confirm_later(self.candidates, exposure_dirs(self.raw_root / str(night)))
             if added or dropped:
                 log.info("watching", extra={"fields": {"nights": ",".join(map(str, self._nights))}})
 
@@ -361,11 +382,10 @@ class PollingWatcher(_WindowMixin):
             keep = {str(n) for n in self._nights}
             for d in [d for d in self._sizes if d.parent.name not in keep]:
                 del self._sizes[d]
-            for night in added:
-                for d in exposure_dirs(self.raw_root / str(night)):
-                    self._sizes[d] = rawdata.file_sizes(d)
-                    if not initial:
-                        self.candidates.add(d)
+            if initial:   # later, a new night's dirs are new to the look that follows
+                for night in added:
+                    for d in exposure_dirs(self.raw_root / str(night)):
+                        self._sizes[d] = rawdata.file_sizes(d)
             if added or dropped:
                 log.info("watching", extra={"fields": {"nights": ",".join(map(str, self._nights))}})
 
