@@ -140,6 +140,7 @@ def test_polling_watcher_lists_only_the_watched_nights(tmp_path, monkeypatch):
     assert str(raw) not in listed       # the root is listed only when its mtime changes
 
 
+@pytest.mark.slow
 def test_daemon_holds_inotify_watches_for_recent_nights_only(tmp_path):
     root, conf = init_production(tmp_path)
     raw = root / "raw"
@@ -156,6 +157,7 @@ def test_daemon_holds_inotify_watches_for_recent_nights_only(tmp_path):
         stop_daemon(proc)
 
 
+@pytest.mark.slow
 def test_daemon_polls_recent_nights_only(tmp_path):
     root, conf = init_production(tmp_path, extra='watch = "polling"')
     make_old_nights(root / "raw", 300, exposures=2)
@@ -173,6 +175,7 @@ def test_daemon_polls_recent_nights_only(tmp_path):
 
 # --- reaction (issue 18 item 1) ------------------------------------------------------------
 
+@pytest.mark.slow
 @pytest.mark.parametrize("mode", ["native", "polling"])
 def test_complete_exposure_is_ingested_on_its_marker(tmp_path, mode):
     """The request file (written last) triggers the ingest: one look, no second tick."""
@@ -197,6 +200,7 @@ def test_complete_exposure_is_ingested_on_its_marker(tmp_path, mode):
 
 # --- symlink loops (issue 12 item 3) -------------------------------------------------------
 
+@pytest.mark.slow
 @pytest.mark.parametrize("mode", ["native", "polling"])
 def test_symlink_loops_are_not_followed_and_memory_stays_bounded(tmp_path, mode):
     root, conf = init_production(tmp_path, extra=f'watch = "{mode}"')
