@@ -73,7 +73,11 @@ def headlines(results: dict) -> list[str]:
     if "native" in lat and "polling" in lat:
         out.append(f"- latency (file complete -> first sbatch): native median {lat['native']['median_s']} s / "
                    f"p95 {lat['native']['p95_s']} s; polling median {lat['polling']['median_s']} s / "
-                   f"p95 {lat['polling']['p95_s']} s")
+                   f"p95 {lat['polling']['p95_s']} s"
+                   + (f" / max {lat['polling']['max_s']} s; targets (native median < 0.5 s, polling max <= "
+                      f"poll interval + 0.5 s): {'met' if lat['native'].get('target_met') else 'NOT met'}, "
+                      f"{'met' if lat['polling'].get('target_met') else 'NOT met'}"
+                      if "max_s" in lat["polling"] else ""))
     arc = results.get("archive", {})
     for mode in ("native", "polling"):
         if mode in arc:
