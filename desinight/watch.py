@@ -327,13 +327,18 @@ class _RootHandler:
 
 class _NightHandler:
     """Any change under RAW/NIGHT/EXPID makes EXPID a candidate; the request file closed
-    after writing, or renamed into place, makes it complete."""
+    after writing, or renamed into place, makes it complete.
+
+    A new exposure directory is watched only once inotify reports it: files the transfer
+    put there before that raise no event of their own (watchdog reports them as created),
+    so a new directory, or a request file reported as created, gets the polling watcher's
+    second look."""
 
     def __init__(self, raw_root: Path, candidates: Candidates) -> None:
         self.raw_root, self.candidates = raw_root, candidates
 
     def dispatch(self, event) -> None:  # noqa: ANN001 - watchdog event
-        from watchdog.events import FileClosedEvent, FileMovedEvent
+        from watchdog.events import FileClosedEvent, FileCreatedEvent, FileMovedEvent
         for p in (event.src_path, getattr(event, "dest_path", "")):
             if not p:
                 continue
@@ -341,10 +346,13 @@ class _NightHandler:
             d = exposure_dir_of(self.raw_root, path)
             if d is None:
                 continue
+            is_marker = path.parent == d and path.name == marker_name(d)
             arrived = (isinstance(event, FileClosedEvent) and p == event.src_path) or (
                 isinstance(event, FileMovedEvent) and p == event.dest_path)
-            if arrived and path.parent == d and path.name == marker_name(d):
+            if arrived and is_marker:
                 self.candidates.complete(d)
+            elif (event.is_directory and path == d) or (is_marker and isinstance(event, FileCreatedEvent)):
+                confirm_later(self.candidates, [d])
             else:
                 self.candidates.add(d)
 

@@ -159,15 +159,16 @@ def test_daemon_holds_inotify_watches_for_recent_nights_only(tmp_path):
 
 @pytest.mark.slow
 def test_daemon_polls_recent_nights_only(tmp_path):
-    root, conf = init_production(tmp_path, extra='watch = "polling"')
+    """With `watch_nights = 2`: the latest night and 2 before it, polled every 0.5 s."""
+    root, conf = init_production(tmp_path, extra='watch = "polling"\nwatch_nights = 2\nwatch_poll_s = 0.5')
     make_old_nights(root / "raw", 300, exposures=2)
     proc = start_daemon(conf, root / "daemon.out")
     try:
-        wait_for(lambda: "event=watching nights=20261122,20261123" in daemon_log(root), 30,
-                 interval=0.2, what="the polling watcher on the 2 latest nights")
+        wait_for(lambda: "event=watching nights=20261121,20261122,20261123" in daemon_log(root), 30,
+                 interval=0.2, what="the polling watcher on the 3 latest nights")
         assert inotify_watches(proc.pid) == 0
         write_exposure(root / "raw", N, 0, "ZERO")
-        wait_for(lambda: "event=watching nights=20261123,20261124" in daemon_log(root), 30,
+        wait_for(lambda: "event=watching nights=20261122,20261123,20261124" in daemon_log(root), 30,
                  interval=0.2, what="the window moved")
     finally:
         stop_daemon(proc)
@@ -196,6 +197,79 @@ def test_complete_exposure_is_ingested_on_its_marker(tmp_path, mode):
             assert arrived.timestamp() - t0 < 5       # loose: the figure is in bench_latency
     finally:
         stop_daemon(proc)
+
+
+def transfer(staging: Path, raw: Path, seq: int, obstype: str, good_checksum: bool) -> Path:
+    """As a transfer does it: raw file, then checksum file, then the request file renamed
+    into place last."""
+    import hashlib
+    src = write_exposure(staging, N, seq, obstype)
+    d = raw / str(N) / src.name
+    d.mkdir(parents=True, exist_ok=True)
+    fits = f"desi-{src.name}.fits.fz"
+    (src / fits).rename(d / fits)
+    digest = hashlib.sha256((d / fits).read_bytes()).hexdigest() if good_checksum else "0" * 64
+    (d / f"checksum-{src.name}.sha256").write_text(f"{digest}  {fits}\n")
+    (src / f"request-{src.name}.json").rename(d / f"request-{src.name}.json")
+    return d
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("mode", ["native", "polling"])
+def test_request_renamed_into_place_ingests_at_once_and_checksums_are_verified(tmp_path, mode):
+    root, conf = init_production(tmp_path, extra=f'watch = "{mode}"')
+    (root / "raw" / str(N)).mkdir(parents=True)
+    proc = start_daemon(conf, root / "daemon.out")
+    try:
+        wait_for(lambda: "event=daemon_started" in daemon_log(root), 30, interval=0.1, what="start")
+        good = transfer(root / "staging", root / "raw", 0, "ZERO", good_checksum=True)
+        bad = transfer(root / "staging", root / "raw", 1, "ARC", good_checksum=False)
+        for d in (good, bad):
+            wait_for(lambda: f"dir={d} via=marker" in daemon_log(root), 20, interval=0.05,
+                     what=f"{d.name} taken as complete on its marker")
+        exps = wait_for(lambda: (lambda e: e if len(e) == 2 else None)(status_json(conf, N)["exposures"]),
+                        20, what="both exposures recorded")
+        by_id = {e["expid"]: e for e in exps}
+        assert by_id[int(good.name)]["status"] != "quarantined"
+        assert by_id[int(bad.name)]["status"] == "quarantined"
+        assert "checksum mismatch" in by_id[int(bad.name)]["reason"]
+    finally:
+        stop_daemon(proc)
+
+
+def test_request_file_before_the_raw_file_is_not_complete(tmp_path):
+    """Out of order (request first): the marker alone is not enough; once the raw file is
+    there the directory is complete, and a marker supersedes a plain change."""
+    cands = watch.Candidates()
+    st = watch.Stability()
+    d = tmp_path / str(N) / "26112400"
+    d.mkdir(parents=True)
+    (d / "request-26112400.json").write_text("{}")
+    assert not st.present(d)
+    (d / "desi-26112400.fits.fz").write_bytes(b"x")
+    assert st.present(d)
+    cands.complete(d)
+    cands.add(d)
+    assert cands.drain_split() == (set(), {d}) and cands.wake.is_set()
+
+
+@pytest.mark.parametrize("mode", ["native", "polling"])
+def test_marker_close_or_rename_marks_complete_other_changes_do_not(tmp_path, mode):
+    raw = tmp_path / "raw"
+    d = raw / str(N) / "26112400"
+    d.mkdir(parents=True)
+    cands = watch.Candidates()
+    w = watch.start_watcher(raw, mode, cands, poll_s=0.1)
+    try:
+        (d / "desi-26112400.fits.fz").write_bytes(b"x" * 100)
+        wait_until(lambda: d in cands.drain(), what="the raw file seen")
+        assert not cands.wake.is_set()
+        (d / ".request.tmp").write_text("{}")
+        (d / ".request.tmp").rename(d / "request-26112400.json")
+        wait_until(cands.wake.is_set, what="the marker seen")
+        assert d in cands.drain_split()[1]
+    finally:
+        w.stop()
 
 
 # --- symlink loops (issue 12 item 3) -------------------------------------------------------
@@ -240,3 +314,12 @@ def test_scan_and_layout_never_enter_links(tmp_path):
     (raw / "20261125").symlink_to(raw)
     assert watch.night_names(raw) == [N]
     assert watch.scan_recent(raw, 2) == [good]
+
+
+@pytest.mark.parametrize("key,value", [("watch_nights", "-1"), ("watch_nights", "31"),
+                                       ("watch_poll_s", "0"), ("watch_nights", '"two"')])
+def test_watch_settings_are_range_checked(tmp_path, key, value):
+    conf = write_config(tmp_path, extra=f"{key} = {value}")
+    r = cli(conf, "status", check=False)
+    assert r.returncode != 0 and f"daemon.{key}" in r.stderr
+    assert len(r.stderr.strip().splitlines()) == 1 and "Traceback" not in r.stderr
