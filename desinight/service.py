@@ -22,6 +22,7 @@ from pathlib import Path
 from . import orchestrate as O
 from . import watch
 from .ingest import ingest_night
+from .core import defaults as D
 from .core.errors import BackendError, DesinightError
 from .db import repo
 from .db.engine import transaction
@@ -77,6 +78,7 @@ class Daemon:
         self.stop_event = threading.Event()
         self.tick_error: str | None = None
         self.mode = watch.choose_mode(self.cfg.watch_mode, self.cfg.raw_root)
+        self.idle_submit_at = 0.0
         self.watcher: watch.NativeWatcher | watch.PollingWatcher | None = None
         self.lock = FileLock(self.cfg.state_dir.resolve() / f"daemon-{ctx.production}.lock")
 
@@ -105,7 +107,9 @@ class Daemon:
             if counts.get("ingested") or counts.get("quarantined"):
                 self.dirty_nights.add(night)
                 self._close_earlier_nights(night)
-        self.tick_plan_submit()
+        if ready or self.dirty_nights or time.monotonic() >= self.idle_submit_at:
+            self.idle_submit_at = time.monotonic() + D.IDLE_SUBMIT_S
+            self.tick_plan_submit()
 
     def _close_earlier_nights(self, night: int) -> None:
         """Rule: data of a new night means earlier nights are over (end-of-night work)."""
