@@ -36,7 +36,10 @@ def run_mode(mode: str, n: int, gap: float) -> list[float]:
                             extra=f'watch = "{mode}"')
         cli(conf, "init")
         proc = start_daemon(conf, root / "daemon.out")
-        time.sleep(2.0)
+        log = root / "state" / "daemon-test.log"
+        # measured from a running daemon: its start-up (imports, first scan) is not reaction
+        wait_for(lambda: log.exists() and "event=daemon_started" in log.read_text(), 60,
+                 interval=0.1, what="the daemon started")
         arrived: dict[int, float] = {}
         try:
             write_exposure(root / "raw", N, 0, "ZERO")

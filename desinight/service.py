@@ -91,7 +91,11 @@ class Daemon:
         changed, complete = self.candidates.drain_split()
         now = self.now()
         ready: dict[int, list[Path]] = {}
+        watched = {str(n) for n in self.watcher.nights()} if self.watcher is not None else None
         for d in changed | complete:
+            if watched is not None and d.parent.name not in watched:
+                self.stability.forget(d)      # its night left the window: `ingest NIGHT` reads it
+                continue
             via = "marker" if d in complete and self.stability.present(d) else (
                 "looks" if self.stability.look(d) else None)
             if via:

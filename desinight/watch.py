@@ -115,6 +115,15 @@ def exposure_dir_of(raw_root: Path, path: Path) -> Path | None:
     return None
 
 
+def sizes_of(expdir: Path) -> dict[str, int]:
+    """``rawdata.file_sizes`` that takes an unreadable directory (no permission, gone) for an
+    empty one: one such directory must not stop the look at the others."""
+    try:
+        return rawdata.file_sizes(expdir)
+    except OSError:
+        return {}
+
+
 def marker_name(expdir: Path) -> str:
     """The completion marker: the request file, which the transfer writes last."""
     return f"request-{expdir.name}.json"
@@ -135,7 +144,7 @@ def confirm_later(candidates: Candidates, dirs: list[Path], delay: float = D.STA
     looks = {}
     for d in dirs:
         candidates.add(d)
-        sizes = rawdata.file_sizes(d)
+        sizes = sizes_of(d)
         if has_all_files(sizes, d.name):
             looks[d] = sizes
     if not looks:
@@ -143,7 +152,7 @@ def confirm_later(candidates: Candidates, dirs: list[Path], delay: float = D.STA
 
     def again() -> None:
         for d, sizes in looks.items():
-            if rawdata.file_sizes(d) == sizes:
+            if sizes_of(d) == sizes:
                 candidates.complete(d)
     t = threading.Timer(delay, again)
     t.daemon = True
@@ -199,14 +208,14 @@ class Stability:
         self._last: dict[Path, dict[str, int]] = {}
 
     def look(self, d: Path) -> bool:
-        sizes = rawdata.file_sizes(d)
+        sizes = sizes_of(d)
         prev = self._last.get(d)
         self._last[d] = sizes
         return has_all_files(sizes, d.name) and prev == sizes
 
     def present(self, d: Path) -> bool:
         """One look, for a directory whose marker was just written: all files there."""
-        return has_all_files(rawdata.file_sizes(d), d.name)
+        return has_all_files(sizes_of(d), d.name)
 
     def forget(self, d: Path) -> None:
         self._last.pop(d, None)
@@ -393,7 +402,7 @@ class PollingWatcher(_WindowMixin):
             if initial:   # later, a new night's dirs are new to the look that follows
                 for night in added:
                     for d in exposure_dirs(self.raw_root / str(night)):
-                        self._sizes[d] = rawdata.file_sizes(d)
+                        self._sizes[d] = sizes_of(d)
             if added or dropped:
                 log.info("watching", extra={"fields": {"nights": ",".join(map(str, self._nights))}})
 
@@ -423,7 +432,7 @@ class PollingWatcher(_WindowMixin):
             confirm: dict[Path, dict[str, int]] = {}
             for night in self._nights:
                 for d in exposure_dirs(self.raw_root / str(night)):
-                    sizes = rawdata.file_sizes(d)
+                    sizes = sizes_of(d)
                     if self._sizes.get(d) != sizes:
                         self._sizes[d] = sizes
                         self.candidates.add(d)
@@ -433,7 +442,7 @@ class PollingWatcher(_WindowMixin):
             return
         with self._lock:
             for d, sizes in confirm.items():
-                again = rawdata.file_sizes(d)
+                again = sizes_of(d)
                 if again == sizes:
                     self.candidates.complete(d)
                 elif d in self._sizes:

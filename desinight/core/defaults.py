@@ -23,8 +23,9 @@ WATCH_MODE = "auto"
 #: costs one lstat per file of the watched nights only (~200 for two 30-exposure nights).
 POLL_OBSERVER_S = 1.0
 #: The polling watcher's second look at a directory whose request file just appeared: equal
-#: sizes this much later mark it complete (the request file is written last, in one go).
-STABLE_LOOK_S = 0.2
+#: sizes this much later mark it complete (the request file is written last, in one go; a
+#: file still being written at transfer rates changes size within far less than this).
+STABLE_LOOK_S = 0.1
 #: Seconds between full scans (the safety net for missed events) of the watched nights.
 FULL_SCAN_S = 60.0
 #: Seconds between the ingest tick's submit passes while nothing arrives: an empty pass costs
