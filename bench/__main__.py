@@ -31,6 +31,8 @@ BENCHES = {
     "redshift": ("bench_steps.py", ["--redshift", "1", "2", "4", "5"],
                  "small-night chain on seeds the tests do not use: redshift accuracy vs truth"),
     "latency": ("bench_latency.py", [], "daemon arrival-to-submission latency, native vs polling"),
+    "archive": ("bench_archive.py", [], "1,000-night raw archive under the daemon: idle CPU, memory, "
+                "inotify watches, polling stats, per watch mode"),
     "poll": ("bench_poll.py", [], "SLURM poll cost with 200 active jobs"),
     "campaign": ("bench_campaign.py", [], "1,000-night campaign planning time/memory, status latency"),
     "overhead": ("bench_overhead.py", [], "manager overhead for a night, side by side with Snakemake"),
@@ -71,7 +73,23 @@ def headlines(results: dict) -> list[str]:
     if "native" in lat and "polling" in lat:
         out.append(f"- latency (file complete -> first sbatch): native median {lat['native']['median_s']} s / "
                    f"p95 {lat['native']['p95_s']} s; polling median {lat['polling']['median_s']} s / "
-                   f"p95 {lat['polling']['p95_s']} s")
+                   f"p95 {lat['polling']['p95_s']} s"
+                   + (f" / max {lat['polling']['max_s']} s; targets (native median < 0.5 s, polling max <= "
+                      f"poll interval + 0.5 s): {'met' if lat['native'].get('target_met') else 'NOT met'}, "
+                      f"{'met' if lat['polling'].get('target_met') else 'NOT met'}"
+                      if "max_s" in lat["polling"] else ""))
+    arc = results.get("archive", {})
+    for mode in ("native", "polling"):
+        if mode in arc:
+            r = arc[mode]
+            out.append(f"- archive of {arc['nights']} nights ({arc['files']} files), {mode}: idle CPU "
+                       f"{r['idle_cpu_pct']}% of a core, RSS {r['rss_mb']} MB, inotify watches "
+                       f"{r['inotify_watches']}, overflows {r['overflows']}: target "
+                       f"{'met' if r['target_met'] else 'NOT met'}")
+    if "polling_ops" in arc:
+        out.append(f"- polling watcher metadata operations per minute: {arc['polling_ops']['ops_per_minute']} "
+                   f"(2 nights watched), {arc['polling_ops_4_nights']['ops_per_minute']} (4 nights watched), "
+                   f"whatever the archive's size")
     ov = results.get("overhead", {})
     if "ratio_snakemake_over_desinight" in ov:
         dn, sm, r = ov["desinight"], ov["snakemake"], ov["ratio_snakemake_over_desinight"]

@@ -42,6 +42,8 @@ class Config:
     poll_min_s: float = D.POLL_MIN_S
     poll_max_s: float = D.POLL_MAX_S
     full_scan_s: float = D.FULL_SCAN_S
+    watch_nights: int = D.WATCH_NIGHTS
+    watch_poll_s: float = D.POLL_OBSERVER_S
     campaign_tick_s: float = D.CAMPAIGN_TICK_S
     settle_s: float = D.SETTLE_S
     kinds: dict[str, dict[str, Any]] = field(default_factory=dict)   # per-kind resource overrides
@@ -80,6 +82,8 @@ _KEYS: dict[tuple[str, str], tuple[str, type]] = {
     ("daemon", "poll_min_s"): ("poll_min_s", float),
     ("daemon", "poll_max_s"): ("poll_max_s", float),
     ("daemon", "full_scan_s"): ("full_scan_s", float),
+    ("daemon", "watch_nights"): ("watch_nights", int),
+    ("daemon", "watch_poll_s"): ("watch_poll_s", float),
     ("daemon", "campaign_tick_s"): ("campaign_tick_s", float),
     ("daemon", "settle_s"): ("settle_s", float),
 }
@@ -204,7 +208,10 @@ def _RANGES(cfg: Config) -> list[tuple[str, float, float, float]]:  # noqa: N802
             ("daemon.campaign_tick_s", cfg.campaign_tick_s, 0.5, day),
             ("daemon.settle_s", cfg.settle_s, 0.0, day),
             ("desinight.max_attempts", cfg.max_attempts, 1, 100),
-            ("local.cpus", cfg.local_cpus, 1, 4096)]
+            ("local.cpus", cfg.local_cpus, 1, 4096),
+            # more nights is the archive again: older nights are for `ingest NIGHT`
+            ("daemon.watch_nights", cfg.watch_nights, 0, 30),
+            ("daemon.watch_poll_s", cfg.watch_poll_s, 0.05, 60.0)]
 
 
 def _check_paths(cfg: Config, where: str) -> None:

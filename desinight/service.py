@@ -22,6 +22,7 @@ from pathlib import Path
 from . import orchestrate as O
 from . import watch
 from .ingest import ingest_night
+from .core import defaults as D
 from .core.errors import BackendError, DesinightError
 from .db import repo
 from .db.engine import transaction
@@ -77,18 +78,30 @@ class Daemon:
         self.stop_event = threading.Event()
         self.tick_error: str | None = None
         self.mode = watch.choose_mode(self.cfg.watch_mode, self.cfg.raw_root)
+        self.idle_submit_at = 0.0
+        self.watcher: watch.NativeWatcher | watch.PollingWatcher | None = None
         self.lock = FileLock(self.cfg.state_dir.resolve() / f"daemon-{ctx.production}.lock")
 
     # --- ticks (all on the scheduler's single worker thread) ------------------------------
     def tick_ingest(self) -> None:
-        """Look at changed exposure dirs; ingest the complete ones; plan and submit."""
-        pending = self.candidates.drain()
+        """Look at changed exposure dirs; ingest the complete ones; plan and submit.
+
+        A dir whose request file (written last) was just closed or renamed into place is
+        complete once its files are there; others need two equal looks of their sizes."""
+        changed, complete = self.candidates.drain_split()
         now = self.now()
         ready: dict[int, list[Path]] = {}
-        for d in pending:
-            if self.stability.look(d):
+        watched = {str(n) for n in self.watcher.nights()} if self.watcher is not None else None
+        for d in changed | complete:
+            if watched is not None and d.parent.name not in watched:
+                self.stability.forget(d)      # its night left the window: `ingest NIGHT` reads it
+                continue
+            via = "marker" if d in complete and self.stability.present(d) else (
+                "looks" if self.stability.look(d) else None)
+            if via:
                 self.stability.forget(d)
                 ready.setdefault(int(d.parent.name), []).append(d)
+                log.info("exposure_complete", extra={"fields": {"dir": str(d), "via": via}})
             else:
                 self.candidates.add(d)   # look again next tick: growing or not there yet
                 self.candidates.event.clear()
@@ -98,7 +111,9 @@ class Daemon:
             if counts.get("ingested") or counts.get("quarantined"):
                 self.dirty_nights.add(night)
                 self._close_earlier_nights(night)
-        self.tick_plan_submit()
+        if ready or self.dirty_nights or time.monotonic() >= self.idle_submit_at:
+            self.idle_submit_at = time.monotonic() + D.IDLE_SUBMIT_S
+            self.tick_plan_submit()
 
     def _close_earlier_nights(self, night: int) -> None:
         """Rule: data of a new night means earlier nights are over (end-of-night work)."""
@@ -164,7 +179,11 @@ class Daemon:
             raise first_error
 
     def tick_scan(self) -> None:
-        for d in watch.scan_recent(self.cfg.raw_root):
+        """The bounded safety net: the watched nights only, never the archive."""
+        if self.watcher is not None:
+            self.watcher.refresh()
+            self.stability.keep_only({p.name for p in self.watcher.watched()})
+        for d in watch.scan_recent(self.cfg.raw_root, self.cfg.watch_nights + 1):
             if d.name not in self._known_names(int(d.parent.name)):
                 self.candidates.add(d)
 
@@ -178,12 +197,13 @@ class Daemon:
     def run(self) -> int:
         """Run until SIGTERM/SIGINT; returns the exit code."""
         self.lock.acquire()
-        observer = None
         try:
             self._record_start()
             O.reconcile(self.ctx, self.now())          # before anything new is submitted
+            # watch first, then scan: nothing lands unseen between the two
+            self.watcher = watch.start_watcher(self.cfg.raw_root, self.mode, self.candidates,
+                                               self.cfg.watch_poll_s, self.cfg.watch_nights)
             self.tick_scan()
-            observer = watch.start_observer(self.cfg.raw_root, self.mode, self.candidates, 1.0)
             log.info("daemon_started", extra={"fields": {"production": self.ctx.production,
                                                            "watch": self.mode, "pid": os.getpid()}})
             for sig in (signal.SIGTERM, signal.SIGINT):
@@ -191,8 +211,8 @@ class Daemon:
             self._loop()
             return 0
         finally:
-            if observer is not None:
-                observer.stop()
+            if self.watcher is not None:
+                self.watcher.stop()
             self.lock.release()
             log.info("daemon_stopped", extra={"fields": {"production": self.ctx.production}})
 
@@ -211,8 +231,13 @@ class Daemon:
                       seconds=self.cfg.campaign_tick_s, id="campaigns")
         sched.start()
         try:
-            while not self.stop_event.wait(0.2):
-                pass
+            while not self.stop_event.is_set():
+                # a completion marker ingests now, queued on the same worker thread as
+                # every tick (two instances: one running, one waiting, never more)
+                if self.candidates.wake.wait(0.2):
+                    self.candidates.wake.clear()
+                    sched.add_job(self._guard(self.tick_ingest), id="ingest_now",
+                                  replace_existing=True, max_instances=2)
         finally:
             sched.shutdown(wait=True)   # lets a running tick finish its transaction
 
