@@ -17,7 +17,7 @@ from typing import Any
 from .core import defaults as D
 from .core.errors import ConfigError
 
-_SECTIONS = {"desinight", "local", "slurm", "daemon", "kinds"}
+_SECTIONS = {"desinight", "local", "slurm", "daemon", "kinds", "readers"}
 
 
 @dataclass(frozen=True)
@@ -44,6 +44,9 @@ class Config:
     full_scan_s: float = D.FULL_SCAN_S
     campaign_tick_s: float = D.CAMPAIGN_TICK_S
     settle_s: float = D.SETTLE_S
+    reader_workers: int = D.READER_WORKERS
+    reader_timeout_s: float = D.READER_TIMEOUT_S
+    reader_memory_mb: int = D.READER_MEMORY_MB
     kinds: dict[str, dict[str, Any]] = field(default_factory=dict)   # per-kind resource overrides
     source: Path | None = None            # the file this came from, for messages
 
@@ -82,6 +85,9 @@ _KEYS: dict[tuple[str, str], tuple[str, type]] = {
     ("daemon", "full_scan_s"): ("full_scan_s", float),
     ("daemon", "campaign_tick_s"): ("campaign_tick_s", float),
     ("daemon", "settle_s"): ("settle_s", float),
+    ("readers", "workers"): ("reader_workers", int),
+    ("readers", "timeout_s"): ("reader_timeout_s", float),
+    ("readers", "memory_mb"): ("reader_memory_mb", int),
 }
 _CHOICES = {"backend": ("local", "slurm"), "watch_mode": ("auto", "native", "polling")}
 _KIND_KEYS = {"nodes", "ntasks", "cpus_per_task", "time_minutes", "mem_mb"}
@@ -192,5 +198,11 @@ def _validate(cfg: Config) -> None:
         raise ConfigError(f"{where}daemon.poll_min_s must be > 0 and <= daemon.poll_max_s")
     if cfg.campaign_tick_s <= 0:
         raise ConfigError(f"{where}daemon.campaign_tick_s must be > 0")
+    if not 1 <= cfg.reader_workers <= 64:
+        raise ConfigError(f"{where}readers.workers must be between 1 and 64")
+    if not 0 < cfg.reader_timeout_s <= 3600:
+        raise ConfigError(f"{where}readers.timeout_s must be > 0 and at most 3600")
+    if not 256 <= cfg.reader_memory_mb <= 1 << 20:
+        raise ConfigError(f"{where}readers.memory_mb must be between 256 and 1048576")
 
 
