@@ -239,7 +239,8 @@ def ingest_night(ctx: Context, night: int, now: datetime, only: list[Path] | Non
             if outcome in ("incomplete", "error"):
                 seen[d] = ("incomplete" if outcome == "incomplete" else "error",
                            reason or "waiting for files")
-        odd = rawdata.survey_night(ctx.cfg.raw_root, night)
+        # The daemon's ticks look at a few dirs; its full scan surveys the nights (note_sightings).
+        odd = rawdata.survey_night(ctx.cfg.raw_root, night) if only is None else []
         record_sightings(s, prod, night, now, seen, odd, recorded=[d for d in dirs if d not in seen],
                          full=only is None)
         if problems is not None:
@@ -273,3 +274,20 @@ def record_sightings(s: Session, prod: Production, night: int, now: datetime,
     if gone:
         s.execute(delete(Sighting).where(Sighting.production_id == prod.id,
                                          Sighting.night == night, Sighting.path.in_(gone)))
+
+
+def note_sightings(ctx: Context, dirs: list[Path], now: datetime, nights: list[int]) -> None:
+    """The daemon's full scan: list what in ``nights`` is not ingested and why (exposure
+    directories still waiting, odd entries), and drop what has been recorded since."""
+    by_night: dict[int, list[Path]] = {n: [] for n in nights}
+    for d in dirs:
+        by_night.setdefault(int(d.parent.name), []).append(d)
+    with transaction(ctx.sessions) as s:
+        prod = repo.get_production(s, ctx.production)
+        for night, ndirs in by_night.items():
+            known = {Path(p).parent for p in repo.known_expids(s, prod, night).values()}
+            known |= {Path(p) for p in s.scalars(select(Rejection.path).where(
+                Rejection.production_id == prod.id, Rejection.night == night))}
+            waiting = {d: ("incomplete", rawdata.waiting_reason(d)) for d in ndirs if d not in known}
+            record_sightings(s, prod, night, now, waiting, rawdata.survey_night(ctx.cfg.raw_root, night),
+                             recorded=[d for d in ndirs if d in known], full=True)

@@ -144,6 +144,14 @@ def _odd_entry(path: Path, raw_root: Path) -> Oddity | None:
     return None
 
 
+def waiting_reason(expdir: Path) -> str:
+    """Why a directory is not ingested yet, as far as a listing tells (no file is opened)."""
+    sizes = file_sizes(expdir)
+    names = (f"request-{expdir.name}.json", f"desi-{expdir.name}.fits.fz")
+    missing = [n for n in names if n not in sizes]
+    return f"waiting for {' and '.join(missing)}" if missing else "files not yet complete"
+
+
 def file_sizes(expdir: Path) -> dict[str, int]:
     """Name -> size of the files in an exposure dir (the 'look' used for stability checks)."""
     out = {}

@@ -20,8 +20,9 @@ import time
 from pathlib import Path
 
 from . import orchestrate as O
-from . import watch
-from .ingest import ingest_night
+from . import rawdata, watch
+from . import readers
+from .ingest import ingest_night, note_sightings
 from .core.errors import BackendError, DesinightError
 from .db import repo
 from .db.engine import transaction
@@ -76,6 +77,7 @@ class Daemon:
         self.dirty_nights: set[int] = set()
         self.stop_event = threading.Event()
         self.tick_error: str | None = None
+        self.tick_errors: dict[str, str] = {}   # tick name -> its error, until it succeeds
         self.mode = watch.choose_mode(self.cfg.watch_mode, self.cfg.raw_root)
         self.lock = FileLock(self.cfg.state_dir.resolve() / f"daemon-{ctx.production}.lock")
 
@@ -164,9 +166,11 @@ class Daemon:
             raise first_error
 
     def tick_scan(self) -> None:
-        for d in watch.scan_recent(self.cfg.raw_root):
+        dirs = watch.scan_recent(self.cfg.raw_root)
+        for d in dirs:
             if d.name not in self._known_names(int(d.parent.name)):
                 self.candidates.add(d)
+        note_sightings(self.ctx, dirs, self.now(), rawdata.list_nights(self.cfg.raw_root)[-2:])
 
     def _known_names(self, night: int) -> set[str]:
         with transaction(self.ctx.sessions) as s:
@@ -205,7 +209,7 @@ class Daemon:
                                                   "misfire_grace_time": 30})
         sched.add_job(self._guard(self.tick_ingest), "interval", seconds=1.0, id="ingest")
         sched.add_job(self._guard(self.tick_scan), "interval", seconds=self.cfg.full_scan_s, id="scan")
-        sched.add_job(self._guard(self._poll_and_reschedule(sched)), "interval",
+        sched.add_job(self._guard(self._poll_and_reschedule(sched), "poll"), "interval",
                       seconds=self.poll_interval, id="poll")
         sched.add_job(self._guard(self.tick_campaigns), "interval",
                       seconds=self.cfg.campaign_tick_s, id="campaigns")
@@ -214,6 +218,7 @@ class Daemon:
             while not self.stop_event.wait(0.2):
                 pass
         finally:
+            readers.close_shared()      # a tick waiting on a reader stops waiting now
             sched.shutdown(wait=True)   # lets a running tick finish its transaction
 
     def _poll_and_reschedule(self, sched):
@@ -222,24 +227,31 @@ class Daemon:
             sched.reschedule_job("poll", trigger="interval", seconds=self.poll_interval)
         return run
 
-    def _guard(self, fn):
-        """A tick that fails is logged and retried next time; it never kills the daemon."""
+    def _guard(self, fn, name: str | None = None):
+        """A tick that fails is logged and retried next time; it never kills the daemon.
+        Its error (``tick_error:NAME``) stays until that same tick succeeds."""
+        name = name or getattr(fn, "__name__", "tick").removeprefix("tick_")
+
         def run() -> None:
             if self.stop_event.is_set():
                 return
             try:
                 fn()
-                if self.tick_error:
-                    self._record("tick_error", None)
+                if name in self.tick_errors:
+                    self.tick_errors.pop(name)
+                    self._record(f"tick_error:{name}", None)
+            except readers.ReadersClosed:
+                return   # stopping: the tick was cut short on purpose
             except Exception as e:  # noqa: BLE001 - the daemon must survive any one bad tick
-                log.exception("tick_failed", extra={"fields": {"tick": getattr(fn, "__name__", "?")}})
-                self._record("tick_error", f"{type(e).__name__}: {str(e).splitlines()[0][:200] if str(e) else ''}")
+                log.exception("tick_failed", extra={"fields": {"tick": name}})
+                self.tick_errors[name] = f"{type(e).__name__}: {str(e).splitlines()[0][:200] if str(e) else ''}"
+                self._record(f"tick_error:{name}", self.tick_errors[name])
         return run
 
     def _record(self, key: str, value: str | None) -> None:
         """Best effort: with the disk full even this write fails, and status then shows
         the daemon's last poll getting old."""
-        self.tick_error = value
+        self.tick_error = "; ".join(f"{k}: {v}" for k, v in self.tick_errors.items()) or None
         try:
             with transaction(self.ctx.sessions) as s:
                 repo.set_service(s, repo.get_production(s, self.ctx.production), key, value, self.now())
