@@ -241,6 +241,8 @@ def ingest_night(ctx: Context, night: int, now: datetime, only: list[Path] | Non
                            reason or "waiting for files")
         # The daemon's ticks look at a few dirs; its full scan surveys the nights (note_sightings).
         odd = rawdata.survey_night(ctx.cfg.raw_root, night) if only is None else []
+        done = _recorded_dirs(s, prod, night)
+        odd = [o for o in odd if o.path not in done]   # quarantined already says why
         record_sightings(s, prod, night, now, seen, odd, recorded=[d for d in dirs if d not in seen],
                          full=only is None)
         if problems is not None:
@@ -259,8 +261,8 @@ def record_sightings(s: Session, prod: Production, night: int, now: datetime,
     rows = {r.path: r for r in s.scalars(select(Sighting).where(
         Sighting.production_id == prod.id, Sighting.night == night))}
     want: dict[str, tuple[str, str]] = {str(p): v for p, v in waiting.items()}
-    for o in odd:
-        want.setdefault(str(o.path), (o.kind, o.reason))
+    for o in odd:   # more telling than "incomplete": a loop or a FIFO never completes
+        want[str(o.path)] = (o.kind, o.reason)
     for path, (kind, reason) in want.items():
         row = rows.get(path)
         if row is None:
@@ -285,9 +287,15 @@ def note_sightings(ctx: Context, dirs: list[Path], now: datetime, nights: list[i
     with transaction(ctx.sessions) as s:
         prod = repo.get_production(s, ctx.production)
         for night, ndirs in by_night.items():
-            known = {Path(p).parent for p in repo.known_expids(s, prod, night).values()}
-            known |= {Path(p) for p in s.scalars(select(Rejection.path).where(
-                Rejection.production_id == prod.id, Rejection.night == night))}
+            known = _recorded_dirs(s, prod, night)
             waiting = {d: ("incomplete", rawdata.waiting_reason(d)) for d in ndirs if d not in known}
-            record_sightings(s, prod, night, now, waiting, rawdata.survey_night(ctx.cfg.raw_root, night),
+            odd = [o for o in rawdata.survey_night(ctx.cfg.raw_root, night) if o.path not in known]
+            record_sightings(s, prod, night, now, waiting, odd,
                              recorded=[d for d in ndirs if d in known], full=True)
+
+
+def _recorded_dirs(s: Session, prod: Production, night: int) -> set[Path]:
+    """Exposure directories of the night with an exposure row or a rejection."""
+    known = {Path(p).parent for p in repo.known_expids(s, prod, night).values()}
+    return known | {Path(p) for p in s.scalars(select(Rejection.path).where(
+        Rejection.production_id == prod.id, Rejection.night == night))}

@@ -179,6 +179,8 @@ def inspect_exposure(expdir: Path, verify_data: bool = True,
     fits_path = raw_file(expdir, expid)
     try:
         os.stat(expdir)
+    except FileNotFoundError:
+        raise Incomplete(f"{expdir} went away") from None
     except OSError as e:
         raise BadExposure(f"{expdir.name}: {_os_reason(e)}") from None
     if not _lexists(request) or not _lexists(fits_path):

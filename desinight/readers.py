@@ -41,6 +41,9 @@ FAULT_ENV = "DESINIGHT_READER_FAULTS"
 #: a reply longer than this is a broken or hostile worker, not an answer
 MAX_REPLY = 64 << 20
 _HEADER = struct.Struct("!I")
+#: seconds a new worker may take to import Python, numpy and fitsio (a cold shared
+#: filesystem can take tens of seconds); not counted in the per-request limit
+STARTUP_S = 120.0
 
 
 class ReadersClosed(DesinightError):
@@ -186,8 +189,27 @@ class ReaderPool:
         return [r if r is not None else Reply(kind="error", message="no reply") for r in replies]
 
     def _start(self) -> _Worker:
+        """A new worker, once it has imported its libraries: the per-request time limit
+        must not count Python start-up on a busy node."""
         self.started += 1
-        return _Worker(self.memory_mb)
+        w = _Worker(self.memory_mb)
+        deadline = time.monotonic() + STARTUP_S
+        while not self._closed.is_set():
+            left = deadline - time.monotonic()
+            if left <= 0:
+                w.kill()
+                raise DesinightError(f"reader process did not start within {STARTUP_S:g} s")
+            ready, _, _ = select.select([w.out, self._wake_r], [], [], left)
+            if w.out in ready:
+                try:
+                    hello = w.take()
+                except (EOFError, ValueError):
+                    rc = w.kill()
+                    raise DesinightError(f"reader process failed to start ({_death(rc)})") from None
+                if hello is not None:
+                    return w
+        w.kill()
+        raise ReadersClosed("reader pool closed")
 
     def close(self) -> None:
         """Stop every worker; a caller waiting in ``run`` gets ``ReadersClosed``. Safe to
@@ -260,6 +282,9 @@ def _serve() -> None:
         import fitsio  # noqa: F401 - paid once per worker, not per exposure
     except ImportError:
         pass
+    hello = json.dumps({"ready": True}).encode()
+    out.write(_HEADER.pack(len(hello)) + hello)
+    out.flush()
     while True:
         head = inp.read(_HEADER.size)
         if len(head) < _HEADER.size:
@@ -314,7 +339,8 @@ def _fault_hook(expdir: str) -> None:
             while True:
                 time.sleep(60)
         elif what == "oom":
-            hog = [bytearray(64 << 20) for _ in range(1 << 16)]
+            import numpy as np   # np.empty reserves address space without touching it
+            hog = [np.empty(64 << 20, dtype=np.uint8) for _ in range(1 << 16)]
             del hog
 
 
