@@ -267,6 +267,37 @@ def close_shared() -> None:
         _shared = None
 
 
+def inspect_many(raw_root: Path, dirs: list[Path], pool: ReaderPool | None = None,
+                 verify: bool = True) -> dict[Path, Any]:
+    """{dir: RawExposure, or the Incomplete/BadExposure to raise}, read by reader processes
+    (for callers holding no Config, e.g. a campaign reading nights never ingested)."""
+    from . import rawdata
+    pool = pool or shared_pool()
+    reqs = [{"op": "inspect", "expdir": str(d), "raw_root": str(Path(raw_root).resolve()),
+             "verify": verify} for d in dirs]
+    out: dict[Path, Any] = {}
+    for d, r in zip(dirs, pool.run(reqs) if reqs else []):
+        if r.kind is None:
+            try:
+                out[d] = rawdata.exposure_from_json(r.ok if isinstance(r.ok, dict) else {})
+            except rawdata.BadExposure as e:
+                out[d] = e
+        elif r.kind == "incomplete":
+            out[d] = rawdata.Incomplete(r.message)
+        elif r.kind == "bad" and r.extra.get("truncated"):
+            out[d] = rawdata.Truncated(r.message)
+        else:
+            out[d] = rawdata.BadExposure(r.message)
+    return out
+
+
+def result(value: Any) -> Any:
+    """An `inspect_many` value: the RawExposure, or its exception raised."""
+    if isinstance(value, Exception):
+        raise value
+    return value
+
+
 # --- the worker side ---------------------------------------------------------------------
 def _serve() -> None:
     """The worker loop: one request in, one reply out, until stdin closes."""
