@@ -44,6 +44,10 @@ def test_file_found_by_env_and_relative_to_itself(tmp_path, monkeypatch):
     ('[kinds.science]\nntasks = 0\n', "kinds.science.ntasks"),
     ('[desinight]\nproduction = "a/b"\n', "desinight.production must be a plain name"),
     ('[daemon]\ncampaign_tick_s = 0\n', "daemon.campaign_tick_s must be > 0"),
+    ('[readers]\nworkers = 0\n', "readers.workers must be between 1 and 64"),
+    ('[readers]\ntimeout_s = 0\n', "readers.timeout_s must be > 0 and at most 3600"),
+    ('[readers]\nmemory_mb = 100\n', "readers.memory_mb must be between 256 and 1048576"),
+    ('[readers]\nmemory_mb = "2G"\n', "readers.memory_mb must be int"),
     ('[desinight\n', "not valid TOML"),
 ])
 def test_invalid_config_names_the_key(tmp_path, body, needle):
@@ -57,3 +61,10 @@ def test_invalid_config_names_the_key(tmp_path, body, needle):
 def test_missing_explicit_file(tmp_path):
     with pytest.raises(ConfigError, match="does not exist"):
         load_config(tmp_path / "nope.toml", env={})
+
+
+def test_reader_limits_from_the_file(tmp_path):
+    conf = tmp_path / "desinight.toml"
+    conf.write_text("[readers]\nworkers = 3\ntimeout_s = 12\nmemory_mb = 1024\n")
+    cfg = load_config(conf, env={})
+    assert (cfg.reader_workers, cfg.reader_timeout_s, cfg.reader_memory_mb) == (3, 12.0, 1024)

@@ -184,3 +184,48 @@ def test_a_tick_error_stays_until_that_tick_succeeds(ctx):
     d._guard(lambda: None, "ingest")()
     h = health()
     assert h["tick_errors"] == {} and not h["tick_error"]
+
+
+def test_sightings_are_listed_until_the_directory_is_ingested(hostile_env, ctx):
+    """Recorded by the daemon's scan even for a night with nothing ingested (status with no
+    night lists them all; --range lists the range's); dropped once ingested."""
+    from desinight import rawdata
+    from desinight import status as S
+    from desinight.db import repo
+    from desinight.db.engine import transaction
+    from desinight.ingest import note_sightings
+    from tests.rawfixture import write_exposure
+    odd = H.odd_dirs(ctx.cfg.raw_root, N)
+    inc = next(p for p, k in odd.items() if k == "incomplete")
+    t0 = utc_now()
+    note_sightings(ctx, rawdata.list_exposure_dirs(ctx.cfg.raw_root, N), t0, [N])
+
+    def listed(now, **kw):
+        with transaction(ctx.sessions) as s:
+            data = S.collect(s, repo.get_production(s, ctx.production), now=now, **kw)
+        return {u["path"]: u for u in data["unfinished"]}
+    later = t0 + timedelta(minutes=7)
+    assert {p: u["kind"] for p, u in listed(later).items()} == {str(p): k for p, k in odd.items()}
+    assert listed(later)[str(inc)]["minutes"] == 7
+    assert set(listed(later, night_range=(N, N))) == {str(p) for p in odd}
+    # the transfer finishes: ingested, no longer listed
+    for f in inc.iterdir():
+        f.unlink()
+    write_exposure(ctx.cfg.raw_root, N, 90, "ZERO")
+    assert ingest_night(ctx, N, later)["ingested"] == 1
+    assert str(inc) not in listed(later, night=N) and str(odd_key(odd, "unreadable-name")) in listed(later, night=N)
+
+
+def odd_key(odd, kind):
+    return next(p for p, k in odd.items() if k == kind)
+
+
+def test_open_night_with_only_transfers_under_way_exits_zero(hostile_env, tmp_path):
+    root, conf = init_production(tmp_path)
+    write_night(root / "raw")
+    inc = root / "raw" / str(N) / f"{(N - 20000000) * 100 + 90:08d}"
+    inc.mkdir()
+    r = cli(conf, "ingest", str(N), "--open", check=False)
+    assert r.returncode == 0 and f"desinight: ingest: {inc}: incomplete:" in r.stderr
+    r = cli(conf, "ingest", str(N), check=False)         # closed: it will never complete
+    assert r.returncode == 5 and f"desinight: ingest: {inc}: incomplete:" in r.stderr

@@ -130,3 +130,40 @@ def test_daemon_survives_a_hostile_realtime_night(tmp_path, mode):
     finally:
         if proc.poll() is None:
             proc.kill()
+
+
+def children(pid: int) -> list[int]:
+    out = []
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        out += [int(c) for c in (task / "children").read_text().split()]
+    return out
+
+
+def test_sigterm_stops_the_daemon_while_a_reader_hangs(tmp_path):
+    """Reader time limit of 10 minutes, a reader hanging on an exposure: SIGTERM still
+    stops the daemon within 10 s (the readers are stopped first), and no reader is left."""
+    conf = write_config(tmp_path, templates=fast_templates(tmp_path / "templates"),
+                        extra="[readers]\ntimeout_s = 600")
+    cli(conf, "init")
+    d = H.write_exposure(tmp_path / "raw", N, 0, "ZERO")
+    env = {**os.environ, readers.FAULT_ENV: f"{d.name}:hang"}
+    with open(tmp_path / "daemon.out", "ab") as log:
+        proc = subprocess.Popen([sys.executable, "-m", "desinight", "--config", str(conf), "daemon"],
+                                stdout=log, stderr=subprocess.STDOUT, env=env)
+    try:
+        def hanging_reader():
+            for c in children(proc.pid):
+                try:
+                    if "nanosleep" in Path(f"/proc/{c}/wchan").read_text() or \
+                            "hrtimer" in Path(f"/proc/{c}/wchan").read_text():
+                        return c
+                except OSError:
+                    pass
+            return None
+        reader = wait_for(hanging_reader, 60, interval=0.2, what="a reader hanging on the exposure")
+        rc, took = stop_daemon(proc)
+        assert rc == 0 and took < 10
+        assert not Path(f"/proc/{reader}").exists() or "Z" in Path(f"/proc/{reader}/stat").read_text().split()[2]
+    finally:
+        if proc.poll() is None:
+            proc.kill()
