@@ -20,6 +20,7 @@ SIGTERM never waits for a hanging reader.
 
 from __future__ import annotations
 
+import atexit
 import json
 import os
 import select
@@ -239,6 +240,7 @@ def _to_reply(msg: dict) -> Reply:
 
 _shared: ReaderPool | None = None
 _shared_lock = threading.Lock()
+_final = threading.Event()     # the process is stopping: no new pool
 
 
 def shared_pool(workers: int = D.READER_WORKERS, timeout_s: float = D.READER_TIMEOUT_S,
@@ -246,6 +248,8 @@ def shared_pool(workers: int = D.READER_WORKERS, timeout_s: float = D.READER_TIM
     """The process's pool (a new one when the settings changed or it was closed)."""
     global _shared
     with _shared_lock:
+        if _final.is_set():
+            raise ReadersClosed("reader pool closed (stopping)")
         p = _shared
         if p is None or p._closed.is_set() or (p.workers, p.timeout_s, p.memory_mb) != (
                 workers, timeout_s, memory_mb):
@@ -259,8 +263,12 @@ def pool_for(cfg) -> ReaderPool:  # noqa: ANN001 - a Config (no import cycle)
     return shared_pool(cfg.reader_workers, cfg.reader_timeout_s, cfg.reader_memory_mb)
 
 
-def close_shared() -> None:
+def close_shared(final: bool = False) -> None:
+    """Stop the shared pool; ``final`` (the daemon stopping): a tick still running gets
+    ``ReadersClosed`` instead of starting new readers."""
     global _shared
+    if final:
+        _final.set()
     with _shared_lock:
         if _shared is not None:
             _shared.close()
@@ -296,6 +304,10 @@ def result(value: Any) -> Any:
     if isinstance(value, Exception):
         raise value
     return value
+
+
+# No reader outlives its owner's process (one-shot commands, tests).
+atexit.register(close_shared)
 
 
 # --- the worker side ---------------------------------------------------------------------

@@ -218,7 +218,7 @@ class Daemon:
             while not self.stop_event.wait(0.2):
                 pass
         finally:
-            readers.close_shared()      # a tick waiting on a reader stops waiting now
+            readers.close_shared(final=True)   # a tick waiting on a reader stops waiting now
             sched.shutdown(wait=True)   # lets a running tick finish its transaction
 
     def _poll_and_reschedule(self, sched):
