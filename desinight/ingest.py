@@ -226,6 +226,7 @@ def ingest_night(ctx: Context, night: int, now: datetime, only: list[Path] | Non
         prod = repo.get_production(s, ctx.production)
         known = repo.known_expids(s, prod)
         seen: dict[Path, tuple[str, str]] = {}
+        found: list[tuple[Path, str, str]] = []
         for d in dirs:
             if d not in replies:
                 counts["known"] = counts.get("known", 0) + 1
@@ -234,8 +235,8 @@ def ingest_night(ctx: Context, night: int, now: datetime, only: list[Path] | Non
             counts[outcome] = counts.get(outcome, 0) + 1
             if outcome in ("ingested", "quarantined", "rejected"):
                 ctx.event(f"exposure_{outcome}", night=night, expid=d.name)
-            if outcome in ("quarantined", "rejected", "error", "incomplete") and problems is not None:
-                problems.append((outcome, f"{d}: {outcome}: {reason or 'waiting for files'}"))
+            if outcome in ("quarantined", "rejected", "error", "incomplete"):
+                found.append((d, outcome, reason or "waiting for files"))
             if outcome in ("incomplete", "error"):
                 seen[d] = ("incomplete" if outcome == "incomplete" else "error",
                            reason or "waiting for files")
@@ -246,6 +247,8 @@ def ingest_night(ctx: Context, night: int, now: datetime, only: list[Path] | Non
         record_sightings(s, prod, night, now, seen, odd, recorded=[d for d in dirs if d not in seen],
                          full=only is None)
         if problems is not None:
+            oddp = {o.path for o in odd}   # a FIFO says more than "incomplete"
+            problems.extend((k, f"{d}: {k}: {r}") for d, k, r in found if k != "incomplete" or d not in oddp)
             problems.extend((o.kind, f"{o.path}: {o.kind}: {o.reason}") for o in odd)
         if counts.get("ingested") or counts.get("quarantined"):
             repo.set_service(s, prod, "last_ingest", now.isoformat(), now)

@@ -184,7 +184,7 @@ def inspect_exposure(expdir: Path, verify_data: bool = True,
     except OSError as e:
         raise BadExposure(f"{expdir.name}: {_os_reason(e)}") from None
     if not _lexists(request) or not _lexists(fits_path):
-        raise Incomplete(f"{expdir}: waiting for request and raw files")
+        raise Incomplete(waiting_reason(expdir))
     with open_regular(request, root) as f:
         text = f.read(MAX_REQUEST_BYTES + 1)
     if len(text) > MAX_REQUEST_BYTES:

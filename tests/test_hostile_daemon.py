@@ -42,9 +42,10 @@ def maps_fitsio(pid: int) -> bool:
 
 
 @pytest.mark.parametrize("mode", ["native", "polling"])
-def test_daemon_survives_a_hostile_realtime_night(tmp_path, mode):
+def test_daemon_survives_a_hostile_realtime_night(tmp_path, mode, db_url):
+    """On SQLite and PostgreSQL (where TILEID/SEQNUM = 2**40 would abort a transaction)."""
     root = tmp_path
-    conf = write_config(root, templates=fast_templates(root / "templates"),
+    conf = write_config(root, templates=fast_templates(root / "templates"), db_url=db_url,
                         extra=f'watch = "{mode}"\nsettle_s = 2.0\n'
                               f"[readers]\ntimeout_s = {H.READER_TIMEOUT_S}\nmemory_mb = 1024")
     cli(conf, "init")
