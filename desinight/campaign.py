@@ -29,7 +29,7 @@ from typing import Any
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
-from . import rawdata
+from . import rawdata, readers
 from .config import Config
 from .core.cameras import subtract
 from .core.errors import BadExposure, NotFound
@@ -204,10 +204,12 @@ def _source_rows(s: Session, src: Production, nights: list[int], m: Manifest) ->
 def _raw_rows(raw_root: Path, night: int, m: Manifest) -> list[dict]:
     """Exposures of a night the source never ingested, read like ingest reads them."""
     out = []
-    for d in rawdata.list_exposure_dirs(raw_root, night):
+    dirs = rawdata.list_exposure_dirs(raw_root, night)
+    read = readers.inspect_many(raw_root, dirs)   # in reader processes, never here
+    for d in dirs:
         expid = int(d.name)
         try:
-            raw = rawdata.inspect_exposure(d)
+            raw = readers.result(read[d])
         except rawdata.Incomplete:
             continue
         except BadExposure as e:

@@ -17,7 +17,7 @@ from typing import Any
 from .core import defaults as D
 from .core.errors import ConfigError
 
-_SECTIONS = {"desinight", "local", "slurm", "daemon", "kinds"}
+_SECTIONS = {"desinight", "local", "slurm", "daemon", "kinds", "readers"}
 
 
 @dataclass(frozen=True)
@@ -46,6 +46,9 @@ class Config:
     watch_poll_s: float = D.POLL_OBSERVER_S
     campaign_tick_s: float = D.CAMPAIGN_TICK_S
     settle_s: float = D.SETTLE_S
+    reader_workers: int = D.READER_WORKERS
+    reader_timeout_s: float = D.READER_TIMEOUT_S
+    reader_memory_mb: int = D.READER_MEMORY_MB
     kinds: dict[str, dict[str, Any]] = field(default_factory=dict)   # per-kind resource overrides
     source: Path | None = None            # the file this came from, for messages
 
@@ -86,6 +89,9 @@ _KEYS: dict[tuple[str, str], tuple[str, type]] = {
     ("daemon", "watch_poll_s"): ("watch_poll_s", float),
     ("daemon", "campaign_tick_s"): ("campaign_tick_s", float),
     ("daemon", "settle_s"): ("settle_s", float),
+    ("readers", "workers"): ("reader_workers", int),
+    ("readers", "timeout_s"): ("reader_timeout_s", float),
+    ("readers", "memory_mb"): ("reader_memory_mb", int),
 }
 _CHOICES = {"backend": ("local", "slurm"), "watch_mode": ("auto", "native", "polling")}
 _KIND_KEYS = {"nodes", "ntasks", "cpus_per_task", "time_minutes", "mem_mb"}
@@ -211,7 +217,10 @@ def _RANGES(cfg: Config) -> list[tuple[str, float, float, float]]:  # noqa: N802
             ("local.cpus", cfg.local_cpus, 1, 4096),
             # more nights is the archive again: older nights are for `ingest NIGHT`
             ("daemon.watch_nights", cfg.watch_nights, 0, 30),
-            ("daemon.watch_poll_s", cfg.watch_poll_s, 0.05, 60.0)]
+            ("daemon.watch_poll_s", cfg.watch_poll_s, 0.05, 60.0),
+            ("readers.workers", cfg.reader_workers, 1, 64),
+            ("readers.timeout_s", cfg.reader_timeout_s, 0.1, 3600.0),
+            ("readers.memory_mb", cfg.reader_memory_mb, 256, 1 << 20)]
 
 
 def _check_paths(cfg: Config, where: str) -> None:

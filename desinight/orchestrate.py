@@ -21,7 +21,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session, selectinload, sessionmaker
 
 from .batch.base import Backend, Resources, SubmitRequest
-from .batch.exitfile import read_exit
+from .batch.exitfile import read_exits
 from .batch.render import job_name, render_script, step_command, write_script
 from .config import Config
 from .core import defaults as D
@@ -179,7 +179,7 @@ def submit_ready(ctx: Context, now: datetime) -> int:
                 write_script(script, render_script(
                     ctx.cfg.templates_dir, job.kind, job_key=job.key, job_name=name,
                     attempt=number, production=ctx.production, attempt_dir=adir,
-                    script_path=script, raw_root=ctx.cfg.raw_root.resolve(),
+                    script_path=script, raw_root=ctx.cfg.raw_root.resolve(), tag=f"{ctx.tag}:{job.id}:{number}",
                     redux_root=ctx.cfg.redux_root.resolve(), command=cmd, resources=res,
                     launcher=ctx.cfg.mpi_launcher, now=now))
                 att = Attempt(job=job, number=number, backend=ctx.backend.name,
@@ -234,6 +234,7 @@ def reconcile(ctx: Context, now: datetime) -> int:
             repo.set_service(s, prod, "backend_error", f"find: {e}", now)
             return 0
         repo.clear_backend_error(s, prod, "find", now)
+        records = read_exits(ctx.cfg, orphans)
         for att in orphans:
             if att.comment in known:
                 att.backend_id = known[att.comment]
@@ -241,7 +242,7 @@ def reconcile(ctx: Context, now: datetime) -> int:
                 fixed += 1
                 ctx.event("reconciled", comment=att.comment, backend_id=att.backend_id)
                 continue
-            rec = read_exit(Path(att.attempt_dir))
+            rec = records.get(att.id)
             if rec is not None:
                 _finish(att, rec["state"], rec["exit_code"], None, rec["start"], rec["end"],
                         rec.get("host"))
@@ -295,10 +296,11 @@ def poll(ctx: Context, now: datetime) -> dict[str, int]:
             seen = {}
             repo.set_service(s, prod, "backend_error", f"poll: {e}", now)
             ctx.event("poll_failed", error=str(e))
+        records = read_exits(ctx.cfg, active)
         for att in active:
             old = att.state
             bj = seen.get(att.backend_id)
-            rec = read_exit(Path(att.attempt_dir))
+            rec = records.get(att.id)
             if bj is not None and JobState(bj.state) not in ACTIVE:
                 state = JobState(bj.state)
                 reason = bj.reason

@@ -20,8 +20,8 @@ import time
 from pathlib import Path
 
 from . import orchestrate as O
-from . import watch
-from .ingest import ingest_night
+from . import readers, watch
+from .ingest import ingest_night, note_sightings
 from .core import defaults as D
 from .core.errors import BackendError, DesinightError
 from .db import repo
@@ -77,6 +77,7 @@ class Daemon:
         self.dirty_nights: set[int] = set()
         self.stop_event = threading.Event()
         self.tick_error: str | None = None
+        self.tick_errors: dict[str, str] = {}   # tick name -> its error, until it succeeds
         self.mode = watch.choose_mode(self.cfg.watch_mode, self.cfg.raw_root)
         self.idle_submit_at = 0.0
         self.watcher: watch.NativeWatcher | watch.PollingWatcher | None = None
@@ -183,9 +184,12 @@ class Daemon:
         if self.watcher is not None:
             self.watcher.refresh()
             self.stability.keep_only({p.name for p in self.watcher.watched()})
-        for d in watch.scan_recent(self.cfg.raw_root, self.cfg.watch_nights + 1):
+        nights = watch.night_names(self.cfg.raw_root)[-(self.cfg.watch_nights + 1):]
+        dirs = watch.scan_recent(self.cfg.raw_root, self.cfg.watch_nights + 1)
+        for d in dirs:
             if d.name not in self._known_names(int(d.parent.name)):
                 self.candidates.add(d)
+        note_sightings(self.ctx, dirs, self.now(), nights)
 
     def _known_names(self, night: int) -> set[str]:
         with transaction(self.ctx.sessions) as s:
@@ -225,7 +229,7 @@ class Daemon:
                                                   "misfire_grace_time": 30})
         sched.add_job(self._guard(self.tick_ingest), "interval", seconds=1.0, id="ingest")
         sched.add_job(self._guard(self.tick_scan), "interval", seconds=self.cfg.full_scan_s, id="scan")
-        sched.add_job(self._guard(self._poll_and_reschedule(sched)), "interval",
+        sched.add_job(self._guard(self._poll_and_reschedule(sched), "poll"), "interval",
                       seconds=self.poll_interval, id="poll")
         sched.add_job(self._guard(self.tick_campaigns), "interval",
                       seconds=self.cfg.campaign_tick_s, id="campaigns")
@@ -239,6 +243,7 @@ class Daemon:
                     sched.add_job(self._guard(self.tick_ingest), id="ingest_now",
                                   replace_existing=True, max_instances=2)
         finally:
+            readers.close_shared(final=True)   # a tick waiting on a reader stops waiting now
             sched.shutdown(wait=True)   # lets a running tick finish its transaction
 
     def _poll_and_reschedule(self, sched):
@@ -247,24 +252,31 @@ class Daemon:
             sched.reschedule_job("poll", trigger="interval", seconds=self.poll_interval)
         return run
 
-    def _guard(self, fn):
-        """A tick that fails is logged and retried next time; it never kills the daemon."""
+    def _guard(self, fn, name: str | None = None):
+        """A tick that fails is logged and retried next time; it never kills the daemon.
+        Its error (``tick_error:NAME``) stays until that same tick succeeds."""
+        name = name or getattr(fn, "__name__", "tick").removeprefix("tick_")
+
         def run() -> None:
             if self.stop_event.is_set():
                 return
             try:
                 fn()
-                if self.tick_error:
-                    self._record("tick_error", None)
+                if name in self.tick_errors:
+                    self.tick_errors.pop(name)
+                    self._record(f"tick_error:{name}", None)
+            except readers.ReadersClosed:
+                return   # stopping: the tick was cut short on purpose
             except Exception as e:  # noqa: BLE001 - the daemon must survive any one bad tick
-                log.exception("tick_failed", extra={"fields": {"tick": getattr(fn, "__name__", "?")}})
-                self._record("tick_error", f"{type(e).__name__}: {str(e).splitlines()[0][:200] if str(e) else ''}")
+                log.exception("tick_failed", extra={"fields": {"tick": name}})
+                self.tick_errors[name] = f"{type(e).__name__}: {str(e).splitlines()[0][:200] if str(e) else ''}"
+                self._record(f"tick_error:{name}", self.tick_errors[name])
         return run
 
     def _record(self, key: str, value: str | None) -> None:
         """Best effort: with the disk full even this write fails, and status then shows
         the daemon's last poll getting old."""
-        self.tick_error = value
+        self.tick_error = "; ".join(f"{k}: {v}" for k, v in self.tick_errors.items()) or None
         try:
             with transaction(self.ctx.sessions) as s:
                 repo.set_service(s, repo.get_production(s, self.ctx.production), key, value, self.now())

@@ -6,14 +6,14 @@ Aggregates are computed in SQL so the answer stays fast on a database holding a 
 from __future__ import annotations
 
 from collections import defaultdict
-from datetime import datetime
+from datetime import datetime, timezone
 
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from .core.states import ACTIVE, BROKEN, ExposureStatus, JobState
 from .db import repo
-from .db.models import Attempt, Exposure, Job, JobExposure, Night, Production, Rejection
+from .db.models import Attempt, Exposure, Job, JobExposure, Night, Production, Rejection, Sighting
 
 SCHEMA_VERSION = 1
 
@@ -36,8 +36,10 @@ def collect(s: Session, prod: Production, night: int | None = None, expid: int |
                  "night": night, "range": list(night_range) if night_range else None,
                  "nights": _nights(s, prod, night_range), "exposures": [], "jobs": [],
                  "failures": _failures(s, prod, lo, hi) if lo is not None else [],
-                 "rejections": [], "health": _health(s, prod, now)}
+                 "rejections": [], "health": _health(s, prod, now),
+                 "unfinished": _unfinished(s, prod, lo, hi, now) if night_range else []}
     if night is None:
+        out["unfinished"] = _unfinished(s, prod, 0, 99999999, now)   # odd dirs before any night
         return out
     exps = s.scalars(select(Exposure).where(Exposure.production_id == prod.id,
                                             Exposure.night == night).order_by(Exposure.expid)).all()
@@ -78,6 +80,7 @@ def collect(s: Session, prod: Production, night: int | None = None, expid: int |
             "arrived_at": _iso(e.arrived_at)})
     out["rejections"] = [{"path": r.path, "reason": r.reason} for r in s.scalars(
         select(Rejection).where(Rejection.production_id == prod.id, Rejection.night == night))]
+    out["unfinished"] = _unfinished(s, prod, night, night, now)
     if expid is not None:
         mine = {j["key"] for j in out["jobs"] if expid in j["expids"]}
         out["jobs"] = [j for j in out["jobs"] if j["key"] in mine]
@@ -132,6 +135,18 @@ def _failures(s: Session, prod: Production, lo: int, hi: int) -> list[dict]:
     return out
 
 
+def _unfinished(s: Session, prod: Production, lo: int, hi: int, now: datetime | None) -> list[dict]:
+    """Directories seen in the raw tree but not ingested, with why (sightings), oldest first;
+    ``minutes``: how long since first seen (an exposure 'incomplete for N min')."""
+    now = now or datetime.now(timezone.utc)
+    rows = s.scalars(select(Sighting).where(Sighting.production_id == prod.id,
+                                            Sighting.night.between(lo, hi))
+                     .order_by(Sighting.first_seen, Sighting.path))
+    return [{"path": r.path, "night": r.night, "kind": r.kind, "reason": r.reason,
+             "first_seen": _iso(r.first_seen), "last_seen": _iso(r.last_seen),
+             "minutes": max(0, int((now - r.first_seen).total_seconds() // 60))} for r in rows]
+
+
 def _nights(s: Session, prod: Production, night_range: tuple[int, int] | None) -> list[dict]:
     lo, hi = night_range or (0, 99999999)
     by_night: dict[int, dict] = {}
@@ -164,9 +179,15 @@ def _last_attempts(s: Session, job_ids: list[int]) -> dict[int, Attempt]:
 
 def _health(s: Session, prod: Production, now: datetime | None) -> dict:
     st = repo.service_state(s, prod)
-    return {k: (st[k].value if k in st else None)
-            for k in ("last_poll", "last_ingest", "backend_error", "daemon_pid", "daemon_started",
-                      "tick_error")}
+    out = {k: (st[k].value if k in st else None)
+           for k in ("last_poll", "last_ingest", "backend_error", "daemon_pid", "daemon_started",
+                     "tick_error")}
+    # Each tick's error (tick_error:NAME) stays until that tick succeeds again.
+    out["tick_errors"] = {k.split(":", 1)[1]: r.value for k, r in sorted(st.items())
+                          if k.startswith("tick_error:") and r.value}
+    if out["tick_errors"]:
+        out["tick_error"] = "; ".join(f"{k}: {v}" for k, v in out["tick_errors"].items())
+    return out
 
 
 def _iso(t: datetime | None) -> str | None:

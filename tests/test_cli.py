@@ -23,7 +23,9 @@ def prod(tmp_path):
 
 def test_ingest_wait_status_show_resubmit(prod):
     root, conf = prod
-    r = cli(conf, "ingest", str(N), "--wait", "--timeout", "120")
+    r = cli(conf, "ingest", str(N), "--wait", "--timeout", "120", check=False)
+    assert r.returncode == 5      # bad data found (the rest processed): one line each
+    assert f"desinight: ingest: {root / 'raw' / str(N) / '26112407'}: quarantined: unknown OBSTYPE 'TWILIGHT'" in r.stderr
     assert "5 exposures ingested, 1 quarantined" in r.stdout
     assert "failures" in r.stdout and "unknown OBSTYPE 'TWILIGHT'" in r.stdout
     data = json.loads(cli(conf, "status", "--json").stdout)
@@ -50,7 +52,7 @@ def test_ingest_wait_status_show_resubmit(prod):
         '{% extends "base.sh.j2" %}{% block run %}true\n{% endblock %}\n')
     r = cli(conf, "resubmit", "26112403")
     assert "resubmitted 4 jobs" in r.stdout
-    cli(conf, "ingest", str(N), "--wait", "--timeout", "120")
+    cli(conf, "ingest", str(N), "--wait", "--timeout", "120", check=False)  # 5: TWILIGHT quarantined
     data = json.loads(cli(conf, "status", "--json").stdout)
     assert {j["state"] for j in data["jobs"]} == {"completed"}
     assert {e["progress"] for e in data["exposures"]} == {"done", "quarantined"}
@@ -81,7 +83,7 @@ def test_errors_are_one_line_with_exit_code(prod):
 
 def test_rerun_here_leaves_production_alone_unless_recorded(prod):
     root, conf = prod
-    cli(conf, "ingest", str(N), "--wait", "--timeout", "120")
+    cli(conf, "ingest", str(N), "--wait", "--timeout", "120", check=False)  # 5: TWILIGHT quarantined
     before = json.loads(cli(conf, "show", "job", f"{N}/stdstars/1000", "--json").stdout)
     r = cli(conf, "rerun", f"{N}/stdstars/1000", "--here", check=False)
     assert r.returncode == 3 and "exit code 3" in r.stderr
@@ -103,7 +105,7 @@ def test_rerun_here_leaves_production_alone_unless_recorded(prod):
 def test_status_views(prod):
     root, conf = prod
     write_night(root / "raw", night=20261125)
-    cli(conf, "ingest", str(N), "--wait", "--timeout", "120")
+    cli(conf, "ingest", str(N), "--wait", "--timeout", "120", check=False)  # 5: TWILIGHT quarantined
     cli(conf, "ingest", "20261125", "--wait", "--timeout", "120")
     latest = json.loads(cli(conf, "status", "--json").stdout)
     assert latest["night"] == 20261125 and len(latest["nights"]) == 2
@@ -126,7 +128,7 @@ def test_report_renders_in_a_browser(prod):
     import shutil
     import subprocess
     root, conf = prod
-    cli(conf, "ingest", str(N), "--wait", "--timeout", "120")
+    cli(conf, "ingest", str(N), "--wait", "--timeout", "120", check=False)  # 5: TWILIGHT quarantined
     out = root / "night.html"
     r = cli(conf, "report", str(N), "-o", str(out))
     assert "wrote" in r.stdout and "11 jobs" in r.stdout
@@ -150,7 +152,7 @@ def test_report_renders_in_a_browser(prod):
 
 def test_show_exposure(prod):
     root, conf = prod
-    cli(conf, "ingest", str(N), "--wait", "--timeout", "120")
+    cli(conf, "ingest", str(N), "--wait", "--timeout", "120", check=False)  # 5: TWILIGHT quarantined
     data = json.loads(cli(conf, "show", "exposure", "26112403", "--json").stdout)
     assert data["obstype"] == "SCIENCE" and data["tileid"] == 1000 and data["raw_path"].endswith(".fits.fz")
     assert {j["kind"]: j["state"] for j in data["jobs"]} == {

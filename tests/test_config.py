@@ -44,6 +44,10 @@ def test_file_found_by_env_and_relative_to_itself(tmp_path, monkeypatch):
     ('[kinds.science]\nntasks = 0\n', "kinds.science.ntasks"),
     ('[desinight]\nproduction = "a/b"\n', "desinight.production must be a plain name"),
     ('[daemon]\ncampaign_tick_s = 0.001\n', "daemon.campaign_tick_s must be between 0.5 and 86400, got 0.001"),
+    ('[readers]\nworkers = 0\n', "readers.workers must be between 1 and 64, got 0"),
+    ('[readers]\ntimeout_s = 0\n', "readers.timeout_s must be between 0.1 and 3600, got 0"),
+    ('[readers]\nmemory_mb = 100\n', "readers.memory_mb must be between 256 and 1048576, got 100"),
+    ('[readers]\nmemory_mb = "2G"\n', "readers.memory_mb must be int"),
     ('[desinight\n', "not valid TOML"),
     ('[daemon]\nfull_scan_s = 0\n', "daemon.full_scan_s must be between 1 and 86400, got 0"),
     ('[daemon]\nsettle_s = -1\n', "daemon.settle_s must be between 0 and 86400, got -1"),
@@ -75,3 +79,9 @@ def test_non_utf8_config_is_one_line(tmp_path):
         load_config(conf, env={})
     assert "\n" not in str(e.value)
 
+
+def test_reader_limits_from_the_file(tmp_path):
+    conf = tmp_path / "desinight.toml"
+    conf.write_text("[readers]\nworkers = 3\ntimeout_s = 12\nmemory_mb = 1024\n")
+    cfg = load_config(conf, env={})
+    assert (cfg.reader_workers, cfg.reader_timeout_s, cfg.reader_memory_mb) == (3, 12.0, 1024)

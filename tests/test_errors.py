@@ -32,7 +32,7 @@ def _one_line_error(res, code: int) -> str:
 ])
 def test_unusable_database_url_is_one_line_with_password_masked(tmp_path, url, needle):
     conf = write_config(tmp_path, db_url=url)
-    err = _one_line_error(cli(conf, "status", check=False), 5)
+    err = _one_line_error(cli(conf, "status", check=False), 6)
     assert needle in err and "u:***@" in err
 
 
@@ -44,7 +44,7 @@ def test_postgres_database_that_does_not_exist(tmp_path):
         pytest.skip("PostgreSQL not available")
     url = make_url(base).set(password=SECRET, database="no_such_db_for_desinight")
     conf = write_config(tmp_path, db_url=url.render_as_string(hide_password=False))
-    err = _one_line_error(cli(conf, "status", check=False), 5)
+    err = _one_line_error(cli(conf, "status", check=False), 6)
     assert 'database "no_such_db_for_desinight" does not exist' in err
 
 
@@ -55,7 +55,7 @@ def test_read_only_sqlite_database(tmp_path):
     ro = f"sqlite:///file:{db}?mode=ro&uri=true"
     conf.write_text(conf.read_text().replace('backend = "local"', f'backend = "local"\ndb_url = "{ro}"'))
     (tmp_path / "raw" / "20261124").mkdir(parents=True)
-    err = _one_line_error(cli(conf, "ingest", "20261124", "--no-wait", check=False), 5)
+    err = _one_line_error(cli(conf, "ingest", "20261124", "--no-wait", check=False), 6)
     assert "readonly database" in err
 
 
@@ -65,7 +65,7 @@ def test_unwritable_report_output(tmp_path):
     cli(conf, "sim", "night", "--night", "20261124", "--out", str(tmp_path / "raw"))
     cli(conf, "ingest", "20261124", "--no-wait")
     err = _one_line_error(cli(conf, "report", "20261124", "-o", str(conf / "night.html"),
-                              check=False), 6)
+                              check=False), 7)
     assert str(conf) in err
 
 
@@ -85,7 +85,7 @@ def test_non_utf8_config_via_cli(tmp_path):
 
 def test_full_disk_reads_as_such():
     e = filesystem_error(OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), "/state/x.db"))
-    assert str(e) == "no space left on device: /state/x.db" and e.exit_code == 6
+    assert str(e) == "no space left on device: /state/x.db" and e.exit_code == 7
 
 
 @pytest.mark.parametrize("text,masked", [

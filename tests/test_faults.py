@@ -60,7 +60,7 @@ def test_corrupted_raw_file_is_quarantined_and_the_night_goes_on(tmp_path):
     for i in range(5800, len(data) - 100, 7):      # scramble compressed tiles, keep headers
         data[i] ^= 0x5A
     raw.write_bytes(bytes(data))
-    cli(conf, "ingest", str(N), "--wait", "--timeout", "120")
+    assert cli(conf, "ingest", str(N), "--wait", "--timeout", "120", check=False).returncode == 5
     data = status_json(conf, N)
     bad_row = [e for e in data["exposures"] if e["expid"] == int(bad.name)][0]
     assert bad_row["status"] == "quarantined" and bad_row["reason"]

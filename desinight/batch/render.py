@@ -57,14 +57,14 @@ def render_script(templates_dir: Path, kind: str, *, job_key: str, job_name: str
                   production: str, attempt_dir: Path, script_path: Path, raw_root: Path,
                   redux_root: Path, command: Sequence[str], resources: Resources,
                   launcher: str = "", extra_env: Sequence[tuple[str, str]] = (),
-                  now: datetime | None = None) -> str:
+                  now: datetime | None = None, tag: str = "") -> str:
     template = _env(str(templates_dir)).get_template(f"{kind}.sh.j2")
     return template.render(
         job_key=job_key, job_name=job_name, attempt=attempt, production=production,
         attempt_dir=attempt_dir, script_path=script_path, raw_root=raw_root,
         redux_root=redux_root, command=list(command), res=resources,
         launcher=" ".join(shlex.quote(w) for w in shlex.split(launcher)) + " " if launcher else "",
-        extra_env=list(extra_env),
+        extra_env=list(extra_env), tag=tag,
         rendered_at=(now or datetime.now(timezone.utc)).strftime("%Y-%m-%dT%H:%M:%SZ"))
 
 

@@ -50,14 +50,15 @@ class _NoBackend:
 
 
 def process_night(ctx, night: int, wait: bool, closed: bool, timeout: float | None,
-                  console: Console, poll_s: float = 1.0) -> dict:
+                  console: Console, poll_s: float = 1.0,
+                  problems: list[tuple[str, str]] | None = None) -> dict:
     """Scan + plan + submit a night; with ``wait``, poll until every job has ended."""
     from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
     from .. import orchestrate as O
     from ..ingest import ingest_night
     now = O.utc_now()
-    counts = ingest_night(ctx, night, now)
+    counts = ingest_night(ctx, night, now, problems=problems)
     O.plan(ctx, night, closed=closed)
     O.reconcile(ctx, now)
     submitted = O.submit_ready(ctx, now)
@@ -124,13 +125,26 @@ def ingest(obj, night: str, wait: bool, still_open: bool, backend: str | None,
     cfg = obj.cfg.with_overrides(backend=backend)
     ctx = open_context(cfg)
     console = Console()
-    out = process_night(ctx, n, wait, closed=not still_open, timeout=timeout, console=console)
+    problems: list[tuple[str, str]] = []
+    out = process_night(ctx, n, wait, closed=not still_open, timeout=timeout, console=console,
+                        problems=problems)
     ing = out["ingest"]
     click.echo(f"night {n}: {ing.get('ingested', 0)} exposures ingested, "
                f"{ing.get('quarantined', 0)} quarantined, {ing.get('rejected', 0)} rejected, "
                f"{ing.get('incomplete', 0)} incomplete; {out['submitted']} jobs submitted")
     if wait:
         print_status(ctx, night=n, console=console)
+    # One line per bad exposure or odd directory; the good ones are recorded regardless.
+    for _, line in problems:
+        click.echo("desinight: ingest: " + " ".join(line.split()), err=True)
+    # With --open an exposure still in transfer is expected; anything else is bad data.
+    if any(kind != "incomplete" or not still_open for kind, _ in problems):
+        raise SystemExit(BAD_DATA_EXIT)
+
+
+#: `desinight ingest` exit code when some of the night's data were quarantined, rejected
+#: or cannot complete (the rest was ingested): scripts can tell it from an error (1-4).
+BAD_DATA_EXIT = 5
 
 
 @click.command()

@@ -51,6 +51,7 @@ def render(data: dict, console: Console) -> None:
     console.print(nights)
     if data["night"] is None and not data["range"]:
         console.print("no nights yet")
+        _render_unfinished(data, console)
         return
     t = Table(title=f"night {data['night']}", title_justify="left")
     for col in ("EXPID", "OBSTYPE", "TILE", "cams", "status", "steps"):
@@ -74,6 +75,7 @@ def render(data: dict, console: Console) -> None:
         if len(data["failures"]) > 200:
             f.add_row("", f"... {len(data['failures']) - 200} more (--json for all)", "", "")
         console.print(f)
+    _render_unfinished(data, console)
     h = data["health"]
     counts: dict[str, int] = {}
     for n in data["nights"]:
@@ -85,6 +87,23 @@ def render(data: dict, console: Console) -> None:
                   f"last ingest {_ago(h['last_ingest'])} | "
                   + (f"[red]backend: {h['backend_error']}[/]" if h["backend_error"] else "backend ok")
                   + (f" | [red]daemon error: {h['tick_error']}[/]" if h.get("tick_error") else ""))
+
+
+def _render_unfinished(data: dict, console: Console) -> None:
+    """Directories seen in the raw tree but not ingested, with why: nothing stays invisible."""
+    rows = data.get("unfinished") or []
+    if not rows:
+        return
+    u = Table(title="seen but not ingested", title_justify="left")
+    for col in ("path", "why", "since"):
+        u.add_column(col, overflow="fold", no_wrap=col == "since")
+    for r in rows[:200]:
+        why = (f"incomplete for {r['minutes']} min ({r['reason']})" if r["kind"] == "incomplete"
+               else f"{r['kind']}: {r['reason']}")
+        u.add_row(r["path"], why, f"{r['minutes']} min")
+    if len(rows) > 200:
+        u.add_row(f"... {len(rows) - 200} more (--json for all)", "", "")
+    console.print(u)
 
 
 def _word(cams: str) -> str:

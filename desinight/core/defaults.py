@@ -46,6 +46,17 @@ POLL_BACKOFF = 1.5
 #: Seconds between the daemon's rounds over submitted campaigns (poll + submit under each
 #: campaign's throttle); campaign jobs run for minutes to hours.
 CAMPAIGN_TICK_S = 30.0
+#: Untrusted input (raw headers, request/checksum files, exit records) is parsed in reader
+#: worker processes (desinight/readers.py). Two workers: a hanging reader holds one while
+#: the other goes on, and the machine's cores are shared with the daemon and the jobs.
+READER_WORKERS = 2
+#: A reader taking longer than this on one exposure is killed and the exposure quarantined:
+#: a healthy read of a DESI raw file (30 cameras) takes a few seconds even on a busy Lustre.
+READER_TIMEOUT_S = 30.0
+#: Address-space limit of each reader (RLIMIT_AS, MB): Python + numpy + fitsio take ~0.5 GB
+#: of address space and one decompressed camera ~64 MB, so 2 GB leaves room while a file
+#: that makes cfitsio allocate without bound fails that reader, never the login node.
+READER_MEMORY_MB = 2048
 
 #: Per-job-kind resources (SLURM and local). Science kinds spread cameras over MPI ranks.
 KIND_RESOURCES: dict[str, dict[str, int]] = {

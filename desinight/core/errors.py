@@ -32,13 +32,13 @@ class BackendError(DesinightError):
 class DatabaseError(DesinightError):
     """The database cannot be reached, opened or written (URL passwords never shown)."""
 
-    exit_code = 5
+    exit_code = 6
 
 
 class FilesystemError(DesinightError):
     """A file or directory desinight needs cannot be read or written (permissions, full disk)."""
 
-    exit_code = 6
+    exit_code = 7
 
 
 #: The exit codes every command uses (docs/operator-guide.md "Exit codes" lists the same).
@@ -48,7 +48,9 @@ EXIT_CODES = {
     2: "configuration or usage error",
     3: "not found (night, exposure, job)",
     4: "batch system error (sbatch/sacct/squeue/scancel)",
-    5: "database error",
-    6: "filesystem error (permission, full disk, missing directory)",
+    5: ("the night had problems: jobs did not complete, or exposures were quarantined, "
+        "rejected or cannot complete (the rest was done)"),
+    6: "database error",
+    7: "filesystem error (permission, full disk, missing directory)",
     130: "interrupted (Ctrl-C)",
 }

@@ -97,6 +97,24 @@ class Rejection(Base):
     seen_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
 
 
+class Sighting(Base):
+    """A directory of the raw tree seen but not ingested (yet): incomplete, an odd name, a
+    symlink loop, a special file. Written by ingest and the daemon's scan, removed when the
+    directory is ingested or goes away; `status` lists them so nothing stays invisible."""
+
+    __tablename__ = "sighting"
+    __table_args__ = (UniqueConstraint("production_id", "path"),
+                      Index("ix_sighting_prod_night", "production_id", "night"))
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    production_id: Mapped[int] = mapped_column(ForeignKey("production.id"))
+    night: Mapped[int] = mapped_column(Integer)
+    path: Mapped[str] = mapped_column(Text)
+    kind: Mapped[str] = mapped_column(String(32))     # incomplete, unreadable-name, loop, ...
+    reason: Mapped[str] = mapped_column(Text)
+    first_seen: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    last_seen: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+
 class JobExposure(Base):
     __tablename__ = "job_exposure"
     job_id: Mapped[int] = mapped_column(ForeignKey("job.id"), primary_key=True)

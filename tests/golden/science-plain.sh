@@ -1,7 +1,8 @@
 #!/bin/bash
 # desinight job 20261124/science/26112403 (attempt 1) of production daily
 # Rendered 2026-11-25T06:00:00Z. Rerun by hand: bash /global/cfs/desi/run/20261124/science/attempt-1/job.sh
-# (set DESINIGHT_ATTEMPT_DIR to a scratch directory to keep this attempt's records intact)
+# (a run by hand records its exit in a hand-<time> directory of its own beside this script,
+# never in the attempt's record; or set DESINIGHT_ATTEMPT_DIR to choose the directory)
 #SBATCH --job-name=dn-daily-7-science
 #SBATCH --nodes=1
 #SBATCH --ntasks=4
@@ -12,6 +13,13 @@
 set -uo pipefail
 
 __dn_default_dir=/global/cfs/desi/run/20261124/science/attempt-1
+# The attempt's tag: its exit record counts for this attempt only when tag and job id match.
+__dn_tag=desinight:daily:7:1
+if [ -z "${DESINIGHT_ATTEMPT_DIR:-}" ] && ! { [ -n "${SLURM_JOB_ID:-}" ] && [ "${SLURM_JOB_NAME:-}" = dn-daily-7-science ]; }; then
+    # Not started by the batch system (run by hand): never write over the attempt's record.
+    __dn_default_dir="$__dn_default_dir/hand-$(date -u +%Y%m%dT%H%M%SZ)-$$"
+    __dn_tag=hand
+fi
 export DESINIGHT_ATTEMPT_DIR="${DESINIGHT_ATTEMPT_DIR:-$__dn_default_dir}"
 export DESI_SPECTRO_DATA='/global/cfs/desi/raw data'
 export DESI_SPECTRO_REDUX=/global/cfs/desi/redux
@@ -25,9 +33,9 @@ __dn_exit() {
     local rc=$?
     local tmp="$DESINIGHT_ATTEMPT_DIR/exit.json.tmp.$$"
     # Written to a temporary name then renamed: the poller never reads half a record.
-    printf '{"status": "%s", "exit_code": %d, "start": "%s", "end": "%s", "host": "%s", "backend_id": "%s"}\n' \
+    printf '{"status": "%s", "exit_code": %d, "start": "%s", "end": "%s", "host": "%s", "backend_id": "%s", "tag": "%s"}\n' \
         "$([ "$rc" -eq 0 ] && echo completed || echo failed)" "$rc" "$__dn_start" \
-        "$(date -u +%Y-%m-%dT%H:%M:%SZ)" "$(hostname)" "${SLURM_JOB_ID:-${DESINIGHT_BACKEND_ID:-}}" \
+        "$(date -u +%Y-%m-%dT%H:%M:%SZ)" "$(hostname)" "${SLURM_JOB_ID:-${DESINIGHT_BACKEND_ID:-}}" "$__dn_tag" \
         > "$tmp" && mv -f "$tmp" "$DESINIGHT_ATTEMPT_DIR/exit.json"
 }
 trap __dn_exit EXIT
