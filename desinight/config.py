@@ -200,8 +200,13 @@ def _validate(cfg: Config) -> None:
         raise ConfigError(f"{where}daemon.poll_min_s must be <= daemon.poll_max_s")
     for key, value, lo, hi in _RANGES(cfg):
         if not lo <= value <= hi:
-            raise ConfigError(f"{where}{key} must be between {lo:g} and {hi:g}, got {value:g}")
+            raise ConfigError(f"{where}{key} must be between {_num(lo)} and {_num(hi)}, "
+                              f"got {_num(value)}")
     _check_paths(cfg, where)
+
+
+def _num(v: float) -> str:
+    return str(int(v)) if float(v).is_integer() else repr(float(v))
 
 
 def _RANGES(cfg: Config) -> list[tuple[str, float, float, float]]:  # noqa: N802 - a table
