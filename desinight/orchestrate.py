@@ -31,6 +31,7 @@ from .core.states import ACTIVE, BROKEN, JobState, can_advance
 from .db import bulk, repo
 from .db.engine import transaction
 from .db.models import Attempt, Exposure, Job, Production, utcnow
+from .depcheck import check_parents
 
 log = logging.getLogger("desinight")
 
@@ -168,6 +169,8 @@ def submit_ready(ctx: Context, now: datetime) -> int:
             if ctx.max_queued is not None:
                 room = max(0, ctx.max_queued - repo.count_active(s, prod))
             ready = _ready(s, prod, room) if room != 0 else []
+            # Parents asked in the backend right before sbatch: no afterok on a purged id.
+            ready, _waiting = check_parents(ctx.backend, ready)
             for job, deps in ready:
                 number = len(job.attempts) + 1
                 adir = attempt_dir(ctx.cfg, job, number)

@@ -44,6 +44,7 @@ def test_file_found_by_env_and_relative_to_itself(tmp_path, monkeypatch):
     ('[kinds.science]\nntasks = 0\n', "kinds.science.ntasks"),
     ('[desinight]\nproduction = "a/b"\n', "desinight.production must be a plain name"),
     ('[daemon]\ncampaign_tick_s = 0\n', "daemon.campaign_tick_s must be > 0"),
+    ('[slurm]\nkill_on_invalid_dep = "yes"\n', "slurm.kill_on_invalid_dep must be true or false"),
     ('[desinight\n', "not valid TOML"),
 ])
 def test_invalid_config_names_the_key(tmp_path, body, needle):
