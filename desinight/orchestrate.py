@@ -32,6 +32,7 @@ from .db import bulk, repo
 from .db.engine import transaction
 from .db.models import Attempt, Exposure, Job, Production, utcnow
 from .depcheck import check_parents
+from .testhooks import crash_point
 
 log = logging.getLogger("desinight")
 
@@ -208,6 +209,7 @@ def submit_ready(ctx: Context, now: datetime) -> int:
         for att_id, req in reqs:
             try:
                 bid = ctx.backend.submit(req)
+                crash_point("after_sbatch")   # tests: die between sbatch and the id write
             except BackendError as e:
                 with transaction(ctx.sessions) as s:
                     prod = repo.get_production(s, ctx.production)
@@ -223,13 +225,27 @@ def submit_ready(ctx: Context, now: datetime) -> int:
             repo.clear_backend_error(s, repo.get_production(s, ctx.production), "submit", now)
 
 
-def reconcile(ctx: Context, now: datetime) -> int:
-    """Settle intents recorded without a backend id (a crash between intent and id)."""
+#: reason given to an intent that never reached the backend (reconcile voids it)
+LOST_REASON = "submission lost (never reached the backend)"
+
+
+def reconcile(ctx: Context, now: datetime, settled: bool = False) -> int:
+    """Give every attempt its backend id, also when the daemon died between sbatch and
+    recording it; void intents that never reached the backend.
+
+    The backend is asked first (``find``: by the attempt's tag, live and ended jobs); an
+    intent it does not list but whose job wrote its exit record takes the id from the record
+    (the job ran, the listing lagged: ``sacct -S`` shows an end ~4 s late); the state is then
+    left to the poll, which asks the backend with that id. Only a record without any id (a
+    backend that has none) settles the attempt directly. ``settled`` (daemon start) also
+    fills the ids of attempts that earlier versions settled from their record without asking
+    (after 141 kills with a slow sbatch, 2 completed attempts had none)."""
     fixed = 0
     with transaction(ctx.sessions) as s:
         prod = repo.get_production(s, ctx.production)
         orphans = [a for a in repo.active_attempts(s, prod) if not a.backend_id]
-        if not orphans:
+        old = _settled_without_id(s, prod, ctx.backend.name, now) if settled else []
+        if not orphans and not old:
             return 0
         try:
             known = ctx.backend.find(ctx.tag)
@@ -237,25 +253,41 @@ def reconcile(ctx: Context, now: datetime) -> int:
             repo.set_service(s, prod, "backend_error", f"find: {e}", now)
             return 0
         repo.clear_backend_error(s, prod, "find", now)
-        for att in orphans:
+        for att in old:
             if att.comment in known:
                 att.backend_id = known[att.comment]
+                fixed += 1
+                ctx.event("reconciled", comment=att.comment, backend_id=att.backend_id, settled=True)
+        for att in orphans:
+            rec = read_exit(Path(att.attempt_dir))
+            bid = known.get(att.comment) or (str(rec.get("backend_id") or "") if rec else "")
+            if bid:
+                att.backend_id = bid
                 att.submitted_at = att.submitted_at or now
                 fixed += 1
                 ctx.event("reconciled", comment=att.comment, backend_id=att.backend_id)
                 continue
-            rec = read_exit(Path(att.attempt_dir))
             if rec is not None:
                 _finish(att, rec["state"], rec["exit_code"], None, rec["start"], rec["end"],
                         rec.get("host"))
                 fixed += 1
             elif now - att.intent_at > LOST_INTENT_AFTER or not _backend_can_lag(ctx):
                 # Never reached the backend: this attempt is void; plan the job again.
-                att.state, att.reason = JobState.CANCELLED.value, "submission lost (never reached the backend)"
-                att.job.state = JobState.PLANNED.value
+                att.state, att.reason = JobState.CANCELLED.value, LOST_REASON  # state write: attempt
+                att.job.state = JobState.PLANNED.value  # state write: job
                 fixed += 1
                 ctx.event("intent_lost", comment=att.comment)
     return fixed
+
+
+def _settled_without_id(s: Session, prod: Production, backend: str, now: datetime) -> list[Attempt]:
+    """Ended attempts of this backend with no id that were not voided as lost, from the span
+    ``find`` covers (a week)."""
+    return list(s.scalars(select(Attempt).join(Job).where(
+        Job.production_id == prod.id, Attempt.backend == backend, Attempt.backend_id.is_(None),
+        Attempt.state.not_in([st.value for st in ACTIVE]),
+        (Attempt.reason.is_(None)) | (Attempt.reason != LOST_REASON),
+        Attempt.intent_at > now - timedelta(days=7))))
 
 
 def _backend_can_lag(ctx: Context) -> bool:

@@ -181,7 +181,7 @@ class Daemon:
         observer = None
         try:
             self._record_start()
-            O.reconcile(self.ctx, self.now())          # before anything new is submitted
+            O.reconcile(self.ctx, self.now(), settled=True)   # before anything new is submitted
             self.tick_scan()
             observer = watch.start_observer(self.cfg.raw_root, self.mode, self.candidates, 1.0)
             log.info("daemon_started", extra={"fields": {"production": self.ctx.production,

@@ -247,7 +247,10 @@ def parse_squeue(text: str) -> dict[str, SqueueRow]:
 
 # --- find (outbox reconcile) and cancel ---------------------------------------------------
 def find_squeue_argv(squeue: str = "squeue") -> list[str]:
-    return [squeue, "-h", "--me", "-o", FIND_SQUEUE_FORMAT]
+    # -t all: a job that just ended is still in slurmctld's memory (MinJobAge) but reaches
+    # `sacct -S` only seconds later; without it a daemon killed right after sbatch of a short
+    # job could find that job nowhere (SLURM-NOTES).
+    return [squeue, "-h", "--me", "-t", "all", "-o", FIND_SQUEUE_FORMAT]
 
 
 def find_sacct_argv(sacct: str = "sacct", since: str = "now-7days") -> list[str]:
