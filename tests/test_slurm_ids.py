@@ -118,3 +118,22 @@ def test_attempt_settled_without_id_gets_it_at_start(tmp_path, slurm_cluster):
     ctx = open_context(load_config(conf))
     assert O.reconcile(ctx, O.utc_now(), settled=True) == 1
     assert attempts(tmp_path)[0][1] == bid
+
+
+def test_intent_of_a_job_that_just_ended_gets_its_id(tmp_path, slurm_cluster):
+    """The window of the old loss: the daemon died after sbatch, the job ended a moment ago
+    (gone from plain squeue, not yet in `sacct -S`, which lags an end by 2.5-4 s). Reconcile
+    still finds the id (squeue -t all) instead of settling the attempt from its exit record."""
+    conf, name = unique_production(tmp_path)
+    write_exposure(tmp_path / "raw", N, 0, "ZERO")
+    p = daemon(conf, tmp_path / "d1.out", crash_at="after_sbatch")
+    assert p.wait(timeout=120) == CRASH_EXIT
+    (comment, bid, _, adir) = attempts(tmp_path)[0]
+    assert bid is None
+    ctx = open_context(load_config(conf))
+    rec = wait_for(lambda: read_exit(Path(adir)), 60, interval=0.05, what="the job's exit record")
+    assert O.reconcile(ctx, O.utc_now(), settled=True) == 1
+    (_, bid, state, _) = attempts(tmp_path)[0]
+    assert bid == rec["backend_id"] and state == "submitted"   # the poll asks SLURM how it ended
+    wait_for(lambda: (O.poll(ctx, O.utc_now()), attempts(tmp_path)[0][2] == "completed")[1], 30,
+             what="the poll to record the end from SLURM")
