@@ -30,20 +30,25 @@ from tests.rawfixture import N, write_exposure
 pytestmark = [pytest.mark.slurm, pytest.mark.slow]
 
 
+def cluster_kills_invalid_depend() -> bool:
+    shown = subprocess.run(["scontrol", "show", "config"], capture_output=True, text=True,
+                           check=True).stdout
+    return "kill_invalid_depend" in shown
+
+
 @pytest.fixture(params=["kill_invalid_depend", "no_kill_invalid_depend"])
 def mode(request, slurm_cluster):
-    """The cluster in one dependency mode for the test; the default (on) is restored after."""
+    """The cluster in one dependency mode for the test; the mode it had is restored after."""
     on = request.param == "kill_invalid_depend"
-    if not on:
-        slurm_cluster.up(kill_invalid_depend=False)
+    original = cluster_kills_invalid_depend()
+    if on != original:
+        slurm_cluster.up(kill_invalid_depend=on)
     try:
-        shown = subprocess.run(["scontrol", "show", "config"], capture_output=True, text=True,
-                               check=True).stdout
-        assert ("kill_invalid_depend" in shown) is on
+        assert cluster_kills_invalid_depend() is on
         yield on
     finally:
-        if not on:
-            slurm_cluster.up(kill_invalid_depend=True)
+        if on != original:
+            slurm_cluster.up(kill_invalid_depend=original)
 
 
 def make_ctx(root: Path, bias: str) -> O.Context:
