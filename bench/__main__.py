@@ -34,6 +34,7 @@ BENCHES = {
     "poll": ("bench_poll.py", [], "SLURM poll cost with 200 active jobs"),
     "campaign": ("bench_campaign.py", [], "1,000-night campaign planning time/memory, status latency"),
     "overhead": ("bench_overhead.py", [], "manager overhead for a night, side by side with Snakemake"),
+    "takeover": ("bench_takeover.py", [], "standby daemon takeover after SIGKILL (PostgreSQL)"),
 }
 
 
