@@ -54,8 +54,8 @@ def check_parents(backend: Backend, ready: Ready) -> tuple[Ready, dict[int, str]
             go.append((job, keep))
         else:
             waiting[job.id] = why
-    if waiting:
-        log.info("parents_not_queued", extra={"fields": {"waiting": len(waiting),
+    if waiting:   # debug: a parent unknown for long (accounting down) would repeat every tick
+        log.debug("parents_not_queued", extra={"fields": {"waiting": len(waiting),
                                                          "example": next(iter(waiting.values()))}})
     return go, waiting
 

@@ -267,8 +267,8 @@ def reconcile(ctx: Context, now: datetime, settled: bool = False) -> int:
                 fixed += 1
                 ctx.event("reconciled", comment=att.comment, backend_id=att.backend_id)
                 continue
-            if rec is not None:
-                _finish(att, rec["state"], rec["exit_code"], None, rec["start"], rec["end"],
+            if rec is not None:   # a record without any id: nothing else to ask
+                _finish(att, rec["state"], rec["exit_code"], None, rec["start"], rec["end"],  # state write: via _finish
                         rec.get("host"))
                 fixed += 1
             elif now - att.intent_at > LOST_INTENT_AFTER or not _backend_can_lag(ctx):

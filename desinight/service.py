@@ -20,6 +20,8 @@ import threading
 import time
 from pathlib import Path
 
+from sqlalchemy.exc import SQLAlchemyError
+
 from . import leader as L
 from . import orchestrate as O
 from . import watch
@@ -192,7 +194,12 @@ class Daemon:
         log.info("standby_waiting", extra={"fields": {"production": self.ctx.production,
                                                       "active": self.leader.holder(), "pid": os.getpid()}})
         while not self.stop_event.wait(D.STANDBY_RETRY_S):
-            if self.leader.try_acquire():
+            try:
+                got = self.leader.try_acquire()
+            except SQLAlchemyError as e:   # database restarting: keep waiting, say why
+                log.warning("standby_retry_failed", extra={"fields": {"error": str(e).splitlines()[0][:200]}})
+                continue
+            if got:
                 log.info("standby_took_over", extra={"fields": {"production": self.ctx.production,
                                                                 "pid": os.getpid()}})
                 return True

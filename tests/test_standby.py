@@ -73,6 +73,7 @@ def logged(conf: Path, name: str, event: str) -> bool:
 
 
 @pytest.mark.postgres
+@pytest.mark.slow
 def test_second_daemon_on_another_host_is_refused_naming_the_holder(tmp_path, pg_url):
     a, b, name = two_hosts(tmp_path, pg_url, "local", "true")
     pa = daemon(a)
@@ -90,6 +91,7 @@ def test_second_daemon_on_another_host_is_refused_naming_the_holder(tmp_path, pg
 
 
 @pytest.mark.postgres
+@pytest.mark.slow
 def test_standby_waits_and_stops_cleanly_on_sigterm(tmp_path, pg_url):
     a, b, name = two_hosts(tmp_path, pg_url, "local", "true")
     pa = daemon(a)
@@ -105,6 +107,7 @@ def test_standby_waits_and_stops_cleanly_on_sigterm(tmp_path, pg_url):
 
 
 @pytest.mark.postgres
+@pytest.mark.slow
 def test_active_daemon_that_loses_its_lock_connection_stops(tmp_path, pg_url):
     """The lock's session ended server-side (a network cut looks the same): the lock is gone,
     so the daemon stops with status 1 and the standby takes over."""
@@ -212,6 +215,7 @@ def test_standby_takes_over_when_the_active_daemon_is_killed(tmp_path, pg_url, s
     assert sorted(ids[0] for ids in per_job.values()) == sorted(j["backend_id"] for j in jobs)
 
 
+@pytest.mark.slow
 def test_standby_on_sqlite_waits_on_the_flock(tmp_path):
     """SQLite is one host: --standby waits on the state dir's flock and takes over when the
     active daemon dies."""
