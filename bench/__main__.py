@@ -37,6 +37,7 @@ BENCHES = {
     "campaign": ("bench_campaign.py", [], "1,000-night campaign planning time/memory, status latency"),
     "overhead": ("bench_overhead.py", [], "manager overhead for a night, side by side with Snakemake"),
     "readers": ("bench_readers.py", [], "untrusted input in reader processes: start-up, per exposure, per poll"),
+    "takeover": ("bench_takeover.py", [], "standby daemon takeover after SIGKILL (PostgreSQL)"),
 }
 
 

@@ -17,7 +17,7 @@ def make_backend(cfg: Config, name: str | None = None) -> Backend:
     if name == "slurm":
         from .batch.slurm import SlurmBackend
         _find_local_cluster()
-        return SlurmBackend()
+        return SlurmBackend(kill_on_invalid_dep=cfg.slurm_kill_on_invalid_dep)
     raise DesinightError(f"unknown backend {name!r} (known: local, slurm)")
 
 

@@ -36,6 +36,8 @@ class Config:
     slurm_qos: str | None = None
     slurm_partition: str | None = None
     slurm_constraint: str | None = None
+    #: add --kill-on-invalid-dep=yes to every sbatch (opt-in; see core/defaults.py)
+    slurm_kill_on_invalid_dep: bool = D.SLURM_KILL_ON_INVALID_DEP
     #: command prefix used to launch MPI steps inside jobs, e.g. "srun --mpi=pmi2" or "mpiexec"
     mpi_launcher: str = ""
     watch_mode: str = D.WATCH_MODE
@@ -81,6 +83,7 @@ _KEYS: dict[tuple[str, str], tuple[str, type]] = {
     ("slurm", "partition"): ("slurm_partition", str),
     ("slurm", "constraint"): ("slurm_constraint", str),
     ("slurm", "mpi_launcher"): ("mpi_launcher", str),
+    ("slurm", "kill_on_invalid_dep"): ("slurm_kill_on_invalid_dep", bool),
     ("daemon", "watch"): ("watch_mode", str),
     ("daemon", "poll_min_s"): ("poll_min_s", float),
     ("daemon", "poll_max_s"): ("poll_max_s", float),
@@ -165,6 +168,10 @@ def _coerce(path: Path, key: str, value: Any, typ: type, base: Path) -> Any:
             raise ConfigError(f"{path}: {key} must be a non-empty path string")
         p = Path(os.path.expandvars(os.path.expanduser(value)))
         return p if p.is_absolute() else base / p
+    if typ is bool:
+        if not isinstance(value, bool):
+            raise ConfigError(f"{path}: {key} must be true or false, got {value!r}")
+        return value
     if typ is float and isinstance(value, int) and not isinstance(value, bool):
         value = float(value)
     if not isinstance(value, typ) or isinstance(value, bool):

@@ -31,6 +31,8 @@ from .core.states import ACTIVE, BROKEN, JobState, can_advance
 from .db import bulk, repo
 from .db.engine import transaction
 from .db.models import Attempt, Exposure, Job, Production, utcnow
+from .depcheck import check_parents
+from .testhooks import crash_point
 
 log = logging.getLogger("desinight")
 
@@ -168,6 +170,8 @@ def submit_ready(ctx: Context, now: datetime) -> int:
             if ctx.max_queued is not None:
                 room = max(0, ctx.max_queued - repo.count_active(s, prod))
             ready = _ready(s, prod, room) if room != 0 else []
+            # Parents asked in the backend right before sbatch: no afterok on a purged id.
+            ready, _waiting = check_parents(ctx.backend, ready)
             for job, deps in ready:
                 number = len(job.attempts) + 1
                 adir = attempt_dir(ctx.cfg, job, number)
@@ -205,6 +209,7 @@ def submit_ready(ctx: Context, now: datetime) -> int:
         for att_id, req in reqs:
             try:
                 bid = ctx.backend.submit(req)
+                crash_point("after_sbatch")   # tests: die between sbatch and the id write
             except BackendError as e:
                 with transaction(ctx.sessions) as s:
                     prod = repo.get_production(s, ctx.production)
@@ -220,13 +225,27 @@ def submit_ready(ctx: Context, now: datetime) -> int:
             repo.clear_backend_error(s, repo.get_production(s, ctx.production), "submit", now)
 
 
-def reconcile(ctx: Context, now: datetime) -> int:
-    """Settle intents recorded without a backend id (a crash between intent and id)."""
+#: reason given to an intent that never reached the backend (reconcile voids it)
+LOST_REASON = "submission lost (never reached the backend)"
+
+
+def reconcile(ctx: Context, now: datetime, settled: bool = False) -> int:
+    """Give every attempt its backend id, also when the daemon died between sbatch and
+    recording it; void intents that never reached the backend.
+
+    The backend is asked first (``find``: by the attempt's tag, live and ended jobs); an
+    intent it does not list but whose job wrote its exit record takes the id from the record
+    (the job ran, the listing lagged: ``sacct -S`` shows an end ~4 s late); the state is then
+    left to the poll, which asks the backend with that id. Only a record without any id (a
+    backend that has none) settles the attempt directly. ``settled`` (daemon start) also
+    fills the ids of attempts that earlier versions settled from their record without asking
+    (after 141 kills with a slow sbatch, 2 completed attempts had none)."""
     fixed = 0
     with transaction(ctx.sessions) as s:
         prod = repo.get_production(s, ctx.production)
         orphans = [a for a in repo.active_attempts(s, prod) if not a.backend_id]
-        if not orphans:
+        old = _settled_without_id(s, prod, ctx.backend.name, now) if settled else []
+        if not orphans and not old:
             return 0
         try:
             known = ctx.backend.find(ctx.tag)
@@ -234,26 +253,42 @@ def reconcile(ctx: Context, now: datetime) -> int:
             repo.set_service(s, prod, "backend_error", f"find: {e}", now)
             return 0
         repo.clear_backend_error(s, prod, "find", now)
-        records = read_exits(ctx.cfg, orphans)
-        for att in orphans:
+        for att in old:
             if att.comment in known:
                 att.backend_id = known[att.comment]
+                fixed += 1
+                ctx.event("reconciled", comment=att.comment, backend_id=att.backend_id, settled=True)
+        records = read_exits(ctx.cfg, orphans)   # parsed in a reader process, tag checked
+        for att in orphans:
+            rec = records.get(att.id)
+            bid = known.get(att.comment) or (str(rec.get("backend_id") or "") if rec else "")
+            if bid:
+                att.backend_id = bid
                 att.submitted_at = att.submitted_at or now
                 fixed += 1
                 ctx.event("reconciled", comment=att.comment, backend_id=att.backend_id)
                 continue
-            rec = records.get(att.id)
-            if rec is not None:
-                _finish(att, rec["state"], rec["exit_code"], None, rec["start"], rec["end"],
+            if rec is not None:   # a record without any id: nothing else to ask
+                _finish(att, rec["state"], rec["exit_code"], None, rec["start"], rec["end"],  # state write: via _finish
                         rec.get("host"))
                 fixed += 1
             elif now - att.intent_at > LOST_INTENT_AFTER or not _backend_can_lag(ctx):
                 # Never reached the backend: this attempt is void; plan the job again.
-                att.state, att.reason = JobState.CANCELLED.value, "submission lost (never reached the backend)"
-                att.job.state = JobState.PLANNED.value
+                att.state, att.reason = JobState.CANCELLED.value, LOST_REASON  # state write: attempt
+                att.job.state = JobState.PLANNED.value  # state write: job
                 fixed += 1
                 ctx.event("intent_lost", comment=att.comment)
     return fixed
+
+
+def _settled_without_id(s: Session, prod: Production, backend: str, now: datetime) -> list[Attempt]:
+    """Ended attempts of this backend with no id that were not voided as lost, from the span
+    ``find`` covers (a week)."""
+    return list(s.scalars(select(Attempt).join(Job).where(
+        Job.production_id == prod.id, Attempt.backend == backend, Attempt.backend_id.is_(None),
+        Attempt.state.not_in([st.value for st in ACTIVE]),
+        (Attempt.reason.is_(None)) | (Attempt.reason != LOST_REASON),
+        Attempt.intent_at > now - timedelta(days=7))))
 
 
 def _backend_can_lag(ctx: Context) -> bool:

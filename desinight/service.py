@@ -2,10 +2,11 @@
 scan; all ticks run on one worker thread, so ticks never overlap and each is one short
 sequence of transactions.
 
-Crash safety: a ``flock`` on a per-production lock file keeps a second daemon out (the
-kernel drops the lock when the process dies, even by ``kill -9``, so no stale pid files);
-on start, ``reconcile`` settles submissions whose id was never recorded before anything
-new is submitted.
+Crash safety: one active daemon per production (``leader.py``: the ``flock`` on a
+per-production lock file with SQLite, a PostgreSQL session advisory lock across hosts; both
+are dropped when the holder dies, even by ``kill -9``, so no stale pid files); ``--standby``
+waits for that lock and takes over. On start, ``reconcile`` settles submissions whose id was
+never recorded before anything new is submitted.
 """
 
 from __future__ import annotations
@@ -19,10 +20,13 @@ import threading
 import time
 from pathlib import Path
 
+from sqlalchemy.exc import SQLAlchemyError
+
+from . import leader as L
 from . import orchestrate as O
 from . import readers, watch
-from .ingest import ingest_night, note_sightings
 from .core import defaults as D
+from .ingest import ingest_night, note_sightings
 from .core.errors import BackendError, DesinightError
 from .db import repo
 from .db.engine import transaction
@@ -65,7 +69,7 @@ class FileLock:
 
 
 class Daemon:
-    def __init__(self, ctx: O.Context, clock=O.utc_now):
+    def __init__(self, ctx: O.Context, clock=O.utc_now, standby: bool = False):
         self.ctx = ctx
         self.cfg = ctx.cfg
         self.now = clock
@@ -81,7 +85,10 @@ class Daemon:
         self.mode = watch.choose_mode(self.cfg.watch_mode, self.cfg.raw_root)
         self.idle_submit_at = 0.0
         self.watcher: watch.NativeWatcher | watch.PollingWatcher | None = None
-        self.lock = FileLock(self.cfg.state_dir.resolve() / f"daemon-{ctx.production}.lock")
+        #: wait for the active daemon's lock instead of exiting (``desinight daemon --standby``)
+        self.standby = standby
+        self.leader = L.for_daemon(self.cfg.database_url, self.cfg.state_dir, ctx.production)
+        self.exit_code = 0
 
     # --- ticks (all on the scheduler's single worker thread) ------------------------------
     def tick_ingest(self) -> None:
@@ -198,26 +205,50 @@ class Daemon:
         return {f"{e:08d}" for e in known}
 
     # --- life cycle -----------------------------------------------------------------------
+    def _lead(self) -> bool:
+        """Take the production's lock; a standby waits for it (False: stopped while waiting).
+
+        Without ``standby`` a held lock is one error naming its holder (pid, host)."""
+        if self.leader.try_acquire():
+            return True
+        if not self.standby:
+            raise DesinightError(self.leader.refused())
+        log.info("standby_waiting", extra={"fields": {"production": self.ctx.production,
+                                                      "active": self.leader.holder(), "pid": os.getpid()}})
+        while not self.stop_event.wait(D.STANDBY_RETRY_S):
+            try:
+                got = self.leader.try_acquire()
+            except SQLAlchemyError as e:   # database restarting: keep waiting, say why
+                log.warning("standby_retry_failed", extra={"fields": {"error": str(e).splitlines()[0][:200]}})
+                continue
+            if got:
+                log.info("standby_took_over", extra={"fields": {"production": self.ctx.production,
+                                                                "pid": os.getpid()}})
+                return True
+        return False
+
     def run(self) -> int:
         """Run until SIGTERM/SIGINT; returns the exit code."""
-        self.lock.acquire()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            signal.signal(sig, lambda *_: self.stop_event.set())
+        if not self._lead():
+            return 0
         try:
             self._record_start()
-            O.reconcile(self.ctx, self.now())          # before anything new is submitted
+            O.reconcile(self.ctx, self.now(), settled=True)   # before anything new is submitted
             # watch first, then scan: nothing lands unseen between the two
             self.watcher = watch.start_watcher(self.cfg.raw_root, self.mode, self.candidates,
                                                self.cfg.watch_poll_s, self.cfg.watch_nights)
             self.tick_scan()
             log.info("daemon_started", extra={"fields": {"production": self.ctx.production,
-                                                           "watch": self.mode, "pid": os.getpid()}})
-            for sig in (signal.SIGTERM, signal.SIGINT):
-                signal.signal(sig, lambda *_: self.stop_event.set())
+                                                           "watch": self.mode, "pid": os.getpid(),
+                                                           "lock": self.leader.kind}})
             self._loop()
-            return 0
+            return self.exit_code
         finally:
             if self.watcher is not None:
                 self.watcher.stop()
-            self.lock.release()
+            self.leader.release()
             log.info("daemon_stopped", extra={"fields": {"production": self.ctx.production}})
 
     def _loop(self) -> None:
@@ -233,6 +264,7 @@ class Daemon:
                       seconds=self.poll_interval, id="poll")
         sched.add_job(self._guard(self.tick_campaigns), "interval",
                       seconds=self.cfg.campaign_tick_s, id="campaigns")
+        sched.add_job(self.check_leader, "interval", seconds=D.LEADER_CHECK_S, id="leader")
         sched.start()
         try:
             while not self.stop_event.is_set():
@@ -245,6 +277,14 @@ class Daemon:
         finally:
             readers.close_shared(final=True)   # a tick waiting on a reader stops waiting now
             sched.shutdown(wait=True)   # lets a running tick finish its transaction
+
+    def check_leader(self) -> None:
+        """A daemon whose lock connection died has lost the lock: stop before a standby,
+        now active, and this one both submit."""
+        if not self.stop_event.is_set() and not self.leader.alive():
+            log.error("leadership_lost", extra={"fields": {"production": self.ctx.production}})
+            self.exit_code = 1
+            self.stop_event.set()
 
     def _poll_and_reschedule(self, sched):
         def run() -> None:
@@ -297,6 +337,6 @@ def campaign_lock(cfg, name: str) -> FileLock:
     return FileLock(cfg.state_dir.resolve() / f"campaign-{name}.lock")
 
 
-def run_daemon(ctx: O.Context) -> int:
-    return Daemon(ctx).run()
+def run_daemon(ctx: O.Context, standby: bool = False) -> int:
+    return Daemon(ctx, standby=standby).run()
 

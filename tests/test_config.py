@@ -44,6 +44,7 @@ def test_file_found_by_env_and_relative_to_itself(tmp_path, monkeypatch):
     ('[kinds.science]\nntasks = 0\n', "kinds.science.ntasks"),
     ('[desinight]\nproduction = "a/b"\n', "desinight.production must be a plain name"),
     ('[daemon]\ncampaign_tick_s = 0.001\n', "daemon.campaign_tick_s must be between 0.5 and 86400, got 0.001"),
+    ('[slurm]\nkill_on_invalid_dep = "yes"\n', "slurm.kill_on_invalid_dep must be true or false"),
     ('[readers]\nworkers = 0\n', "readers.workers must be between 1 and 64, got 0"),
     ('[readers]\ntimeout_s = 0\n', "readers.timeout_s must be between 0.1 and 3600, got 0"),
     ('[readers]\nmemory_mb = 100\n', "readers.memory_mb must be between 256 and 1048576, got 100"),

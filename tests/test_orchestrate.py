@@ -118,6 +118,45 @@ def test_crash_between_sbatch_and_recording_id_never_duplicates(ctx, raw_night, 
     assert {j.state for j in jobs(ctx).values()} == {"completed"}
 
 
+def test_reconcile_takes_the_id_from_the_exit_record_before_settling(ctx, raw_night, fake_backend):
+    """The backend's listing missed a job that already ended (sacct -S lags its end): the
+    attempt takes the SLURM id its job wrote into the exit record, and the poll then asks the
+    backend how it ended, instead of settling it from the record with no id."""
+    import json
+    ingest_night(ctx, N, O.utc_now())
+    O.plan(ctx, N, closed=True)
+    fake_backend.crash_after_submit = True
+    with pytest.raises(KeyboardInterrupt):
+        O.submit_ready(ctx, O.utc_now())
+    fake_backend.crash_after_submit = False
+    bid = next(iter(fake_backend.requests))
+    fake_backend.finish(bid)
+    lost = fake_backend.requests.pop(bid)        # find() no longer lists it
+    (lost.attempt_dir / "exit.json").write_text(json.dumps(
+        {"status": "completed", "exit_code": 0, "start": "2026-11-25T07:00:00Z",
+         "end": "2026-11-25T07:00:05Z", "host": "n1", "backend_id": bid}))
+    assert O.reconcile(ctx, O.utc_now()) == 1
+    with transaction(ctx.sessions) as s:
+        att = s.scalars(select(Attempt).where(Attempt.comment == lost.comment)).one()
+        assert att.backend_id == bid and att.state == "submitted"   # left to the poll
+    O.poll(ctx, O.utc_now())
+    with transaction(ctx.sessions) as s:
+        assert s.scalars(select(Attempt).where(Attempt.comment == lost.comment)).one().state == "completed"
+
+
+def test_reconcile_at_start_fills_ids_of_attempts_settled_without_one(ctx, raw_night, fake_backend):
+    ingest_night(ctx, N, O.utc_now())
+    O.plan(ctx, N, closed=True)
+    run_all(ctx, fake_backend)
+    with transaction(ctx.sessions) as s:   # as left by older versions: completed, no id
+        att = s.scalars(select(Attempt).order_by(Attempt.id)).first()
+        bid, att.backend_id = att.backend_id, None
+    assert O.reconcile(ctx, O.utc_now()) == 0          # a tick: not looked for
+    assert O.reconcile(ctx, O.utc_now(), settled=True) == 1
+    with transaction(ctx.sessions) as s:
+        assert s.scalars(select(Attempt).order_by(Attempt.id)).first().backend_id == bid
+
+
 def test_intent_that_never_reached_backend_is_replanned(ctx, raw_night, fake_backend):
     ingest_night(ctx, N, O.utc_now())
     O.plan(ctx, N, closed=True)

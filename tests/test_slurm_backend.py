@@ -157,14 +157,14 @@ def test_find_recovers_ids_of_live_and_ended_jobs(jobs, slurm_backend):
 
 
 def test_without_kill_invalid_depend(slurm_no_kill_invalid_depend, jobs, slurm_backend):
-    """Sites without DependencyParameters=kill_invalid_depend: our own --kill-on-invalid-dep=yes
-    still settles the child; a job submitted without it (by hand, older tools) stays PENDING with
-    DependencyNeverSatisfied forever, so poll reports it DEP_FAILED and scancels it."""
+    """Sites without DependencyParameters=kill_invalid_depend: a backend opted in to
+    --kill-on-invalid-dep=yes ([slurm] kill_on_invalid_dep) still has SLURM settle the child; by
+    default (no flag) the child stays PENDING with DependencyNeverSatisfied forever, so poll
+    reports it DEP_FAILED and scancels it."""
+    from desinight.batch.slurm import SlurmBackend
     parent = jobs.submit("parent", "exit 1")
-    ours = jobs.submit("ours", "echo never", [parent])
-    bare_argv = [a for a in S.sbatch_argv(jobs.req("bare", "echo never", [parent]))
-                 if a != "--kill-on-invalid-dep=yes"]
-    bare = S.parse_sbatch(run_command(bare_argv))
+    ours = SlurmBackend(kill_on_invalid_dep=True).submit(jobs.req("ours", "echo never", [parent]))
+    bare = jobs.submit("bare", "echo never", [parent])
     got = jobs.wait([parent, ours, bare], timeout=60)
     assert got[parent].state is JobState.FAILED
     assert got[ours].state is JobState.CANCELLED

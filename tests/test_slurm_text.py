@@ -31,11 +31,27 @@ def req(**kw) -> SubmitRequest:
 # --- sbatch ---------------------------------------------------------------------------------
 def test_sbatch_argv_minimal():
     argv = S.sbatch_argv(req())
+    # no --kill-on-invalid-dep by default (NERSC asked DESI to drop it: desispec #2658)
     assert argv == ["sbatch", "--parsable", "--job-name=dn-test-7-psf",
                     "--comment=desinight:test:7:1", "--output=/p/run/psf/attempt-1/job.log",
                     "--error=/p/run/psf/attempt-1/job.log", "--chdir=/p/run/psf/attempt-1",
-                    "--kill-on-invalid-dep=yes", "--nodes=1", "--ntasks=1", "--cpus-per-task=1",
+                    "--nodes=1", "--ntasks=1", "--cpus-per-task=1",
                     "--time=30", "/p/run/psf/attempt-1/job.sh"]
+
+
+def test_sbatch_argv_kill_on_invalid_dep_is_opt_in():
+    assert not any("kill-on-invalid" in a for a in S.sbatch_argv(req(depends_on=("12",))))
+    argv = S.sbatch_argv(req(depends_on=("12",)), kill_on_invalid_dep=True)
+    assert argv.index("--kill-on-invalid-dep=yes") == argv.index("--dependency=afterok:12") + 1
+
+
+def test_backend_passes_kill_on_invalid_dep_from_config(tmp_path):
+    from desinight.app import make_backend
+    from desinight.config import load_config
+    conf = tmp_path / "desinight.toml"
+    conf.write_text("[slurm]\nkill_on_invalid_dep = true\n")
+    assert make_backend(load_config(conf, env={}), "slurm").kill_on_invalid_dep is True
+    assert make_backend(load_config(None, env={}), "slurm").kill_on_invalid_dep is False
 
 
 def test_sbatch_argv_dependencies_and_resources():

@@ -64,9 +64,12 @@ def _is_invalid_id(err: BackendError) -> bool:
 class SlurmBackend:
     name = "slurm"
 
-    def __init__(self, runner: Runner | None = None, timeout: float = DEFAULT_TIMEOUT):
+    def __init__(self, runner: Runner | None = None, timeout: float = DEFAULT_TIMEOUT,
+                 kill_on_invalid_dep: bool = False):
         self._runner = runner or run_command
         self.timeout = timeout
+        #: add --kill-on-invalid-dep=yes to every sbatch ([slurm] kill_on_invalid_dep; off by default)
+        self.kill_on_invalid_dep = kill_on_invalid_dep
         #: why the last poll answered from one command only (None: both answered)
         self.poll_warning: str | None = None
         #: calls per command since creation, e.g. calls["sacct"]; benchmarks read it
@@ -83,7 +86,7 @@ class SlurmBackend:
 
     # --- Backend protocol ---------------------------------------------------------------
     def submit(self, req: SubmitRequest) -> str:
-        return S.parse_sbatch(self._run(S.sbatch_argv(req)))
+        return S.parse_sbatch(self._run(S.sbatch_argv(req, kill_on_invalid_dep=self.kill_on_invalid_dep)))
 
     def poll(self, ids: Sequence[str],
              attempt_dirs: Mapping[str, Path] | None = None) -> dict[str, BackendJob]:

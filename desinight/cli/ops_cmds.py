@@ -151,12 +151,16 @@ BAD_DATA_EXIT = 5
 @click.option("--backend", type=click.Choice(["local", "slurm"]), help="Override the configured backend.")
 @click.option("--log-file", type=click.Path(dir_okay=False),
               help="Rotating log file (default: STATE_DIR/daemon-PRODUCTION.log).")
+@click.option("--standby", is_flag=True,
+              help="If another daemon is active for the production, wait and take over when it dies.")
 @click.pass_obj
-def daemon(obj, backend: str | None, log_file: str | None) -> None:
+def daemon(obj, backend: str | None, log_file: str | None, standby: bool) -> None:
     """Run the nightly service: watch raw data, ingest, plan, submit, poll; until SIGTERM.
 
-    One daemon per production (a lock in the state directory). Logs are key=value lines,
-    quiet at the console, INFO and up in the rotating log file.
+    One active daemon per production (a lock in the state directory with SQLite, a
+    PostgreSQL advisory lock across hosts); a second one exits naming the holder, or with
+    --standby waits and takes over. Logs are key=value lines, quiet at the console, INFO
+    and up in the rotating log file.
 
     \b
     Example:
@@ -168,7 +172,7 @@ def daemon(obj, backend: str | None, log_file: str | None) -> None:
     cfg = obj.cfg.with_overrides(backend=backend)
     logs.setup(obj.verbose, Path(log_file) if log_file else
                cfg.state_dir / f"daemon-{cfg.production}.log")
-    raise SystemExit(run_daemon(open_context(cfg)))
+    raise SystemExit(run_daemon(open_context(cfg), standby=standby))
 
 
 @click.command()

@@ -43,6 +43,22 @@ SETTLE_S = 120.0
 POLL_MIN_S = 2.0
 POLL_MAX_S = 60.0
 POLL_BACKOFF = 1.5
+#: No `--kill-on-invalid-dep=yes` on sbatch unless a site opts in: NERSC asked DESI to stop
+#: using it after a SLURM bug with it produced runaway jobs (desispec #2658). Parents are
+#: checked before each sbatch instead, and DependencyNeverSatisfied is settled by the daemon.
+SLURM_KILL_ON_INVALID_DEP = False
+#: A daemon started with --standby tries to take the production's lock this often (seconds):
+#: with the session lock freed the moment the active daemon's connection closes, takeover
+#: takes at most this long plus one reconcile.
+STANDBY_RETRY_S = 1.0
+#: Seconds between the active daemon's checks that its PostgreSQL lock connection is alive;
+#: a daemon that lost it (network cut) stops at once rather than run beside the new leader.
+LEADER_CHECK_S = 5.0
+#: PostgreSQL drops the lock of a daemon whose host vanished (no FIN, no RST) after
+#: idle + interval * count seconds of silent keepalives on the lock connection: 10 + 5*3 = 25 s.
+LEADER_KEEPALIVE_IDLE_S = 10
+LEADER_KEEPALIVE_INTERVAL_S = 5
+LEADER_KEEPALIVE_COUNT = 3
 #: Seconds between the daemon's rounds over submitted campaigns (poll + submit under each
 #: campaign's throttle); campaign jobs run for minutes to hours.
 CAMPAIGN_TICK_S = 30.0

@@ -80,16 +80,22 @@ class _SubmitLike(Protocol):   # batch.base.SubmitRequest (core does not import 
 
 
 # --- sbatch -------------------------------------------------------------------------------
-def sbatch_argv(req: _SubmitLike, sbatch: str = "sbatch") -> list[str]:
-    """argv for one submission. Options on the command line override the script's #SBATCH."""
+def sbatch_argv(req: _SubmitLike, sbatch: str = "sbatch", kill_on_invalid_dep: bool = False) -> list[str]:
+    """argv for one submission. Options on the command line override the script's #SBATCH.
+
+    ``kill_on_invalid_dep`` adds ``--kill-on-invalid-dep=yes``: off by default, because NERSC
+    asked DESI to drop that flag after a SLURM bug with it produced runaway jobs (desispec
+    #2658). Without it the orchestrator checks parents before each sbatch and settles
+    DependencyNeverSatisfied itself (SLURM-NOTES)."""
     argv = [sbatch, "--parsable", f"--job-name={req.name}", f"--comment={req.comment}",
             f"--output={req.log}", f"--error={req.log}", f"--chdir={req.attempt_dir}"]
     if req.depends_on:
         # Never pass an id of unknown state: SLURM accepts afterok on a purged or never-existing
-        # id and runs the job at once (SLURM-NOTES); the orchestrator only passes active parents.
+        # id and runs the job at once (SLURM-NOTES); the orchestrator only passes parents
+        # SLURM itself reported pending or running just before this sbatch (desinight.depcheck).
         argv.append("--dependency=afterok:" + ":".join(req.depends_on))
-    # Kill a job whose dependency can never be met, even where the site has no kill_invalid_depend.
-    argv.append("--kill-on-invalid-dep=yes")
+    if kill_on_invalid_dep:
+        argv.append("--kill-on-invalid-dep=yes")   # opt-in: [slurm] kill_on_invalid_dep
     r = req.resources
     argv += [f"--nodes={r.nodes}", f"--ntasks={r.ntasks}", f"--cpus-per-task={r.cpus_per_task}",
              f"--time={r.time_minutes}"]
@@ -241,7 +247,10 @@ def parse_squeue(text: str) -> dict[str, SqueueRow]:
 
 # --- find (outbox reconcile) and cancel ---------------------------------------------------
 def find_squeue_argv(squeue: str = "squeue") -> list[str]:
-    return [squeue, "-h", "--me", "-o", FIND_SQUEUE_FORMAT]
+    # -t all: a job that just ended is still in slurmctld's memory (MinJobAge) but reaches
+    # `sacct -S` only seconds later; without it a daemon killed right after sbatch of a short
+    # job could find that job nowhere (SLURM-NOTES).
+    return [squeue, "-h", "--me", "-t", "all", "-o", FIND_SQUEUE_FORMAT]
 
 
 def find_sacct_argv(sacct: str = "sacct", since: str = "now-7days") -> list[str]:
