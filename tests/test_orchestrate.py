@@ -134,7 +134,7 @@ def test_reconcile_takes_the_id_from_the_exit_record_before_settling(ctx, raw_ni
     lost = fake_backend.requests.pop(bid)        # find() no longer lists it
     (lost.attempt_dir / "exit.json").write_text(json.dumps(
         {"status": "completed", "exit_code": 0, "start": "2026-11-25T07:00:00Z",
-         "end": "2026-11-25T07:00:05Z", "host": "n1", "backend_id": bid}))
+         "end": "2026-11-25T07:00:05Z", "host": "n1", "backend_id": bid, "tag": lost.comment}))
     assert O.reconcile(ctx, O.utc_now()) == 1
     with transaction(ctx.sessions) as s:
         att = s.scalars(select(Attempt).where(Attempt.comment == lost.comment)).one()
