@@ -13,7 +13,7 @@ from pathlib import Path
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from . import rawdata
+from . import alerts, rawdata
 from .core.errors import BadExposure
 from .core.states import ExposureStatus
 from .db import repo
@@ -116,7 +116,8 @@ def ingest_night(ctx: Context, night: int, now: datetime, only: list[Path] | Non
             outcome = ingest_exposure(s, prod, d, now, settle_s=settle_s)
             counts[outcome] = counts.get(outcome, 0) + 1
             if outcome in ("ingested", "quarantined", "rejected"):
-                ctx.event(f"exposure_{outcome}", night=night, expid=d.name)
+                ctx.event(f"exposure_{outcome}", night=night, expid=d.name,
+                          **alerts.exposure_fields(s, prod, d, outcome))
         if counts.get("ingested") or counts.get("quarantined"):
             repo.set_service(s, prod, "last_ingest", now.isoformat(), now)
     return counts

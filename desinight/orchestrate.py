@@ -20,6 +20,7 @@ from pathlib import Path
 from sqlalchemy import select
 from sqlalchemy.orm import Session, selectinload, sessionmaker
 
+from . import alerts
 from .batch.base import Backend, Resources, SubmitRequest
 from .batch.exitfile import read_exit
 from .batch.render import job_name, render_script, step_command, write_script
@@ -51,7 +52,7 @@ class Context:
     max_queued: int | None = None
 
     def event(self, name: str, **fields) -> None:
-        log.info(name, extra={"fields": fields})
+        log.log(alerts.level_of(name), name, extra={"fields": fields})   # alerts: WARNING+
         self.on_event(name, fields)
 
     @property
@@ -100,7 +101,7 @@ def attempt_dir(cfg: Config, job: Job, number: int) -> Path:
     return cfg.prod_dir.resolve() / "run" / job.key / f"attempt-{number}"
 
 
-def _settle_dep_failed(s: Session, prod: Production) -> int:
+def _settle_dep_failed(s: Session, prod: Production, ctx: Context | None = None) -> int:
     """Mark waiting jobs whose upstream broke as dep_failed, to a fixed point (each pass
     reaches one more generation). One query per pass: fast at campaign scale."""
     total = 0
@@ -114,9 +115,11 @@ def _settle_dep_failed(s: Session, prod: Production) -> int:
                 continue
             seen.add(child_id)
             job = s.get(Job, child_id)
-            job.state = JobState.DEP_FAILED.value
+            old, job.state = job.state, JobState.DEP_FAILED.value
             job.reason = (reason if state == JobState.DEP_FAILED.value and reason
                           else f"upstream {key} {state}")
+            if ctx is not None:
+                alerts.job_moved(ctx, job, old)
         total += len(seen)
         s.flush()
 
@@ -162,7 +165,7 @@ def submit_ready(ctx: Context, now: datetime) -> int:
     while True:
         with transaction(ctx.sessions) as s:
             prod = repo.get_production(s, ctx.production)
-            _settle_dep_failed(s, prod)
+            _settle_dep_failed(s, prod, ctx)
             intents = []
             room = None
             if ctx.max_queued is not None:
@@ -243,8 +246,10 @@ def reconcile(ctx: Context, now: datetime) -> int:
                 continue
             rec = read_exit(Path(att.attempt_dir))
             if rec is not None:
+                old = att.job.state
                 _finish(att, rec["state"], rec["exit_code"], None, rec["start"], rec["end"],
                         rec.get("host"))
+                alerts.job_moved(ctx, att.job, old)
                 fixed += 1
             elif now - att.intent_at > LOST_INTENT_AFTER or not _backend_can_lag(ctx):
                 # Never reached the backend: this attempt is void; plan the job again.
@@ -296,7 +301,7 @@ def poll(ctx: Context, now: datetime) -> dict[str, int]:
             repo.set_service(s, prod, "backend_error", f"poll: {e}", now)
             ctx.event("poll_failed", error=str(e))
         for att in active:
-            old = att.state
+            old, old_job = att.state, att.job.state
             bj = seen.get(att.backend_id)
             rec = read_exit(Path(att.attempt_dir))
             if bj is not None and JobState(bj.state) not in ACTIVE:
@@ -312,6 +317,7 @@ def poll(ctx: Context, now: datetime) -> dict[str, int]:
                 _finish(att, rec["state"], rec["exit_code"], None, rec["start"], rec["end"], rec.get("host"))
             elif bj is not None:
                 att.state = bj.state.value
+                att.reason = bj.reason if bj.state is JobState.PENDING else None   # `check` reads it
                 att.started_at = bj.start or att.started_at
                 att.node = bj.node or att.node
                 if can_advance(JobState(att.job.state), bj.state) and att.job.last_attempt is att:
@@ -323,8 +329,9 @@ def poll(ctx: Context, now: datetime) -> dict[str, int]:
                         None, None, None)
             if att.state != old:
                 changes[att.state] = changes.get(att.state, 0) + 1
+            alerts.job_moved(ctx, att.job, old_job)
         s.flush()
-        _settle_dep_failed(s, prod)
+        _settle_dep_failed(s, prod, ctx)
         _cancel_orphaned_dependents(ctx, s, prod)
         repo.set_service(s, prod, "last_poll", now.isoformat(), now)
     return changes
@@ -343,7 +350,8 @@ def _cancel_orphaned_dependents(ctx: Context, s: Session, prod: Production) -> N
             to_cancel.append(att.backend_id)
             att.state = JobState.DEP_FAILED.value
             att.reason = _upstream_reason(broken[0])
-            job.state, job.reason = JobState.DEP_FAILED.value, att.reason
+            old, job.state, job.reason = job.state, JobState.DEP_FAILED.value, att.reason
+            alerts.job_moved(ctx, job, old)
     if to_cancel:
         try:
             ctx.backend.cancel(to_cancel)

@@ -25,6 +25,7 @@ from .ingest import ingest_night
 from .core.errors import BackendError, DesinightError
 from .db import repo
 from .db.engine import transaction
+from .monitor import DaemonMonitor
 
 log = logging.getLogger("desinight")
 
@@ -78,6 +79,7 @@ class Daemon:
         self.tick_error: str | None = None
         self.mode = watch.choose_mode(self.cfg.watch_mode, self.cfg.raw_root)
         self.lock = FileLock(self.cfg.state_dir.resolve() / f"daemon-{ctx.production}.lock")
+        self.monitor = DaemonMonitor(ctx, clock)   # heartbeat, watchdog, metrics, alerts
 
     # --- ticks (all on the scheduler's single worker thread) ------------------------------
     def tick_ingest(self) -> None:
@@ -181,11 +183,13 @@ class Daemon:
         observer = None
         try:
             self._record_start()
+            self.monitor.start()
             O.reconcile(self.ctx, self.now())          # before anything new is submitted
             self.tick_scan()
             observer = watch.start_observer(self.cfg.raw_root, self.mode, self.candidates, 1.0)
-            log.info("daemon_started", extra={"fields": {"production": self.ctx.production,
-                                                           "watch": self.mode, "pid": os.getpid()}})
+            self.ctx.event("daemon_started", production=self.ctx.production, watch=self.mode,
+                           pid=os.getpid(), host=socket.gethostname())
+            self.monitor.ready()
             for sig in (signal.SIGTERM, signal.SIGINT):
                 signal.signal(sig, lambda *_: self.stop_event.set())
             self._loop()
@@ -194,7 +198,9 @@ class Daemon:
             if observer is not None:
                 observer.stop()
             self.lock.release()
-            log.info("daemon_stopped", extra={"fields": {"production": self.ctx.production}})
+            self.ctx.event("daemon_stopped", production=self.ctx.production, pid=os.getpid(),
+                           host=socket.gethostname())
+            self.monitor.stop()
 
     def _loop(self) -> None:
         """Scheduling on APScheduler, with the ticks serialised on one worker thread."""
@@ -217,13 +223,14 @@ class Daemon:
             sched.shutdown(wait=True)   # lets a running tick finish its transaction
 
     def _poll_and_reschedule(self, sched):
-        def run() -> None:
+        def tick_poll() -> None:
             self.tick_poll()
             sched.reschedule_job("poll", trigger="interval", seconds=self.poll_interval)
-        return run
+        return tick_poll
 
     def _guard(self, fn):
         """A tick that fails is logged and retried next time; it never kills the daemon."""
+        fn = self.monitor.wrap(fn)   # timed; heartbeat and watchdog after a healthy tick
         def run() -> None:
             if self.stop_event.is_set():
                 return

@@ -13,7 +13,7 @@ from sqlalchemy.orm import Session
 
 from .core.states import ACTIVE, BROKEN, ExposureStatus, JobState
 from .db import repo
-from .db.models import Attempt, Exposure, Job, JobExposure, Night, Production, Rejection
+from .db.models import Attempt, Exposure, Job, JobExposure, Night, Production, Rejection, utcnow
 
 SCHEMA_VERSION = 1
 
@@ -24,7 +24,7 @@ def latest_night(s: Session, prod: Production) -> int | None:
 
 def collect(s: Session, prod: Production, night: int | None = None, expid: int | None = None,
             night_range: tuple[int, int] | None = None, failed_only: bool = False,
-            now: datetime | None = None) -> dict:
+            now: datetime | None = None, stale_s: float | None = None) -> dict:
     """The status document. One night (default: the latest) in detail, or a range of nights
     summarised with all their failures."""
     if expid is not None:
@@ -36,7 +36,7 @@ def collect(s: Session, prod: Production, night: int | None = None, expid: int |
                  "night": night, "range": list(night_range) if night_range else None,
                  "nights": _nights(s, prod, night_range), "exposures": [], "jobs": [],
                  "failures": _failures(s, prod, lo, hi) if lo is not None else [],
-                 "rejections": [], "health": _health(s, prod, now)}
+                 "rejections": [], "health": _health(s, prod, now, stale_s)}
     if night is None:
         return out
     exps = s.scalars(select(Exposure).where(Exposure.production_id == prod.id,
@@ -162,11 +162,18 @@ def _last_attempts(s: Session, job_ids: list[int]) -> dict[int, Attempt]:
     return out
 
 
-def _health(s: Session, prod: Production, now: datetime | None) -> dict:
+def _health(s: Session, prod: Production, now: datetime | None,
+            stale_s: float | None = None) -> dict:
+    from . import liveness
+    from .core import defaults as D
     st = repo.service_state(s, prod)
-    return {k: (st[k].value if k in st else None)
-            for k in ("last_poll", "last_ingest", "backend_error", "daemon_pid", "daemon_started",
-                      "tick_error")}
+    out = {k: (st[k].value if k in st else None)
+           for k in ("last_poll", "last_ingest", "backend_error", "daemon_pid", "daemon_started",
+                     "tick_error", "heartbeat", "daemon_stopped")}
+    live = liveness.assess(out["heartbeat"], out["daemon_pid"], out["daemon_stopped"],
+                           now or utcnow(), stale_s or D.HEARTBEAT_STALE_S)
+    out["daemon_running"], out["daemon"] = live.running, live.text
+    return out
 
 
 def _iso(t: datetime | None) -> str | None:

@@ -9,7 +9,7 @@ from pathlib import Path
 import click
 from rich.console import Console
 
-from ..core.errors import BackendError, DesinightError
+from ..core.errors import BackendError, DesinightError, JobsFailed
 
 
 def _night(value: str) -> int:
@@ -129,7 +129,16 @@ def ingest(obj, night: str, wait: bool, still_open: bool, backend: str | None,
                f"{ing.get('quarantined', 0)} quarantined, {ing.get('rejected', 0)} rejected, "
                f"{ing.get('incomplete', 0)} incomplete; {out['submitted']} jobs submitted")
     if wait:
-        print_status(ctx, night=n, console=console)
+        data = print_status(ctx, night=n, console=console)
+        _raise_if_failed(data, f"night {n}", f"desinight status --night {n} --failed")
+
+
+def _raise_if_failed(data: dict, what: str, look: str) -> None:
+    """Exit code 5 (JobsFailed) when jobs of the night did not complete: scripts and cron
+    must not read success from a night that failed."""
+    failed = [f for f in data["failures"] if f["kind"] not in ("exposure", "file")]
+    if failed:
+        raise JobsFailed(f"{what}: {len(failed)} job(s) did not complete; see `{look}`")
 
 
 @click.command()
@@ -210,10 +219,7 @@ def demo(obj, workdir: str, night: str, seed: int, backend: str, timeout: float)
     data = print_status(ctx, night=n, console=console)
     console.print(f"outputs: {cfg.prod_dir}\nscripts and logs: {cfg.prod_dir / 'run'}\n"
                   f"look again: desinight --config {root / 'desinight.toml'} status")
-    failed = [f for f in data["failures"] if f["kind"] not in ("exposure", "file")]
-    if failed:
-        raise DesinightError(f"demo: {len(failed)} job(s) did not complete; "
-                             f"see `desinight --config {root / 'desinight.toml'} status --failed`")
+    _raise_if_failed(data, "demo", f"desinight --config {root / 'desinight.toml'} status --failed")
 
 
 COMMANDS = [init, ingest, demo, daemon]

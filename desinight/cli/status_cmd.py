@@ -36,6 +36,7 @@ def status_data(ctx, **kw) -> dict:
     from .. import status as S
     from ..db import repo
     from ..db.engine import transaction
+    kw.setdefault("stale_s", ctx.cfg.heartbeat_stale_s)
     with transaction(ctx.sessions) as s:
         return S.collect(s, repo.get_production(s, ctx.production), **kw)
 
@@ -51,6 +52,7 @@ def render(data: dict, console: Console) -> None:
     console.print(nights)
     if data["night"] is None and not data["range"]:
         console.print("no nights yet")
+        console.print(f"daemon: {_daemon(data['health'])}")
         return
     t = Table(title=f"night {data['night']}", title_justify="left")
     for col in ("EXPID", "OBSTYPE", "TILE", "cams", "status", "steps"):
@@ -81,10 +83,15 @@ def render(data: dict, console: Console) -> None:
             for state, c in n["jobs"].items():
                 counts[state] = counts.get(state, 0) + c
     console.print("jobs: " + (", ".join(f"{k} {v}" for k, v in sorted(counts.items())) or "none"))
-    console.print(f"daemon: {h['daemon_pid'] or 'not seen'} | last poll {_ago(h['last_poll'])} | "
+    console.print(f"daemon: {_daemon(h)} | last poll {_ago(h['last_poll'])} | "
                   f"last ingest {_ago(h['last_ingest'])} | "
                   + (f"[red]backend: {h['backend_error']}[/]" if h["backend_error"] else "backend ok")
                   + (f" | [red]daemon error: {h['tick_error']}[/]" if h.get("tick_error") else ""))
+
+
+def _daemon(h: dict) -> str:
+    """The daemon's liveness (heartbeat + pid), red when it is not running."""
+    return h["daemon"] if h.get("daemon_running") else f"[red]{h['daemon']}[/]"
 
 
 def _word(cams: str) -> str:

@@ -27,3 +27,9 @@ class BackendError(DesinightError):
     """The batch system refused or failed a call (sbatch/sacct down, bad reply)."""
 
     exit_code = 4
+
+
+class JobsFailed(DesinightError):
+    """`ingest --wait` / `demo` ran to the end but jobs did not complete: scripts see it."""
+
+    exit_code = 5
