@@ -53,6 +53,7 @@ class DaemonMonitor:
     # --- life cycle ---------------------------------------------------------------------
     def start(self) -> None:
         """Before the first tick: hook the notifier onto the event bus, open the endpoint."""
+        self.ctx.loud = True   # alert events are WARNING/ERROR lines in the daemon's log
         previous = self.ctx.on_event
 
         def on_event(name: str, fields: dict) -> None:

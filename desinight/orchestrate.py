@@ -50,9 +50,12 @@ class Context:
     on_event: Callable[[str, dict], None] = field(default=lambda event, fields: None)
     #: throttle: at most this many jobs queued or running in the backend at once (campaigns)
     max_queued: int | None = None
+    #: log alert events (failures, quarantines, ...) at WARNING/ERROR: the daemon; a CLI
+    #: command keeps them at INFO (its console shows the outcome in its own words)
+    loud: bool = False
 
     def event(self, name: str, **fields) -> None:
-        log.log(alerts.level_of(name), name, extra={"fields": fields})   # alerts: WARNING+
+        log.log(alerts.level_of(name) if self.loud else logging.INFO, name, extra={"fields": fields})
         self.on_event(name, fields)
 
     @property

@@ -23,7 +23,8 @@ def prod(tmp_path):
 
 def test_ingest_wait_status_show_resubmit(prod):
     root, conf = prod
-    r = cli(conf, "ingest", str(N), "--wait", "--timeout", "120")
+    r = cli(conf, "ingest", str(N), "--wait", "--timeout", "120", check=False)
+    assert r.returncode == 5 and "4 job(s) did not complete" in r.stderr   # jobs failed: exit 5
     assert "5 exposures ingested, 1 quarantined" in r.stdout
     assert "failures" in r.stdout and "unknown OBSTYPE 'TWILIGHT'" in r.stdout
     data = json.loads(cli(conf, "status", "--json").stdout)
@@ -81,7 +82,7 @@ def test_errors_are_one_line_with_exit_code(prod):
 
 def test_rerun_here_leaves_production_alone_unless_recorded(prod):
     root, conf = prod
-    cli(conf, "ingest", str(N), "--wait", "--timeout", "120")
+    cli(conf, "ingest", str(N), "--wait", "--timeout", "120", check=False)
     before = json.loads(cli(conf, "show", "job", f"{N}/stdstars/1000", "--json").stdout)
     r = cli(conf, "rerun", f"{N}/stdstars/1000", "--here", check=False)
     assert r.returncode == 3 and "exit code 3" in r.stderr
@@ -103,8 +104,8 @@ def test_rerun_here_leaves_production_alone_unless_recorded(prod):
 def test_status_views(prod):
     root, conf = prod
     write_night(root / "raw", night=20261125)
-    cli(conf, "ingest", str(N), "--wait", "--timeout", "120")
-    cli(conf, "ingest", "20261125", "--wait", "--timeout", "120")
+    cli(conf, "ingest", str(N), "--wait", "--timeout", "120", check=False)
+    cli(conf, "ingest", "20261125", "--wait", "--timeout", "120", check=False)
     latest = json.loads(cli(conf, "status", "--json").stdout)
     assert latest["night"] == 20261125 and len(latest["nights"]) == 2
     failed = json.loads(cli(conf, "status", "--night", str(N), "--failed", "--json").stdout)
@@ -126,7 +127,7 @@ def test_report_renders_in_a_browser(prod):
     import shutil
     import subprocess
     root, conf = prod
-    cli(conf, "ingest", str(N), "--wait", "--timeout", "120")
+    cli(conf, "ingest", str(N), "--wait", "--timeout", "120", check=False)
     out = root / "night.html"
     r = cli(conf, "report", str(N), "-o", str(out))
     assert "wrote" in r.stdout and "11 jobs" in r.stdout
@@ -150,7 +151,7 @@ def test_report_renders_in_a_browser(prod):
 
 def test_show_exposure(prod):
     root, conf = prod
-    cli(conf, "ingest", str(N), "--wait", "--timeout", "120")
+    cli(conf, "ingest", str(N), "--wait", "--timeout", "120", check=False)
     data = json.loads(cli(conf, "show", "exposure", "26112403", "--json").stdout)
     assert data["obstype"] == "SCIENCE" and data["tileid"] == 1000 and data["raw_path"].endswith(".fits.fz")
     assert {j["kind"]: j["state"] for j in data["jobs"]} == {

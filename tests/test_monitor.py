@@ -185,6 +185,7 @@ def test_a_move_into_failure_is_one_warning_event_with_what_to_look_at(ctx, capl
     assert isinstance(ctx.backend, FakeBackend)
     seen = []
     ctx.on_event = lambda name, fields: seen.append((name, fields))
+    ctx.loud = True                      # as in the daemon (DaemonMonitor.start)
     _exposure(ctx, 26112403, 1)
     _job(ctx, "20261124/science/26112403", JobState.PENDING, att_state=JobState.PENDING,
          expid=26112403)
