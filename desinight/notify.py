@@ -66,7 +66,7 @@ class Notifier:
             self._thread = threading.Thread(target=self._run, name="desinight-notify", daemon=True)
             self._thread.start()
 
-    def stop(self, timeout: float = 10.0) -> None:
+    def stop(self, timeout: float = 5.0) -> None:
         """Send what is held (the daemon_stopped event with it), then end the thread."""
         if self._thread is None:
             return

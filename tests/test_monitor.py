@@ -309,3 +309,74 @@ def test_monitoring_config_reads(tmp_path):
     assert cfg.notify_command == ("mail", "-s", "desinight", "ops")
     assert cfg.notify_min_interval_s == 60.0 and cfg.check_failed_crit == 5
     assert cfg.check_pending_never_clear == ("InvalidAccount",)
+
+
+# --- the daemon's monitor, driven by hand ------------------------------------------------------
+def _monitor(ctx):
+    from desinight.monitor import DaemonMonitor
+    events = []
+    ctx.on_event = lambda name, fields: events.append((name, fields))
+    m = DaemonMonitor(ctx, lambda: datetime.now(timezone.utc))
+    m.start()
+    return m, events
+
+
+def test_backend_outage_start_and_end_are_one_event_each(ctx):
+    m, events = _monitor(ctx)
+    m._beat()
+    with transaction(ctx.sessions) as s:
+        repo.set_service(s, repo.get_production(s, ctx.production), "backend_error",
+                         "submit: sbatch: error: Slurm controller not responding")
+    m._beat()
+    m._beat()                                          # still down: no second event
+    with transaction(ctx.sessions) as s:
+        repo.clear_backend_error(s, repo.get_production(s, ctx.production), "submit",
+                                 datetime.now(timezone.utc))
+    m._beat()
+    m.stop()
+    names = [n for n, _ in events]
+    assert names == ["backend_outage_started", "backend_outage_ended"]
+    assert events[0][1]["error"].startswith("submit: sbatch: error")
+    assert events[1][1]["lasted_s"] is not None
+    with transaction(ctx.sessions) as s:
+        st = repo.service_state(s, repo.get_production(s, ctx.production))
+        assert st["heartbeat"].value and st["daemon_stopped"].value
+
+
+def test_end_of_night_summary_once_when_a_closed_night_is_final(ctx):
+    t0 = datetime(2026, 11, 25, 3, 0, tzinfo=timezone.utc)
+    with transaction(ctx.sessions) as s:
+        prod = repo.get_production(s, ctx.production)
+        repo.ensure_night(s, prod, 20261124)
+        for expid, mins in ((26112400, 0), (26112401, 10), (26112402, 20)):
+            repo.add_exposure(s, prod, expid=expid, night=20261124, obstype="SCIENCE", tileid=1,
+                              raw_path="/raw", status="planned", arrived_at=t0 + timedelta(minutes=mins))
+    # exposure 0: done in 5 min; 1: done in 15 min; 2: its job failed (not "done")
+    for i, (expid, state, took) in enumerate(((26112400, JobState.COMPLETED, 5),
+                                              (26112401, JobState.COMPLETED, 15),
+                                              (26112402, JobState.FAILED, 1))):
+        _job(ctx, f"20261124/science/{expid}", state, reason="exit code 3" if i == 2 else None,
+             expid=expid)
+        with transaction(ctx.sessions) as s:
+            att = s.scalars(Attempt.__table__.select().with_only_columns(Attempt.id)
+                            .order_by(Attempt.id.desc())).first()
+            a = s.get(Attempt, att)
+            a.ended_at = t0 + timedelta(minutes=10 * i + took)
+    m, events = _monitor(ctx)
+    m._beat()
+    assert [n for n, _ in events] == []                # night not closed yet
+    with transaction(ctx.sessions) as s:
+        repo.ensure_night(s, repo.get_production(s, ctx.production), 20261124).closed = True
+    m._beat()
+    m._beat()
+    m.stop()
+    summaries = [f for n, f in events if n == "night_summary"]
+    assert len(summaries) == 1
+    s = summaries[0]
+    assert s["states"] == {"completed": 2, "failed": 1} and s["jobs"] == 3
+    assert s["failures"] == [{"job": "20261124/science/26112402", "state": "failed",
+                              "reason": "exit code 3"}]
+    assert s["exposures_done"] == 2
+    assert s["arrival_to_done_median_s"] == 600 and s["arrival_to_done_max_s"] == 900
+    from desinight.alerts import summary_text
+    assert "median 10.0 min, max 15.0 min" in summary_text(s)
