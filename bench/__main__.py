@@ -34,6 +34,7 @@ BENCHES = {
     "poll": ("bench_poll.py", [], "SLURM poll cost with 200 active jobs"),
     "campaign": ("bench_campaign.py", [], "1,000-night campaign planning time/memory, status latency"),
     "overhead": ("bench_overhead.py", [], "manager overhead for a night, side by side with Snakemake"),
+    "monitor": ("bench_monitor.py", [], "heartbeat, check probe and metrics scrape cost; event -> POST latency"),
 }
 
 

@@ -103,7 +103,8 @@ def _progress(ctx, night: int) -> tuple[int, int]:
 
 @click.command()
 @click.argument("night")
-@click.option("--wait/--no-wait", default=False, help="Stay until every job of the night has ended.")
+@click.option("--wait/--no-wait", default=False, help="Stay until every job of the night has ended; "
+              "exit code 5 if any of them did not complete.")
 @click.option("--open", "still_open", is_flag=True,
               help="More data may come: do not plan end-of-night work yet.")
 @click.option("--backend", type=click.Choice(["local", "slurm"]), help="Override the configured backend.")
@@ -175,6 +176,7 @@ def daemon(obj, backend: str | None, log_file: str | None) -> None:
 @click.pass_obj
 def demo(obj, workdir: str, night: str, seed: int, backend: str, timeout: float) -> None:
     """Simulate a small night and process it end to end; print the status table.
+    Exit code 5 if any job did not complete.
 
     Runs on the embedded defaults (SQLite, local backend) with nothing else installed;
     `--backend slurm` uses the SLURM cluster that `sbatch` reaches (see docs/slurm.md).
