@@ -30,6 +30,9 @@ log = logging.getLogger("desinight")
 #: nights looked at for an end-of-night summary: the latest few (older ones were summarised
 #: when they finished; a resubmission weeks later is an operator's own business)
 SUMMARY_NIGHTS = 7
+#: at most one watchdog ping per second: ticks can run several times a second, and systemd
+#: only needs one ping per WatchdogSec/2
+WATCHDOG_EVERY_S = 1.0
 
 
 class DaemonMonitor:
@@ -46,6 +49,7 @@ class DaemonMonitor:
         self.beat_every = min(D.HEARTBEAT_EVERY_S, self.cfg.heartbeat_stale_s / 3)
         self._last_beat = float("-inf")
         self._last_textfile = float("-inf")
+        self._last_ping = float("-inf")
         self._backend_error: str | None = None
         self._error_since: datetime | None = None
         self._failing = False
@@ -108,7 +112,9 @@ class DaemonMonitor:
     def after_tick(self, name: str, seconds: float) -> None:
         if self.metrics is not None:
             self.metrics.tick(name, seconds)
-        self.sd.send("WATCHDOG=1")
+        if time.monotonic() - self._last_ping >= WATCHDOG_EVERY_S:
+            self._last_ping = time.monotonic()
+            self.sd.send("WATCHDOG=1")
         if time.monotonic() - self._last_beat >= self.beat_every:
             self._beat()
 

@@ -27,14 +27,18 @@ class Notifier:
         return bool(self.address)
 
     def send(self, message: str) -> bool:
-        """Send e.g. "READY=1"; never raises (a lost datagram only costs a watchdog beat)."""
+        """Send e.g. "READY=1"; never raises, never blocks (a lost datagram only costs a
+        watchdog beat, while a blocked send would hang the tick that systemd is watching)."""
         if not self.address:
             return False
         try:
             if self._sock is None:
-                self._sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM | socket.SOCK_CLOEXEC)
+                self._sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM | socket.SOCK_CLOEXEC
+                                           | socket.SOCK_NONBLOCK)
             self._sock.sendto(message.encode(), self.address)
             return True
+        except BlockingIOError:   # the receiver is not reading: drop this one
+            return False
         except OSError as e:
             if not self._warned:   # once: systemd gone away must not flood the log
                 log.warning("sd_notify_failed", extra={"fields": {"error": str(e)}})

@@ -189,9 +189,9 @@ class Daemon:
             observer = watch.start_observer(self.cfg.raw_root, self.mode, self.candidates, 1.0)
             self.ctx.event("daemon_started", production=self.ctx.production, watch=self.mode,
                            pid=os.getpid(), host=socket.gethostname())
-            self.monitor.ready()
             for sig in (signal.SIGTERM, signal.SIGINT):
                 signal.signal(sig, lambda *_: self.stop_event.set())
+            self.monitor.ready()   # READY=1 + first heartbeat: only once SIGTERM stops it cleanly
             self._loop()
             return 0
         finally:

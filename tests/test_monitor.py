@@ -128,6 +128,8 @@ def test_check_ok_then_each_problem_raises_its_status(prod):
     assert rc == 1 and "1 exposure(s) of night 20261124 not processing after 45 min" in line
     assert _check(conf, "--failed-warn", "0", "--waiting-crit", "40")[0] == 2
     assert _check(conf, "--failed-warn", "0", "--waiting-warn", "60", "--waiting-crit", "90")[0] == 0
+    rc, line = _check(conf, "--night", "20261123")     # another night: nothing there
+    assert rc == 0 and "1 failed" not in line
 
 
 @pytest.mark.slow
@@ -256,6 +258,31 @@ def test_a_full_queue_drops_instead_of_blocking(tmp_path):
     assert n.dropped == 3 and n.queue.qsize() == 2
 
 
+def test_digest_folds_identical_events_and_counts_dropped_ones():
+    from desinight.notify import digest
+    when = datetime.now(timezone.utc)
+    ev = ("backend_outage_started", {"error": "poll: sacct: error: slurmdbd down"}, when)
+    msg = digest([ev, ev, ev, ("job_failed", {"job": "k", "night": 20261124}, when)], "daily",
+                 dropped=7)
+    assert msg["title"] == "desinight daily: 4 events (backend_outage_started 3, job_failed 1)"
+    assert "backend_outage_started error=poll: sacct: error: slurmdbd down (x3)" in msg["body"]
+    assert "(7 more events dropped: the notification queue was full)" in msg["body"]
+    assert msg["level"] == "error" and [e["count"] for e in msg["events"]] == [3, 1]
+
+
+def test_a_quarantine_is_one_warning_line_with_its_reason(ctx, caplog):
+    from desinight.ingest import ingest_night
+    from tests.rawfixture import N, write_exposure
+    ctx.loud = True
+    write_exposure(ctx.cfg.raw_root, N, 7, "TWILIGHT")
+    with caplog.at_level(logging.INFO, logger="desinight"):
+        ingest_night(ctx, N, datetime.now(timezone.utc))
+    warnings = [r for r in caplog.records if r.levelno >= logging.WARNING]
+    assert [r.getMessage() for r in warnings] == ["exposure_quarantined"]
+    assert warnings[0].fields["expid"] == "26112407" and "unknown OBSTYPE 'TWILIGHT'" in \
+        warnings[0].fields["reason"]
+
+
 # --- metrics ---------------------------------------------------------------------------------
 def test_metrics_text_parses_and_counts_scheduler_calls(ctx, tmp_path):
     from desinight.batch.slurm import SlurmBackend
@@ -278,6 +305,7 @@ def test_metrics_text_parses_and_counts_scheduler_calls(ctx, tmp_path):
     assert fams["desinight_heartbeat_timestamp_seconds"].samples[0].value == NOW.timestamp()
     assert any(s.labels.get("tick") == "ingest" for s in fams["desinight_tick_duration_seconds"].samples)
     assert "desinight_arrival_to_submission_seconds" in fams
+    assert fams["desinight_database_up"].samples[0].value == 1
 
 
 # --- configuration ---------------------------------------------------------------------------
@@ -329,6 +357,9 @@ def test_backend_outage_start_and_end_are_one_event_each(ctx):
                          "submit: sbatch: error: Slurm controller not responding")
     m._beat()
     m._beat()                                          # still down: no second event
+    with transaction(ctx.sessions) as s:               # `check` measures from the start
+        st = repo.service_state(s, repo.get_production(s, ctx.production))
+        assert st["backend_error_since"].value
     with transaction(ctx.sessions) as s:
         repo.clear_backend_error(s, repo.get_production(s, ctx.production), "submit",
                                  datetime.now(timezone.utc))
@@ -380,3 +411,17 @@ def test_end_of_night_summary_once_when_a_closed_night_is_final(ctx):
     assert s["arrival_to_done_median_s"] == 600 and s["arrival_to_done_max_s"] == 900
     from desinight.alerts import summary_text
     assert "median 10.0 min, max 15.0 min" in summary_text(s)
+
+
+def test_sd_notify_never_blocks_on_a_receiver_that_does_not_read(tmp_path):
+    from desinight.sdnotify import Notifier as SdNotifier
+    from tests.monitorkit import NotifySocket
+    sock = NotifySocket(tmp_path / "n.sock")
+    sd = SdNotifier(str(sock.path))
+    try:
+        sent = [sd.send("WATCHDOG=1") for _ in range(5000)]   # far beyond the socket's queue
+        assert sent[0] and not all(sent)
+        assert not SdNotifier("").send("READY=1")              # outside systemd: a no-op
+    finally:
+        sd.close()
+        sock.close()

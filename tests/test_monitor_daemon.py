@@ -67,12 +67,14 @@ def test_kill_9_is_seen_by_status_and_check_and_a_restart_clears_it(tmp_path):
         rc, line = check(conf)
         assert rc == 2 and line.startswith("DESINIGHT CRITICAL - daemon not running") and " | " in line
 
-        proc = start(conf, tmp_path / "d2.out")
+        proc = start(conf, tmp_path / "d2.out", env={"NOTIFY_SOCKET": str(sock.path)})
+        sock.receive_until({"READY=1"}, timeout=60)      # the restart's (drains the first's pings)
         wait_for(lambda: status_json(conf)["health"]["daemon_running"], 60, what="the restart")
         rc, line = check(conf)
         assert rc == 0 and line.startswith(f"DESINIGHT OK - daemon running (pid {proc.pid} ")
         rc, _ = stop_daemon(proc)
         assert rc == 0
+        sock.receive_until({"STOPPING=1"}, timeout=10)
         h = status_json(conf)["health"]
         assert not h["daemon_running"] and h["daemon"].startswith("not running (stopped ")
     finally:
