@@ -20,6 +20,7 @@ from sqlalchemy import select
 
 from . import alerts, sdnotify
 from .core import defaults as D
+from .core.errors import DesinightError
 from .db import repo
 from .db.engine import transaction
 from .db.models import Night
@@ -71,7 +72,11 @@ class DaemonMonitor:
             if row is not None and row.value:
                 self._backend_error, self._error_since = row.value, row.updated_at
         if self.metrics is not None and self.cfg.metrics_port:
-            port = self.metrics.serve(self.cfg.metrics_port, self.cfg.metrics_addr)
+            try:
+                port = self.metrics.serve(self.cfg.metrics_port, self.cfg.metrics_addr)
+            except OSError as e:   # port taken, address not on this host: one clear line
+                raise DesinightError(f"daemon.metrics_port: cannot listen on {self.cfg.metrics_addr}:"
+                                     f"{self.cfg.metrics_port}: {e.strerror or e}") from None
             log.info("metrics_listening", extra={"fields": {"addr": self.cfg.metrics_addr,
                                                               "port": port}})
 

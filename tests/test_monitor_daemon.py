@@ -152,6 +152,17 @@ def test_metrics_endpoint_shows_jobs_moving_while_a_night_runs(tmp_path):
             proc.send_signal(signal.SIGKILL)
 
 
+def test_a_taken_metrics_port_is_one_line_and_a_non_zero_exit(tmp_path):
+    import socket
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        conf = production(tmp_path, extra=f"metrics_port = {busy.getsockname()[1]}")
+        r = cli(conf, "daemon", check=False, timeout=60)
+    assert r.returncode == 1 and "daemon.metrics_port: cannot listen on 127.0.0.1:" in r.stderr
+    assert "Traceback" not in r.stderr and r.stderr.strip().splitlines()[-1].startswith("desinight: error:")
+
+
 def test_ingest_wait_exits_5_when_jobs_failed(tmp_path):
     conf = production(tmp_path, overrides={"biasnight": "exit 3"})
     write_exposure(tmp_path / "raw", N, 0, "ZERO")
