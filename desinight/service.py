@@ -197,10 +197,10 @@ class Daemon:
         finally:
             if observer is not None:
                 observer.stop()
-            self.lock.release()
             self.ctx.event("daemon_stopped", production=self.ctx.production, pid=os.getpid(),
                            host=socket.gethostname())
-            self.monitor.stop()
+            self.monitor.stop()   # records the stop while still holding the lock: a successor's
+            self.lock.release()   # heartbeat is always newer than our "stopped"
 
     def _loop(self) -> None:
         """Scheduling on APScheduler, with the ticks serialised on one worker thread."""
