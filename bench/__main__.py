@@ -38,6 +38,7 @@ BENCHES = {
     "overhead": ("bench_overhead.py", [], "manager overhead for a night, side by side with Snakemake"),
     "readers": ("bench_readers.py", [], "untrusted input in reader processes: start-up, per exposure, per poll"),
     "takeover": ("bench_takeover.py", [], "standby daemon takeover after SIGKILL (PostgreSQL)"),
+    "monitor": ("bench_monitor.py", [], "heartbeat, check probe and metrics scrape cost; event -> POST latency"),
 }
 
 

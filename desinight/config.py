@@ -17,7 +17,7 @@ from typing import Any
 from .core import defaults as D
 from .core.errors import ConfigError
 
-_SECTIONS = {"desinight", "local", "slurm", "daemon", "kinds", "readers"}
+_SECTIONS = {"desinight", "local", "slurm", "daemon", "kinds", "readers", "check", "notify"}
 
 
 @dataclass(frozen=True)
@@ -51,6 +51,27 @@ class Config:
     reader_workers: int = D.READER_WORKERS
     reader_timeout_s: float = D.READER_TIMEOUT_S
     reader_memory_mb: int = D.READER_MEMORY_MB
+    heartbeat_stale_s: float = D.HEARTBEAT_STALE_S
+    metrics_port: int = D.METRICS_PORT
+    metrics_addr: str = D.METRICS_ADDR
+    metrics_textfile: Path | None = None
+    # `desinight check` thresholds (flags override them)
+    check_backend_error_warn_min: float = D.CHECK_BACKEND_ERROR_WARN_MIN
+    check_backend_error_crit_min: float = D.CHECK_BACKEND_ERROR_CRIT_MIN
+    check_failed_warn: int = D.CHECK_FAILED_WARN
+    check_failed_crit: int = D.CHECK_FAILED_CRIT
+    check_waiting_warn_min: float = D.CHECK_WAITING_WARN_MIN
+    check_waiting_crit_min: float = D.CHECK_WAITING_CRIT_MIN
+    check_disk_warn_pct: float = D.CHECK_DISK_WARN_PCT
+    check_disk_crit_pct: float = D.CHECK_DISK_CRIT_PCT
+    check_pending_never_clear: tuple[str, ...] = D.PENDING_NEVER_CLEAR
+    # notifications: Apprise URLs and/or a command receiving one JSON document on stdin
+    notify_urls: tuple[str, ...] = ()
+    notify_command: tuple[str, ...] = ()
+    notify_min_interval_s: float = D.NOTIFY_MIN_INTERVAL_S
+    notify_queue_size: int = D.NOTIFY_QUEUE_SIZE
+    notify_timeout_s: float = D.NOTIFY_TIMEOUT_S
+    notify_night_summary: bool = True
     kinds: dict[str, dict[str, Any]] = field(default_factory=dict)   # per-kind resource overrides
     source: Path | None = None            # the file this came from, for messages
 
@@ -95,6 +116,25 @@ _KEYS: dict[tuple[str, str], tuple[str, type]] = {
     ("readers", "workers"): ("reader_workers", int),
     ("readers", "timeout_s"): ("reader_timeout_s", float),
     ("readers", "memory_mb"): ("reader_memory_mb", int),
+    ("daemon", "heartbeat_stale_s"): ("heartbeat_stale_s", float),
+    ("daemon", "metrics_port"): ("metrics_port", int),
+    ("daemon", "metrics_addr"): ("metrics_addr", str),
+    ("daemon", "metrics_textfile"): ("metrics_textfile", Path),
+    ("check", "backend_error_warn_min"): ("check_backend_error_warn_min", float),
+    ("check", "backend_error_crit_min"): ("check_backend_error_crit_min", float),
+    ("check", "failed_warn"): ("check_failed_warn", int),
+    ("check", "failed_crit"): ("check_failed_crit", int),
+    ("check", "waiting_warn_min"): ("check_waiting_warn_min", float),
+    ("check", "waiting_crit_min"): ("check_waiting_crit_min", float),
+    ("check", "disk_warn_pct"): ("check_disk_warn_pct", float),
+    ("check", "disk_crit_pct"): ("check_disk_crit_pct", float),
+    ("check", "pending_never_clear"): ("check_pending_never_clear", tuple),
+    ("notify", "urls"): ("notify_urls", tuple),
+    ("notify", "command"): ("notify_command", tuple),
+    ("notify", "min_interval_s"): ("notify_min_interval_s", float),
+    ("notify", "queue_size"): ("notify_queue_size", int),
+    ("notify", "timeout_s"): ("notify_timeout_s", float),
+    ("notify", "night_summary"): ("notify_night_summary", bool),
 }
 _CHOICES = {"backend": ("local", "slurm"), "watch_mode": ("auto", "native", "polling")}
 _KIND_KEYS = {"nodes", "ntasks", "cpus_per_task", "time_minutes", "mem_mb"}
@@ -168,6 +208,15 @@ def _coerce(path: Path, key: str, value: Any, typ: type, base: Path) -> Any:
             raise ConfigError(f"{path}: {key} must be a non-empty path string")
         p = Path(os.path.expandvars(os.path.expanduser(value)))
         return p if p.is_absolute() else base / p
+    if typ is tuple:
+        # a list of strings; a command may also be one string, split like a shell would
+        # (it is still run as an argv list, never through a shell)
+        if isinstance(value, str) and key == "notify.command":
+            import shlex
+            value = shlex.split(value)
+        if not isinstance(value, list) or not all(isinstance(v, str) and v for v in value):
+            raise ConfigError(f"{path}: {key} must be a list of non-empty strings")
+        return tuple(value)
     if typ is bool:
         if not isinstance(value, bool):
             raise ConfigError(f"{path}: {key} must be true or false, got {value!r}")
@@ -210,6 +259,34 @@ def _validate(cfg: Config) -> None:
             raise ConfigError(f"{where}{key} must be between {_num(lo)} and {_num(hi)}, "
                               f"got {_num(value)}")
     _check_paths(cfg, where)
+    _validate_monitoring(cfg, where)
+
+
+def _validate_monitoring(cfg: Config, where: str) -> None:
+    if not 1 <= cfg.heartbeat_stale_s <= 86400:
+        raise ConfigError(f"{where}daemon.heartbeat_stale_s must be between 1 and 86400")
+    if not 0 <= cfg.metrics_port <= 65535:
+        raise ConfigError(f"{where}daemon.metrics_port must be 0 (off) or a port 1-65535")
+    pairs = (("backend_error", cfg.check_backend_error_warn_min, cfg.check_backend_error_crit_min),
+             ("waiting", cfg.check_waiting_warn_min, cfg.check_waiting_crit_min))
+    for name, warn, crit in pairs:
+        if warn <= 0 or crit < warn:
+            raise ConfigError(f"{where}check.{name}_warn_min must be > 0 and <= "
+                              f"check.{name}_crit_min")
+    if cfg.check_failed_warn < 0 or cfg.check_failed_crit < 0:
+        raise ConfigError(f"{where}check.failed_warn and check.failed_crit must be >= 0 (0 = off)")
+    if not 0 <= cfg.check_disk_crit_pct <= cfg.check_disk_warn_pct <= 100:
+        raise ConfigError(f"{where}check.disk_crit_pct <= check.disk_warn_pct must be "
+                          "percentages (0-100)")
+    for url in cfg.notify_urls:
+        if "://" not in url:
+            raise ConfigError(f"{where}notify.urls: {url!r} is not an Apprise URL (scheme://...)")
+    if not 0 <= cfg.notify_min_interval_s <= 86400:
+        raise ConfigError(f"{where}notify.min_interval_s must be between 0 and 86400")
+    if not 1 <= cfg.notify_queue_size <= 1_000_000:
+        raise ConfigError(f"{where}notify.queue_size must be between 1 and 1000000")
+    if not 0 < cfg.notify_timeout_s <= 3600:
+        raise ConfigError(f"{where}notify.timeout_s must be > 0 and <= 3600")
 
 
 def _num(v: float) -> str:

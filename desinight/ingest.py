@@ -234,7 +234,9 @@ def ingest_night(ctx: Context, night: int, now: datetime, only: list[Path] | Non
             outcome, reason = _record_one(s, prod, d, replies[d], now, settle_s, known)
             counts[outcome] = counts.get(outcome, 0) + 1
             if outcome in ("ingested", "quarantined", "rejected"):
-                ctx.event(f"exposure_{outcome}", night=night, expid=d.name)
+                # quarantined/rejected: the daemon's alert line names why and where
+                why = {} if outcome == "ingested" else {"reason": reason, "path": str(d)}
+                ctx.event(f"exposure_{outcome}", night=night, expid=d.name, **why)
             if outcome in ("quarantined", "rejected", "error", "incomplete"):
                 found.append((d, outcome, reason or "waiting for files"))
             if outcome in ("incomplete", "error"):

@@ -20,6 +20,7 @@ from pathlib import Path
 from sqlalchemy import select
 from sqlalchemy.orm import Session, selectinload, sessionmaker
 
+from . import alerts
 from .batch.base import Backend, Resources, SubmitRequest
 from .batch.exitfile import read_exits
 from .batch.render import job_name, render_script, step_command, write_script
@@ -51,9 +52,12 @@ class Context:
     on_event: Callable[[str, dict], None] = field(default=lambda event, fields: None)
     #: throttle: at most this many jobs queued or running in the backend at once (campaigns)
     max_queued: int | None = None
+    #: log alert events (failures, quarantines, ...) at WARNING/ERROR: the daemon; a CLI
+    #: command keeps them at INFO (its console shows the outcome in its own words)
+    loud: bool = False
 
     def event(self, name: str, **fields) -> None:
-        log.info(name, extra={"fields": fields})
+        log.log(alerts.level_of(name) if self.loud else logging.INFO, name, extra={"fields": fields})
         self.on_event(name, fields)
 
     @property
@@ -102,7 +106,7 @@ def attempt_dir(cfg: Config, job: Job, number: int) -> Path:
     return cfg.prod_dir.resolve() / "run" / job.key / f"attempt-{number}"
 
 
-def _settle_dep_failed(s: Session, prod: Production) -> int:
+def _settle_dep_failed(s: Session, prod: Production, ctx: Context | None = None) -> int:
     """Mark waiting jobs whose upstream broke as dep_failed, to a fixed point (each pass
     reaches one more generation). One query per pass: fast at campaign scale."""
     total = 0
@@ -116,9 +120,11 @@ def _settle_dep_failed(s: Session, prod: Production) -> int:
                 continue
             seen.add(child_id)
             job = s.get(Job, child_id)
-            job.state = JobState.DEP_FAILED.value
+            old, job.state = job.state, JobState.DEP_FAILED.value
             job.reason = (reason if state == JobState.DEP_FAILED.value and reason
                           else f"upstream {key} {state}")
+            if ctx is not None:
+                alerts.job_moved(ctx, job, old)
         total += len(seen)
         s.flush()
 
@@ -164,7 +170,7 @@ def submit_ready(ctx: Context, now: datetime) -> int:
     while True:
         with transaction(ctx.sessions) as s:
             prod = repo.get_production(s, ctx.production)
-            _settle_dep_failed(s, prod)
+            _settle_dep_failed(s, prod, ctx)
             intents = []
             room = None
             if ctx.max_queued is not None:
@@ -269,8 +275,10 @@ def reconcile(ctx: Context, now: datetime, settled: bool = False) -> int:
                 ctx.event("reconciled", comment=att.comment, backend_id=att.backend_id)
                 continue
             if rec is not None:   # a record without any id: nothing else to ask
+                old = att.job.state
                 _finish(att, rec["state"], rec["exit_code"], None, rec["start"], rec["end"],  # state write: via _finish
                         rec.get("host"))
+                alerts.job_moved(ctx, att.job, old)
                 fixed += 1
             elif now - att.intent_at > LOST_INTENT_AFTER or not _backend_can_lag(ctx):
                 # Never reached the backend: this attempt is void; plan the job again.
@@ -333,7 +341,7 @@ def poll(ctx: Context, now: datetime) -> dict[str, int]:
             ctx.event("poll_failed", error=str(e))
         records = read_exits(ctx.cfg, active)
         for att in active:
-            old = att.state
+            old, old_job = att.state, att.job.state
             bj = seen.get(att.backend_id)
             rec = records.get(att.id)
             if bj is not None and JobState(bj.state) not in ACTIVE:
@@ -349,6 +357,7 @@ def poll(ctx: Context, now: datetime) -> dict[str, int]:
                 _finish(att, rec["state"], rec["exit_code"], None, rec["start"], rec["end"], rec.get("host"))
             elif bj is not None:
                 att.state = bj.state.value
+                att.reason = bj.reason if bj.state is JobState.PENDING else None   # `check` reads it
                 att.started_at = bj.start or att.started_at
                 att.node = bj.node or att.node
                 if can_advance(JobState(att.job.state), bj.state) and att.job.last_attempt is att:
@@ -360,8 +369,9 @@ def poll(ctx: Context, now: datetime) -> dict[str, int]:
                         None, None, None)
             if att.state != old:
                 changes[att.state] = changes.get(att.state, 0) + 1
+            alerts.job_moved(ctx, att.job, old_job)
         s.flush()
-        _settle_dep_failed(s, prod)
+        _settle_dep_failed(s, prod, ctx)
         _cancel_orphaned_dependents(ctx, s, prod)
         repo.set_service(s, prod, "last_poll", now.isoformat(), now)
     return changes
@@ -380,7 +390,8 @@ def _cancel_orphaned_dependents(ctx: Context, s: Session, prod: Production) -> N
             to_cancel.append(att.backend_id)
             att.state = JobState.DEP_FAILED.value
             att.reason = _upstream_reason(broken[0])
-            job.state, job.reason = JobState.DEP_FAILED.value, att.reason
+            old, job.state, job.reason = job.state, JobState.DEP_FAILED.value, att.reason
+            alerts.job_moved(ctx, job, old)
     if to_cancel:
         try:
             ctx.backend.cancel(to_cancel)

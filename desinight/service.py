@@ -30,6 +30,7 @@ from .ingest import ingest_night, note_sightings
 from .core.errors import BackendError, DesinightError
 from .db import repo
 from .db.engine import transaction
+from .monitor import DaemonMonitor
 
 log = logging.getLogger("desinight")
 
@@ -89,6 +90,7 @@ class Daemon:
         self.standby = standby
         self.leader = L.for_daemon(self.cfg.database_url, self.cfg.state_dir, ctx.production)
         self.exit_code = 0
+        self.monitor = DaemonMonitor(ctx, clock)   # heartbeat, watchdog, metrics, alerts
 
     # --- ticks (all on the scheduler's single worker thread) ------------------------------
     def tick_ingest(self) -> None:
@@ -235,21 +237,24 @@ class Daemon:
             return 0
         try:
             self._record_start()
+            self.monitor.start()
             O.reconcile(self.ctx, self.now(), settled=True)   # before anything new is submitted
             # watch first, then scan: nothing lands unseen between the two
             self.watcher = watch.start_watcher(self.cfg.raw_root, self.mode, self.candidates,
                                                self.cfg.watch_poll_s, self.cfg.watch_nights)
             self.tick_scan()
-            log.info("daemon_started", extra={"fields": {"production": self.ctx.production,
-                                                           "watch": self.mode, "pid": os.getpid(),
-                                                           "lock": self.leader.kind}})
+            self.ctx.event("daemon_started", production=self.ctx.production, watch=self.mode,
+                           pid=os.getpid(), host=socket.gethostname(), lock=self.leader.kind)
+            self.monitor.ready()   # READY=1 + first heartbeat: only once SIGTERM stops it cleanly
             self._loop()
             return self.exit_code
         finally:
             if self.watcher is not None:
                 self.watcher.stop()
-            self.leader.release()
-            log.info("daemon_stopped", extra={"fields": {"production": self.ctx.production}})
+            self.ctx.event("daemon_stopped", production=self.ctx.production, pid=os.getpid(),
+                           host=socket.gethostname())
+            self.monitor.stop()      # records the stop while still holding the lock: a
+            self.leader.release()    # successor's heartbeat is always newer than our "stopped"
 
     def _loop(self) -> None:
         """Scheduling on APScheduler, with the ticks serialised on one worker thread."""
@@ -287,15 +292,16 @@ class Daemon:
             self.stop_event.set()
 
     def _poll_and_reschedule(self, sched):
-        def run() -> None:
+        def tick_poll() -> None:
             self.tick_poll()
             sched.reschedule_job("poll", trigger="interval", seconds=self.poll_interval)
-        return run
+        return tick_poll
 
     def _guard(self, fn, name: str | None = None):
         """A tick that fails is logged and retried next time; it never kills the daemon.
         Its error (``tick_error:NAME``) stays until that same tick succeeds."""
         name = name or getattr(fn, "__name__", "tick").removeprefix("tick_")
+        fn = self.monitor.wrap(fn)   # timed; heartbeat and watchdog after a healthy tick
 
         def run() -> None:
             if self.stop_event.is_set():

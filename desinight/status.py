@@ -13,7 +13,8 @@ from sqlalchemy.orm import Session
 
 from .core.states import ACTIVE, BROKEN, ExposureStatus, JobState
 from .db import repo
-from .db.models import Attempt, Exposure, Job, JobExposure, Night, Production, Rejection, Sighting
+from .db.models import (Attempt, Exposure, Job, JobExposure, Night, Production, Rejection, Sighting,
+                        utcnow)
 
 SCHEMA_VERSION = 1
 
@@ -24,7 +25,7 @@ def latest_night(s: Session, prod: Production) -> int | None:
 
 def collect(s: Session, prod: Production, night: int | None = None, expid: int | None = None,
             night_range: tuple[int, int] | None = None, failed_only: bool = False,
-            now: datetime | None = None) -> dict:
+            now: datetime | None = None, stale_s: float | None = None) -> dict:
     """The status document. One night (default: the latest) in detail, or a range of nights
     summarised with all their failures."""
     if expid is not None:
@@ -36,7 +37,7 @@ def collect(s: Session, prod: Production, night: int | None = None, expid: int |
                  "night": night, "range": list(night_range) if night_range else None,
                  "nights": _nights(s, prod, night_range), "exposures": [], "jobs": [],
                  "failures": _failures(s, prod, lo, hi) if lo is not None else [],
-                 "rejections": [], "health": _health(s, prod, now),
+                 "rejections": [], "health": _health(s, prod, now, stale_s),
                  "unfinished": _unfinished(s, prod, lo, hi, now) if night_range else []}
     if night is None:
         out["unfinished"] = _unfinished(s, prod, 0, 99999999, now)   # odd dirs before any night
@@ -177,16 +178,22 @@ def _last_attempts(s: Session, job_ids: list[int]) -> dict[int, Attempt]:
     return out
 
 
-def _health(s: Session, prod: Production, now: datetime | None) -> dict:
+def _health(s: Session, prod: Production, now: datetime | None,
+            stale_s: float | None = None) -> dict:
+    from . import liveness
+    from .core import defaults as D
     st = repo.service_state(s, prod)
     out = {k: (st[k].value if k in st else None)
            for k in ("last_poll", "last_ingest", "backend_error", "daemon_pid", "daemon_started",
-                     "tick_error")}
+                     "tick_error", "heartbeat", "daemon_stopped")}
     # Each tick's error (tick_error:NAME) stays until that tick succeeds again.
     out["tick_errors"] = {k.split(":", 1)[1]: r.value for k, r in sorted(st.items())
                           if k.startswith("tick_error:") and r.value}
     if out["tick_errors"]:
         out["tick_error"] = "; ".join(f"{k}: {v}" for k, v in out["tick_errors"].items())
+    live = liveness.assess(out["heartbeat"], out["daemon_pid"], out["daemon_stopped"],
+                           now or utcnow(), stale_s or D.HEARTBEAT_STALE_S)
+    out["daemon_running"], out["daemon"] = live.running, live.text
     return out
 
 

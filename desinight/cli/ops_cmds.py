@@ -10,7 +10,7 @@ from pathlib import Path
 import click
 from rich.console import Console
 
-from ..core.errors import BackendError, DesinightError
+from ..core.errors import BackendError, DesinightError, JobsFailed
 
 
 def _night(value: str) -> int:
@@ -105,7 +105,8 @@ def _progress(ctx, night: int) -> tuple[int, int]:
 
 @click.command()
 @click.argument("night")
-@click.option("--wait/--no-wait", default=False, help="Stay until every job of the night has ended.")
+@click.option("--wait/--no-wait", default=False, help="Stay until every job of the night has ended; "
+              "exit code 5 if any of them did not complete.")
 @click.option("--open", "still_open", is_flag=True,
               help="More data may come: do not plan end-of-night work yet.")
 @click.option("--backend", type=click.Choice(["local", "slurm"]), help="Override the configured backend.")
@@ -133,18 +134,29 @@ def ingest(obj, night: str, wait: bool, still_open: bool, backend: str | None,
                f"{ing.get('quarantined', 0)} quarantined, {ing.get('rejected', 0)} rejected, "
                f"{ing.get('incomplete', 0)} incomplete; {out['submitted']} jobs submitted")
     if wait:
-        print_status(ctx, night=n, console=console)
+        data = print_status(ctx, night=n, console=console)
     # One line per bad exposure or odd directory; the good ones are recorded regardless.
     for _, line in problems:
         click.echo("desinight: ingest: " + " ".join(line.split()), err=True)
+    if wait:
+        _raise_if_failed(data, f"night {n}", f"desinight status --night {n} --failed")
     # With --open an exposure still in transfer is expected; anything else is bad data.
     if any(kind != "incomplete" or not still_open for kind, _ in problems):
         raise SystemExit(BAD_DATA_EXIT)
 
 
+def _raise_if_failed(data: dict, what: str, look: str) -> None:
+    """Exit code 5 (JobsFailed) when jobs of the night did not complete: scripts and cron
+    must not read success from a night that failed."""
+    failed = [f for f in data["failures"] if f["kind"] not in ("exposure", "file")]
+    if failed:
+        raise JobsFailed(f"{what}: {len(failed)} job(s) did not complete; see `{look}`")
+
+
 #: `desinight ingest` exit code when some of the night's data were quarantined, rejected
-#: or cannot complete (the rest was ingested): scripts can tell it from an error (1-4).
-BAD_DATA_EXIT = 5
+#: or cannot complete (the rest was ingested): the same as for failed jobs (JobsFailed), so
+#: scripts tell "the night has problems" (5) from an error (1-4, 6, 7).
+BAD_DATA_EXIT = JobsFailed.exit_code
 
 
 @click.command()
@@ -185,6 +197,7 @@ def daemon(obj, backend: str | None, log_file: str | None, standby: bool) -> Non
 @click.pass_obj
 def demo(obj, workdir: str, night: str, seed: int, backend: str, timeout: float) -> None:
     """Simulate a small night and process it end to end; print the status table.
+    Exit code 5 if any job did not complete.
 
     Runs on the embedded defaults (SQLite, local backend) with nothing else installed;
     `--backend slurm` uses the SLURM cluster that `sbatch` reaches (see docs/slurm.md).
@@ -229,10 +242,7 @@ def demo(obj, workdir: str, night: str, seed: int, backend: str, timeout: float)
     data = print_status(ctx, night=n, console=console)
     console.print(f"outputs: {cfg.prod_dir}\nscripts and logs: {cfg.prod_dir / 'run'}\n"
                   f"look again: {Path(sys.executable).parent / 'desinight'} --config {root / 'desinight.toml'} status")
-    failed = [f for f in data["failures"] if f["kind"] not in ("exposure", "file")]
-    if failed:
-        raise DesinightError(f"demo: {len(failed)} job(s) did not complete; "
-                             f"see `desinight --config {root / 'desinight.toml'} status --failed`")
+    _raise_if_failed(data, "demo", f"desinight --config {root / 'desinight.toml'} status --failed")
 
 
 COMMANDS = [init, ingest, demo, daemon]

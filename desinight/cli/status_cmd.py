@@ -36,6 +36,7 @@ def status_data(ctx, **kw) -> dict:
     from .. import status as S
     from ..db import repo
     from ..db.engine import transaction
+    kw.setdefault("stale_s", ctx.cfg.heartbeat_stale_s)
     with transaction(ctx.sessions) as s:
         return S.collect(s, repo.get_production(s, ctx.production), **kw)
 
@@ -52,6 +53,7 @@ def render(data: dict, console: Console) -> None:
     if data["night"] is None and not data["range"]:
         console.print("no nights yet")
         _render_unfinished(data, console)
+        console.print(f"daemon: {_daemon(data['health'])}")
         return
     t = Table(title=f"night {data['night']}", title_justify="left")
     for col in ("EXPID", "OBSTYPE", "TILE", "cams", "status", "steps"):
@@ -83,7 +85,7 @@ def render(data: dict, console: Console) -> None:
             for state, c in n["jobs"].items():
                 counts[state] = counts.get(state, 0) + c
     console.print("jobs: " + (", ".join(f"{k} {v}" for k, v in sorted(counts.items())) or "none"))
-    console.print(f"daemon: {h['daemon_pid'] or 'not seen'} | last poll {_ago(h['last_poll'])} | "
+    console.print(f"daemon: {_daemon(h)} | last poll {_ago(h['last_poll'])} | "
                   f"last ingest {_ago(h['last_ingest'])} | "
                   + (f"[red]backend: {h['backend_error']}[/]" if h["backend_error"] else "backend ok")
                   + (f" | [red]daemon error: {h['tick_error']}[/]" if h.get("tick_error") else ""))
@@ -104,6 +106,11 @@ def _render_unfinished(data: dict, console: Console) -> None:
     if len(rows) > 200:
         u.add_row(f"... {len(rows) - 200} more (--json for all)", "", "")
     console.print(u)
+
+
+def _daemon(h: dict) -> str:
+    """The daemon's liveness (heartbeat + pid), red when it is not running."""
+    return h["daemon"] if h.get("daemon_running") else f"[red]{h['daemon']}[/]"
 
 
 def _word(cams: str) -> str:

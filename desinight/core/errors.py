@@ -54,3 +54,7 @@ EXIT_CODES = {
     7: "filesystem error (permission, full disk, missing directory)",
     130: "interrupted (Ctrl-C)",
 }
+class JobsFailed(DesinightError):
+    """`ingest --wait` / `demo` ran to the end but jobs did not complete: scripts see it."""
+
+    exit_code = 5
