@@ -79,7 +79,7 @@ class Daemon:
         self.tick_error: str | None = None
         self.mode = watch.choose_mode(self.cfg.watch_mode, self.cfg.raw_root)
         self.idle_submit_at = 0.0
-        self.watcher: watch.NativeWatcher | watch.PollingWatcher | None = None
+        self.watcher: watch.Watcher | None = None
         self.lock = FileLock(self.cfg.state_dir.resolve() / f"daemon-{ctx.production}.lock")
 
     # --- ticks (all on the scheduler's single worker thread) ------------------------------
@@ -204,6 +204,7 @@ class Daemon:
             self.watcher = watch.start_watcher(self.cfg.raw_root, self.mode, self.candidates,
                                                self.cfg.watch_poll_s, self.cfg.watch_nights)
             self.tick_scan()
+            import fitsio  # noqa: F401 - ingest's reader, loaded now: the first exposure's reaction must not pay ~0.5 s
             log.info("daemon_started", extra={"fields": {"production": self.ctx.production,
                                                            "watch": self.mode, "pid": os.getpid()}})
             for sig in (signal.SIGTERM, signal.SIGINT):
