@@ -86,7 +86,9 @@ def headlines(results: dict) -> list[str]:
         if mode in arc:
             r = arc[mode]
             out.append(f"- archive of {arc['nights']} nights ({arc['files']} files), {mode}: idle CPU "
-                       f"{r['idle_cpu_pct']}% of a core, RSS {r['rss_mb']} MB, inotify watches "
+                       f"{r['idle_cpu_pct']}% of a core, RSS {r['rss_mb']} MB"
+                       + (f" ({r['rss_mb_small_archive']} MB with 10 nights)" if "rss_mb_small_archive" in r else "")
+                       + ", inotify watches "
                        f"{r['inotify_watches']}, overflows {r['overflows']}: target "
                        f"{'met' if r['target_met'] else 'NOT met'}")
     if "polling_ops" in arc:

@@ -7,7 +7,7 @@ backend) in native and in polling mode, lets it record what it sees (the latest 
 empty files are quarantined), then measures it for IDLE seconds while nothing changes:
 
 * CPU: utime + stime from /proc/PID/stat over the idle window, as % of one core;
-* memory: VmRSS at the end and VmHWM (peak);
+* memory: VmRSS at the end and VmHWM (peak), and VmRSS on a 10-night archive beside it;
 * inotify watches (/proc/PID/fdinfo) and "overflow" lines in the daemon's output;
 * metadata operations of the polling watcher per look and per minute, counted in-process
   by wrapping os.scandir/os.stat/os.lstat (and DirEntry.stat), for the archive and for
@@ -170,6 +170,8 @@ def main(argv: list[str] | None = None) -> dict:
     ap.add_argument("--nights", type=int, default=1000)
     ap.add_argument("--exposures", type=int, default=30)
     ap.add_argument("--idle", type=float, default=60.0)
+    ap.add_argument("--small", type=int, default=10,
+                    help="nights of the small archive whose RSS the big one's is compared with")
     args = ap.parse_args(argv)
     out: dict = {"nights": args.nights, "files": args.nights * args.exposures * 2}
     with tempfile.TemporaryDirectory(prefix="bench-archive-") as tmp:
@@ -196,6 +198,15 @@ def main(argv: list[str] | None = None) -> dict:
                   f"RSS {r['rss_mb']:.0f} MB (peak {r['peak_rss_mb']:.0f}), inotify watches "
                   f"{r['inotify_watches']}, overflows {r['overflows']}: target (<{CPU_TARGET_PCT}% CPU, "
                   f"no overflow) {'met' if met else 'NOT met'}", flush=True)
+    with tempfile.TemporaryDirectory(prefix="bench-archive-small-") as tmp:
+        root = Path(tmp)
+        build_archive(root / "raw", args.small, args.exposures)
+        for mode in ("native", "polling"):
+            small = run_mode(root, mode, min(args.idle, 10.0), watched)
+            out[mode]["rss_mb_small_archive"] = small["rss_mb"]
+            print(f"{mode:7s}: RSS {small['rss_mb']:.0f} MB with {args.small} nights vs "
+                  f"{out[mode]['rss_mb']:.0f} MB with {args.nights} "
+                  f"({out[mode]['rss_mb'] - small['rss_mb']:+.1f} MB)", flush=True)
     print(json.dumps({"archive": out}))
     return out
 

@@ -85,7 +85,7 @@ class Daemon:
         self.tick_errors: dict[str, str] = {}   # tick name -> its error, until it succeeds
         self.mode = watch.choose_mode(self.cfg.watch_mode, self.cfg.raw_root)
         self.idle_submit_at = 0.0
-        self.watcher: watch.NativeWatcher | watch.PollingWatcher | None = None
+        self.watcher: watch.Watcher | None = None
         #: wait for the active daemon's lock instead of exiting (``desinight daemon --standby``)
         self.standby = standby
         self.leader = L.for_daemon(self.cfg.database_url, self.cfg.state_dir, ctx.production)
