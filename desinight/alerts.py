@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import logging
 import statistics
-from collections.abc import Callable
 from datetime import datetime
 from typing import Any, Protocol
 
@@ -161,6 +160,3 @@ def event_text(name: str, fields: dict[str, Any]) -> str:
         return summary_text(fields)
     shown = " ".join(f"{k}={v}" for k, v in fields.items() if v is not None and k != "summary")
     return f"{name} {shown}"
-
-
-EventHandler = Callable[[str, dict], None]

@@ -11,7 +11,7 @@ counts every sbatch/sacct/squeue/scancel in its one runner; read from there at s
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from datetime import datetime
 from pathlib import Path
 
@@ -141,6 +141,3 @@ class _DatabaseCollector(Collector):
             for command, n in sorted(calls.items()):
                 c.add_metric([prod_name, command], n)
             yield c
-
-
-Clock = Callable[[], datetime]

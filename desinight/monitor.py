@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import logging
 import os
-import socket
 import time
 from collections.abc import Callable
 from datetime import datetime
@@ -178,7 +177,3 @@ class DaemonMonitor:
         if force or time.monotonic() - self._last_textfile >= D.METRICS_TEXTFILE_EVERY_S:
             self._last_textfile = time.monotonic()
             self.metrics.write_textfile(self.cfg.metrics_textfile)
-
-
-def host_pid() -> str:
-    return f"{os.getpid()}@{socket.gethostname()}"
