@@ -20,6 +20,7 @@ from .db import repo
 from .db.engine import transaction
 from .db.models import Exposure, Production, Rejection
 from .orchestrate import Context
+from .transitions import daemon_actor, transition
 
 
 def ingest_exposure(s: Session, prod: Production, expdir: Path, now: datetime,
@@ -76,8 +77,10 @@ def ingest_exposure(s: Session, prod: Production, expdir: Path, now: datetime,
                   raw_path=str(raw.raw_path), status=status.value, quarantine_reason=reason,
                   ingested_at=now)
     if existing is not None:   # a re-transferred exposure, now good
+        to = ExposureStatus(fields.pop("status"))
         for k, v in fields.items():
             setattr(existing, k, v)
+        transition(s, [existing.id], to, "raw file re-transferred", daemon_actor())
     else:
         repo.add_exposure(s, prod, arrived_at=now, **fields)
     return "ingested" if status is ExposureStatus.INGESTED else "quarantined"
