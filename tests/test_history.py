@@ -80,7 +80,7 @@ def test_history_show_job_and_report_tell_what_happened(timed_out):
         e["what"] for e in hn["events"]}
     # an unknown target: one line, non-zero exit
     r = cli(conf, "history", "20261130", check=False)
-    assert r.returncode != 0 and r.stderr.count("\n") == 1 and "no EXPID, night or job id" in r.stderr
+    assert r.returncode == 3 and r.stderr.count("\n") == 1 and "no EXPID, night or job id" in r.stderr
 
     # show job: the moves under the attempt they belong to
     show = cli(conf, "show", "job", STD).stdout

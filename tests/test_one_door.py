@@ -117,3 +117,11 @@ s.execute(insert(Job), [{"state": "planned"}])
     assert violations(ok, "x.py") == []
     assert violations("self.state = {}", "batch/localrun.py") == []
     assert violations("self.state = 'x'", "service.py") != []
+
+
+def test_architecture_doc_shows_the_diagram_generated_from_the_tables():
+    from desinight.core.states import mermaid
+    doc = (ROOT.parent / "docs" / "architecture.md").read_text()
+    begin, end = "<!-- states:begin -->\n", "<!-- states:end -->"
+    assert begin in doc and end in doc
+    assert doc[doc.index(begin) + len(begin):doc.index(end)] == mermaid()

@@ -10,8 +10,6 @@ from __future__ import annotations
 
 from enum import Enum
 
-from .errors import InvalidTransition
-
 
 class JobState(str, Enum):
     PLANNED = "planned"          # in the DB, not yet handed to a backend
@@ -73,14 +71,6 @@ def predecessors(new: JobState | str) -> frozenset[JobState]:
 
 def can_advance(old: JobState, new: JobState) -> bool:
     return old == new or new in _TRANSITIONS[old]
-
-
-def advance(old: JobState | str, new: JobState | str) -> JobState:
-    """Return ``new`` if moving from ``old`` is legal, else raise :class:`InvalidTransition`."""
-    old, new = JobState(old), JobState(new)
-    if not can_advance(old, new):
-        raise InvalidTransition(f"job state cannot go from {old} to {new}")
-    return new
 
 
 class ExposureStatus(str, Enum):
