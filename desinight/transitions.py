@@ -205,17 +205,3 @@ def move_job(s: Session, job: Job, to: JobState, reason: str | None, actor: str,
                      on_move=on_move)
     return bool(out.moved)
 
-
-def history(s: Session, job_ids: Sequence[int] = (), exposure_ids: Sequence[int] = ()
-            ) -> list[StateEvent]:
-    """Events of these jobs and exposures, oldest first."""
-    from sqlalchemy import or_
-    conds = []
-    if job_ids:
-        conds.append(StateEvent.job_id.in_(list(job_ids)))
-    if exposure_ids:
-        conds.append(StateEvent.exposure_id.in_(list(exposure_ids)))
-    if not conds:
-        return []
-    return list(s.scalars(select(StateEvent).where(or_(*conds))
-                          .order_by(StateEvent.at, StateEvent.id)))
