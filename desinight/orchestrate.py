@@ -327,6 +327,7 @@ def poll(ctx: Context, now: datetime) -> dict[str, int]:
             seen = {}
             repo.set_service(s, prod, "backend_error", f"poll: {e}", now)
             ctx.event("poll_failed", error=str(e))
+        recancel: list[str] = []
         for att in active:
             old = att.state
             bj = seen.get(att.backend_id)
@@ -345,7 +346,10 @@ def poll(ctx: Context, now: datetime) -> dict[str, int]:
                         rec.get("host"))
             elif bj is not None:
                 if att.state == JobState.CANCELLED.value:
-                    continue   # an operator's scancel is on its way: wait for the real end
+                    # An operator's scancel is on its way (asked again: the cancel may have
+                    # come while the daemon's sbatch was in flight): wait for the real end.
+                    recancel.append(att.backend_id)
+                    continue
                 att.state = bj.state.value
                 att.started_at = bj.start or att.started_at
                 att.node = bj.node or att.node
@@ -363,6 +367,11 @@ def poll(ctx: Context, now: datetime) -> dict[str, int]:
             if att.state != old:
                 changes[att.state] = changes.get(att.state, 0) + 1
         s.flush()
+        if recancel:
+            try:
+                ctx.backend.cancel(recancel)
+            except BackendError as e:
+                repo.set_service(s, prod, "backend_error", f"cancel: {e}", now)
         _settle_dep_failed(ctx, s, prod)
         _cancel_orphaned_dependents(ctx, s, prod)
         repo.set_service(s, prod, "last_poll", now.isoformat(), now)

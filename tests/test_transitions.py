@@ -93,3 +93,29 @@ def test_exposures_move_through_their_own_table(ctx, raw_night):
         ev = s.scalars(select(StateEvent).where(StateEvent.exposure_id == exp.id)
                        .order_by(StateEvent.id)).all()
     assert [(e.from_state, e.to_state) for e in ev] == [("ingested", "planned"), ("planned", "quarantined")]
+
+
+def test_a_cancel_that_lands_while_sbatch_is_in_flight_still_cancels(ctx, raw_night, fake_backend):
+    """The operator cancels a job between the daemon's intent and its sbatch: the submission
+    goes through, and the next poll scancels it again instead of waiting forever."""
+    from desinight.retry import cancel
+    ids = _planned(ctx)
+    key = f"{N}/biasnight"
+    real_submit = fake_backend.submit
+
+    def submit(req):
+        if req.comment.endswith(f":{ids[key]}:1"):
+            assert key in cancel(ctx, job=key)      # and everything downstream
+        return real_submit(req)
+    fake_backend.submit = submit
+    O.submit_ready(ctx, O.utc_now())
+    bid = fake_backend.by_name("biasnight")[0]
+    assert fake_backend.jobs[bid].state is JobState.PENDING      # the scancel found no id yet
+    O.poll(ctx, O.utc_now())
+    assert fake_backend.jobs[bid].state is JobState.CANCELLED    # asked again by the poll
+    O.poll(ctx, O.utc_now())
+    with transaction(ctx.sessions) as s:
+        job = s.get(Job, ids[key])
+        att = job.last_attempt
+        assert (job.state, att.state, att.backend_id) == ("cancelled", "cancelled", bid)
+        assert att.ended_at is not None                          # confirmed: no longer polled
