@@ -12,7 +12,7 @@ from sqlalchemy.orm import Session, selectinload
 from ..core.errors import NotFound
 from ..core.planner import NIGHTLY_CALIBS, CalibRef, ExposureInfo, Plan, PlannedJob
 from ..core.states import ACTIVE, BROKEN, ExposureStatus, JobState
-from .models import Attempt, Exposure, Job, JobEdge, JobExposure, Night, Production, ServiceState, utcnow
+from .models import Attempt, Exposure, Job, JobEdge, Night, Production, ServiceState, utcnow
 
 
 # --- productions ------------------------------------------------------------------------
