@@ -32,6 +32,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from desinight import campaign as C  # noqa: E402
 from desinight.app import open_context  # noqa: E402
+from desinight.batch.base import Capabilities  # noqa: E402
 from desinight.config import Config  # noqa: E402
 from desinight.core.manifest import parse_manifest  # noqa: E402
 from desinight.db import bulk, repo  # noqa: E402
@@ -51,6 +52,7 @@ class _AcceptingBackend:
     cost of a tick, without a scheduler's (bench_poll and bench_overhead measure SLURM's)."""
     name = "bench"
     poll_warning = None
+    capabilities = Capabilities(can_lag=True)
 
     def __init__(self):
         self.ids: list[str] = []
@@ -111,7 +113,7 @@ def build_source(cfg: Config, night_list: list[int]) -> dict:
         pv = C.Preview(m, "daily", cfg.raw_root, cfg.redux_root / "daily", False,
                        nights=night_list)
         C._plan(pv, [{**r, "status": "ingested"} for r in rows], {})
-        bulk.save_jobs(s, prod, pv.jobs, {})
+        bulk.save_jobs(s, prod, pv.jobs, {}, "campaign:bench")
     ctx.sessions.kw["bind"].dispose()
     return {"exposures": len(rows), "jobs": len(pv.jobs), "build_s": round(time.perf_counter() - t0, 1)}
 

@@ -5,8 +5,9 @@ outage, and the daemon's start and stop become one structured log line at WARNIN
 (through ``Context.event``, which takes its level from ``LEVELS``) and go on the context's
 ``on_event`` bus, where the daemon's notifier (``notify.py``) picks them up.
 
-The state-changing code calls ``job_moved(ctx, job, old_state)`` after it writes a job's
-state; building the event's fields lives here so that caller stays one line.
+Job moves reach this module through ``transitions.LISTENERS`` (the daemon's monitor
+registers ``move_event`` there): the one door that writes job states is also the one place
+failures are heard, for the nightly production and campaigns alike.
 """
 
 from __future__ import annotations
@@ -52,20 +53,14 @@ def is_alert(name: str) -> bool:
     return level_of(name) >= logging.WARNING
 
 
-def job_event(job: Job) -> tuple[str, dict[str, Any]]:
-    """The event for a job that just moved into one of ``ALERT_STATES``."""
-    att = job.last_attempt
-    name = "job_dep_failed" if job.state == JobState.DEP_FAILED.value else "job_failed"
-    return name, {"job": job.key, "kind": job.kind, "night": job.night,
-                  "expid": ",".join(str(e) for e in job.expids) or None, "state": job.state,
-                  "reason": job.reason, "log": att.log_path if att else None}
-
-
-def job_moved(ctx: _EventSink, job: Job, old: str | None) -> None:
-    """Call after writing ``job.state``: emits the alert when it moved into a failure."""
-    if job.state != old and JobState(job.state) in ALERT_STATES:
-        name, fields = job_event(job)
-        ctx.event(name, **fields)
+def move_event(m: Any) -> tuple[str, dict[str, Any]] | None:
+    """The alert for one ``transitions.Move``, or None when the move is not one."""
+    if not m.is_alert:
+        return None
+    name = "job_dep_failed" if m.new == JobState.DEP_FAILED.value else "job_failed"
+    return name, {"job": m.key, "kind": m.job_kind, "night": m.night,
+                  "expid": ",".join(str(e) for e in m.expids) or None, "state": m.new,
+                  "reason": m.reason, "log": m.log, "actor": m.actor}
 
 
 def exposure_fields(s: Session, prod: Production, expdir: Any, outcome: str) -> dict[str, Any]:

@@ -40,6 +40,7 @@ from .db import bulk
 from .db.engine import transaction
 from .db.models import Attempt, Exposure, Job, Night, Production
 from .orchestrate import Context, resources_for
+from .transitions import campaign_actor
 
 _EXPOSURE_COLS = ("expid", "night", "obstype", "tileid", "exptime", "program", "seqnum",
                   "seqtot", "cameras", "bad_cameras", "raw_path", "status",
@@ -302,8 +303,8 @@ def enqueue(sessions, cfg: Config, m: Manifest) -> Preview:
             prod.settings = {**m.settings(), "source": pv.source}
         bulk.insert_nights(s, prod, pv.nights, closed=True)
         bulk.insert_exposures(s, prod, pv.new_exposures)
-        bulk.quarantine(s, prod, pv.quarantine)
-        bulk.save_jobs(s, prod, pv.jobs, pv.resources, campaign=m.name)
+        bulk.quarantine(s, prod, pv.quarantine, campaign_actor(m.name))
+        bulk.save_jobs(s, prod, pv.jobs, pv.resources, campaign_actor(m.name), campaign=m.name)
     return pv
 
 
@@ -324,7 +325,8 @@ def campaign_context(base: Context, name: str) -> Context:
         ccfg = campaign_config(base.cfg, prod.name, Path(prod.redux_dir), Path(prod.raw_root),
                                settings)
     return Context(cfg=ccfg, sessions=base.sessions, backend=base.backend, production=name,
-                   on_event=base.on_event, max_queued=settings.get("throttle"))
+                   on_event=base.on_event, max_queued=settings.get("throttle"),
+                   actor=campaign_actor(name))
 
 
 def unfinished_campaigns(ctx: Context) -> list[str]:

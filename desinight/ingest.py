@@ -20,12 +20,12 @@ from sqlalchemy import BigInteger, Integer, String, delete, select
 from sqlalchemy.orm import Session
 
 from . import rawdata, readers
-from .core.errors import BadExposure
 from .core.states import ExposureStatus
 from .db import repo
 from .db.engine import transaction
 from .db.models import Exposure, Production, Rejection, Sighting
 from .orchestrate import Context
+from .transitions import daemon_actor, transition
 
 log = logging.getLogger("desinight")
 
@@ -124,8 +124,9 @@ def _quarantine(s: Session, prod: Production, expdir: Path, reason: str, now: da
     expid, night = int(expdir.name), int(expdir.parent.name)
     existing = _existing(s, prod, expid) if expid in known else None
     if existing is not None and Path(existing.raw_path).parent == expdir:
-        existing.status, existing.quarantine_reason, existing.ingested_at = (
-            ExposureStatus.QUARANTINED.value, reason, now)
+        if existing.status != ExposureStatus.QUARANTINED.value:
+            transition(s, [existing.id], ExposureStatus.QUARANTINED, reason, daemon_actor())
+        existing.quarantine_reason, existing.ingested_at = reason, now
         return "known"
     if existing is not None:
         return _reject(s, prod, night, expdir, f"duplicate EXPID {expid} (also {known[expid]}); "
@@ -175,9 +176,10 @@ def _record(s: Session, prod: Production, expdir: Path, reply: readers.Reply, no
     if problem is not None:
         return _quarantine(s, prod, expdir, problem, now, known), problem
     if existing is not None:   # a re-transferred exposure, now good
+        to = ExposureStatus(fields.pop("status"))
         for k, v in fields.items():
             setattr(existing, k, v)
-        s.flush()
+        transition(s, [existing.id], to, "raw file re-transferred", daemon_actor())
     else:
         repo.add_exposure(s, prod, arrived_at=now, **fields)
         known[raw.expid] = str(raw.raw_path)

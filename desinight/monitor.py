@@ -17,7 +17,7 @@ from functools import wraps
 
 from sqlalchemy import select
 
-from . import alerts, sdnotify
+from . import alerts, sdnotify, transitions
 from .core import defaults as D
 from .core.errors import DesinightError
 from .db import repo
@@ -64,6 +64,9 @@ class DaemonMonitor:
             previous(name, fields)
             self.notifier.on_event(name, fields)
         self.ctx.on_event = on_event
+        # Every job move goes through transitions.transition(): hear the failures there,
+        # for the nightly production and the campaigns the daemon carries alike.
+        transitions.LISTENERS.append(self._on_move)
         self.notifier.start()
         with transaction(self.ctx.sessions) as s:
             st = repo.service_state(s, repo.get_production(s, self.ctx.production))
@@ -79,6 +82,11 @@ class DaemonMonitor:
             log.info("metrics_listening", extra={"fields": {"addr": self.cfg.metrics_addr,
                                                               "port": port}})
 
+    def _on_move(self, move: transitions.Move) -> None:
+        ev = alerts.move_event(move)
+        if ev is not None:
+            self.ctx.event(ev[0], **ev[1])
+
     def ready(self) -> None:
         """Started: heartbeat now, and tell systemd (Type=notify) we are up."""
         self._beat()
@@ -87,6 +95,8 @@ class DaemonMonitor:
     def stop(self) -> None:
         """After the daemon_stopped event: record the clean stop, flush notifications."""
         self.sd.send("STOPPING=1")
+        if self._on_move in transitions.LISTENERS:
+            transitions.LISTENERS.remove(self._on_move)
         try:
             with transaction(self.ctx.sessions) as s:
                 now = self.now()

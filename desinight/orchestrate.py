@@ -28,12 +28,13 @@ from .config import Config
 from .core import defaults as D
 from .core.errors import BackendError
 from .core.planner import JOB_KINDS, plan_night
-from .core.states import ACTIVE, BROKEN, JobState, can_advance
+from .core.states import ACTIVE, BROKEN, JobState
 from .db import bulk, repo
 from .db.engine import transaction
-from .db.models import Attempt, Exposure, Job, Production, utcnow
+from .db.models import Attempt, Job, Production, utcnow
 from .depcheck import check_parents
 from .testhooks import crash_point
+from .transitions import daemon_actor, move_job, transition
 
 log = logging.getLogger("desinight")
 
@@ -55,6 +56,8 @@ class Context:
     #: log alert events (failures, quarantines, ...) at WARNING/ERROR: the daemon; a CLI
     #: command keeps them at INFO (its console shows the outcome in its own words)
     loud: bool = False
+    #: who the state moves of this context's ticks are recorded as (daemon, campaign:NAME)
+    actor: str = field(default_factory=daemon_actor)
 
     def event(self, name: str, **fields) -> None:
         log.log(alerts.level_of(name) if self.loud else logging.INFO, name, extra={"fields": fields})
@@ -95,10 +98,10 @@ def _plan_one(ctx: Context, s: Session, prod: Production, night: int, closed: bo
     p = plan_night(night, repo.exposure_infos(s, prod, night), repo.job_keys(s, prod, night),
                    closed=closed, fallback=repo.fallback_calibs(s, prod, night),
                    held=repo.held_keys(s, prod, night))
-    jobs = repo.save_plan(s, prod, p, res)
-    if jobs or p.released:
-        ctx.event("planned", night=night, jobs=len(jobs), released=len(p.released))
-    return len(jobs) + len(p.released)
+    n = repo.save_plan(s, prod, p, res, ctx.actor)
+    if n or p.released:
+        ctx.event("planned", night=night, jobs=n, released=len(p.released))
+    return n + len(p.released)
 
 
 # --- submit --------------------------------------------------------------------------------
@@ -106,7 +109,7 @@ def attempt_dir(cfg: Config, job: Job, number: int) -> Path:
     return cfg.prod_dir.resolve() / "run" / job.key / f"attempt-{number}"
 
 
-def _settle_dep_failed(s: Session, prod: Production, ctx: Context | None = None) -> int:
+def _settle_dep_failed(ctx: Context, s: Session, prod: Production) -> int:
     """Mark waiting jobs whose upstream broke as dep_failed, to a fixed point (each pass
     reaches one more generation). One query per pass: fast at campaign scale."""
     total = 0
@@ -114,19 +117,15 @@ def _settle_dep_failed(s: Session, prod: Production, ctx: Context | None = None)
         rows = bulk.broken_waiting(s, prod)
         if not rows:
             return total
-        seen: set[int] = set()
+        why: dict[int, str] = {}
         for child_id, key, state, reason in rows:
-            if child_id in seen:
-                continue
-            seen.add(child_id)
-            job = s.get(Job, child_id)
-            old, job.state = job.state, JobState.DEP_FAILED.value
-            job.reason = (reason if state == JobState.DEP_FAILED.value and reason
-                          else f"upstream {key} {state}")
-            if ctx is not None:
-                alerts.job_moved(ctx, job, old)
-        total += len(seen)
-        s.flush()
+            why.setdefault(child_id, reason if state == JobState.DEP_FAILED.value and reason
+                           else f"upstream {key} {state}")
+        moved = transition(s, list(why), JobState.DEP_FAILED, why, ctx.actor,
+                           expect=[JobState.PLANNED, JobState.HELD], set_reason=True).moved
+        if not moved:
+            return total    # all taken by someone else meanwhile: nothing more to settle
+        total += len(moved)
 
 
 def _upstream_reason(parent: Job) -> str:
@@ -170,7 +169,7 @@ def submit_ready(ctx: Context, now: datetime) -> int:
     while True:
         with transaction(ctx.sessions) as s:
             prod = repo.get_production(s, ctx.production)
-            _settle_dep_failed(s, prod, ctx)
+            _settle_dep_failed(ctx, s, prod)
             intents = []
             room = None
             if ctx.max_queued is not None:
@@ -178,7 +177,14 @@ def submit_ready(ctx: Context, now: datetime) -> int:
             ready = _ready(s, prod, room) if room != 0 else []
             # Parents asked in the backend right before sbatch: no afterok on a purged id.
             ready, _waiting = check_parents(ctx.backend, ready)
+            # Compare-and-set first: a job an operator cancelled since _ready read it stays put.
+            moved = transition(s, [job.id for job, _ in ready], JobState.SUBMITTED,
+                               "submission intent", ctx.actor, expect=[JobState.PLANNED],
+                               values={"reason": None},
+                               attempts={job.id: len(job.attempts) + 1 for job, _ in ready}).moved_ids
             for job, deps in ready:
+                if job.id not in moved:
+                    continue
                 number = len(job.attempts) + 1
                 adir = attempt_dir(ctx.cfg, job, number)
                 script = adir / "job.sh"
@@ -198,8 +204,6 @@ def submit_ready(ctx: Context, now: datetime) -> int:
                               command=" ".join(cmd), depends_on=",".join(deps),
                               state=JobState.SUBMITTED.value, intent_at=now)
                 s.add(att)
-                job.state = JobState.SUBMITTED.value
-                job.reason = None
                 intents.append((att, job, res, name))
             s.flush()
             reqs = [(att.id, SubmitRequest(name=name, tag=ctx.tag, comment=att.comment,
@@ -275,15 +279,16 @@ def reconcile(ctx: Context, now: datetime, settled: bool = False) -> int:
                 ctx.event("reconciled", comment=att.comment, backend_id=att.backend_id)
                 continue
             if rec is not None:   # a record without any id: nothing else to ask
-                old = att.job.state
-                _finish(att, rec["state"], rec["exit_code"], None, rec["start"], rec["end"],  # state write: via _finish
+                _finish(ctx, s, att, rec["state"], rec["exit_code"], None, rec["start"], rec["end"],
                         rec.get("host"))
-                alerts.job_moved(ctx, att.job, old)
                 fixed += 1
-            elif now - att.intent_at > LOST_INTENT_AFTER or not _backend_can_lag(ctx):
-                # Never reached the backend: this attempt is void; plan the job again.
-                att.state, att.reason = JobState.CANCELLED.value, LOST_REASON  # state write: attempt
-                att.job.state = JobState.PLANNED.value  # state write: job
+            elif now - att.intent_at > LOST_INTENT_AFTER or not ctx.backend.capabilities.can_lag:
+                # Never reached the backend: this attempt is void; plan the job again (a
+                # legal SUBMITTED -> PLANNED move: the submission was lost, not undone).
+                att.state, att.reason = JobState.CANCELLED.value, LOST_REASON
+                if att.job.last_attempt is att:
+                    move_job(s, att.job, JobState.PLANNED, LOST_REASON, ctx.actor,
+                             expect=[JobState.SUBMITTED], attempt=att.number)
                 fixed += 1
                 ctx.event("intent_lost", comment=att.comment)
     return fixed
@@ -299,23 +304,43 @@ def _settled_without_id(s: Session, prod: Production, backend: str, now: datetim
         Attempt.intent_at > now - timedelta(days=7))))
 
 
-def _backend_can_lag(ctx: Context) -> bool:
-    return ctx.backend.name != "local"
-
-
 # --- poll ----------------------------------------------------------------------------------
-def _finish(att: Attempt, state: JobState, exit_code, reason, start, end, node) -> None:
+#: an operator's cancel, recorded on the job and its attempt (see ``retry.cancel``)
+CANCELLED_BY_OPERATOR = "cancelled by operator"
+
+
+def _finish(ctx: Context, s: Session, att: Attempt, state: JobState, exit_code, reason, start,
+            end, node) -> None:
+    """Record how an attempt ended (the backend's or the exit record's word: the truth), and
+    move its job there if it is the job's latest attempt.
+
+    The job moves only from the state this poll read (compare-and-set): an operator's move
+    committed meanwhile wins, except that a cancel which reached an attempt that had already
+    ended is corrected to that end ("cancel too late: completed")."""
+    too_late = att.state == JobState.CANCELLED.value and state is not JobState.CANCELLED
     att.state = state.value
     att.exit_code = exit_code if exit_code is not None else att.exit_code
-    att.reason = reason or att.reason
+    att.reason = (f"cancel too late: {state.value}" if too_late else reason or att.reason)
     att.started_at = start or att.started_at
-    att.ended_at = end or att.ended_at
+    att.ended_at = end or att.ended_at or (utcnow() if too_late or state is JobState.CANCELLED
+                                           else None)
     att.node = node or att.node
     job = att.job
-    if job.last_attempt is att and can_advance(JobState(job.state), state):
-        job.state = state.value
-        if state in BROKEN:
-            job.reason = reason or (f"exit code {exit_code}" if exit_code else state.value)
+    if job.last_attempt is not att or job.state == state.value:
+        return
+    why = (reason or (f"exit code {exit_code}" if exit_code else state.value)
+           if state in BROKEN else None)
+    read = job.state
+    if read == JobState.CANCELLED.value:
+        why = f"cancel too late: {state.value}"
+    if move_job(s, job, state, why, ctx.actor, expect=[read], set_reason=why is not None,
+                attempt=att.number) or state is JobState.CANCELLED:
+        return
+    # Lost the compare-and-set: an operator moved the job since this poll read it. Their
+    # move stands, unless it was a cancel that came after the attempt had ended.
+    if s.scalar(select(Job.state).where(Job.id == job.id)) == JobState.CANCELLED.value:
+        move_job(s, job, state, f"cancel too late: {state.value}", ctx.actor,
+                 expect=[JobState.CANCELLED], set_reason=True, attempt=att.number)
 
 
 def poll(ctx: Context, now: datetime) -> dict[str, int]:
@@ -324,7 +349,9 @@ def poll(ctx: Context, now: datetime) -> dict[str, int]:
     changes: dict[str, int] = {}
     with transaction(ctx.sessions) as s:
         prod = repo.get_production(s, ctx.production)
-        active = [a for a in repo.active_attempts(s, prod) if a.backend_id]
+        # Active attempts, and operator cancels not yet confirmed by the backend (SLURM says
+        # how they really ended: cancelled, or completed before the scancel arrived).
+        active = [a for a in repo.active_attempts(s, prod, unconfirmed_cancels=True) if a.backend_id]
         if not active:
             repo.set_service(s, prod, "last_poll", now.isoformat(), now)
             return changes
@@ -340,8 +367,9 @@ def poll(ctx: Context, now: datetime) -> dict[str, int]:
             repo.set_service(s, prod, "backend_error", f"poll: {e}", now)
             ctx.event("poll_failed", error=str(e))
         records = read_exits(ctx.cfg, active)
+        recancel: list[str] = []
         for att in active:
-            old, old_job = att.state, att.job.state
+            old = att.state
             bj = seen.get(att.backend_id)
             rec = records.get(att.id)
             if bj is not None and JobState(bj.state) not in ACTIVE:
@@ -351,27 +379,41 @@ def poll(ctx: Context, now: datetime) -> dict[str, int]:
                     state = JobState.DEP_FAILED
                 if state is JobState.DEP_FAILED:
                     reason = _root_cause(s, att.job) or reason
-                _finish(att, state, bj.exit_code, reason, bj.start, bj.end, bj.node)
+                _finish(ctx, s, att, state, bj.exit_code, reason, bj.start, bj.end, bj.node)
             elif rec is not None:
                 # The job's own record is newer than a lagging or silent backend.
-                _finish(att, rec["state"], rec["exit_code"], None, rec["start"], rec["end"], rec.get("host"))
+                _finish(ctx, s, att, rec["state"], rec["exit_code"], None, rec["start"], rec["end"],
+                        rec.get("host"))
             elif bj is not None:
+                if att.state == JobState.CANCELLED.value:
+                    # An operator's scancel is on its way (asked again: the cancel may have
+                    # come while the daemon's sbatch was in flight): wait for the real end.
+                    recancel.append(att.backend_id)
+                    continue
                 att.state = bj.state.value
                 att.reason = bj.reason if bj.state is JobState.PENDING else None   # `check` reads it
                 att.started_at = bj.start or att.started_at
                 att.node = bj.node or att.node
-                if can_advance(JobState(att.job.state), bj.state) and att.job.last_attempt is att:
-                    att.job.state = bj.state.value
-            elif ctx.backend.name == "local" or now - (att.submitted_at or att.intent_at) > FORGOTTEN_AFTER:
-                if not seen and ctx.backend.name != "local":
+                if att.job.last_attempt is att and att.job.state != bj.state.value:
+                    move_job(s, att.job, bj.state, None, ctx.actor, attempt=att.number)
+            elif (not ctx.backend.capabilities.can_lag
+                  or now - (att.submitted_at or att.intent_at) > FORGOTTEN_AFTER):
+                if not seen and ctx.backend.capabilities.can_lag:
                     continue   # backend unreachable: wait, do not guess
-                _finish(att, JobState.UNKNOWN, None, "backend has no record and no exit file",
+                if att.state == JobState.CANCELLED.value:
+                    _finish(ctx, s, att, JobState.CANCELLED, None, None, None, None, None)
+                    continue   # forgotten after our scancel: the cancel stands
+                _finish(ctx, s, att, JobState.UNKNOWN, None, "backend has no record and no exit file",
                         None, None, None)
             if att.state != old:
                 changes[att.state] = changes.get(att.state, 0) + 1
-            alerts.job_moved(ctx, att.job, old_job)
         s.flush()
-        _settle_dep_failed(s, prod, ctx)
+        if recancel:
+            try:
+                ctx.backend.cancel(recancel)
+            except BackendError as e:
+                repo.set_service(s, prod, "backend_error", f"cancel: {e}", now)
+        _settle_dep_failed(ctx, s, prod)
         _cancel_orphaned_dependents(ctx, s, prod)
         repo.set_service(s, prod, "last_poll", now.isoformat(), now)
     return changes
@@ -387,11 +429,12 @@ def _cancel_orphaned_dependents(ctx: Context, s: Session, prod: Production) -> N
         broken = [p for p in parents[job.id] if JobState(p.state) in BROKEN]
         att = job.last_attempt
         if broken and att is not None and att.backend_id:
+            why = _upstream_reason(broken[0])
+            if not move_job(s, job, JobState.DEP_FAILED, why, ctx.actor, set_reason=True,
+                            attempt=att.number):
+                continue
             to_cancel.append(att.backend_id)
-            att.state = JobState.DEP_FAILED.value
-            att.reason = _upstream_reason(broken[0])
-            old, job.state, job.reason = job.state, JobState.DEP_FAILED.value, att.reason
-            alerts.job_moved(ctx, job, old)
+            att.state, att.reason = JobState.DEP_FAILED.value, why
     if to_cancel:
         try:
             ctx.backend.cancel(to_cancel)
@@ -407,13 +450,6 @@ def night_done(ctx: Context, night: int) -> bool:
         prod = repo.get_production(s, ctx.production)
         open_states = [JobState.PLANNED, *ACTIVE]
         return not repo.jobs_in_state(s, prod, open_states, night=night)
-
-
-def exposure_count(ctx: Context, night: int) -> int:
-    with transaction(ctx.sessions) as s:
-        prod = repo.get_production(s, ctx.production)
-        return len(s.scalars(select(Exposure.id).where(Exposure.production_id == prod.id,
-                                                       Exposure.night == night)).all())
 
 
 def utc_now() -> datetime:

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 from datetime import datetime
 from html import escape
+from pathlib import Path
 
 from .core.planner import JOB_KINDS
 
@@ -57,6 +58,25 @@ def gantt_svg(jobs: list[dict], width: int = 900, row: int = 16) -> str:
     return "".join(parts)
 
 
+def attempts_table(attempts: list[dict]) -> str:
+    """Every attempt of the night with a link to its log; an attempt a later one retried is
+    marked (a timeout that was retried shows as such, not only as the final success)."""
+    if not attempts:
+        return '<p id="attempts" class="muted">no attempt yet</p>'
+    n = sum(a["retried_timeout"] for a in attempts)
+    rows = "".join(
+        f'<tr class="{"retried" if a["retried"] else "last"}"><td>{escape(a["job"])}</td>'
+        f'<td>{a["number"]}</td><td>{escape(a["backend_id"] or "")}</td><td>{_badge(a["state"])}'
+        f'{" retried" if a["retried_timeout"] else ""}</td>'
+        f'<td>{"" if a["exit_code"] is None else a["exit_code"]}</td>'
+        f'<td>{escape(a["reason"] or "")}</td>'
+        f'<td><a class="log" href="{escape(Path(a["log"]).resolve().as_uri())}">log</a></td></tr>'
+        for a in attempts)
+    return (f'<p id="retried">{n} timeout{"s" if n != 1 else ""} retried</p>'
+            '<table id="attempts"><tr><th>job</th><th>attempt</th><th>backend id</th>'
+            f'<th>state</th><th>exit</th><th>reason</th><th>log</th></tr>{rows}</table>')
+
+
 def render_html(data: dict) -> str:
     night = data["night"]
     kinds = [k for k in JOB_KINDS if any(k in e["jobs"] for e in data["exposures"])]
@@ -75,6 +95,7 @@ def render_html(data: dict) -> str:
         counts[j["state"]] = counts.get(j["state"], 0) + 1
     summary = ", ".join(f"{v} {k}" for k, v in sorted(counts.items())) or "no jobs"
     head = "".join(f"<th>{k}</th>" for k in ("EXPID", "OBSTYPE", "TILE", "cameras", "status", *kinds))
+    attempts = data.get("attempts") or []
     return f"""<!DOCTYPE html>
 <html lang="en"><head><meta charset="utf-8">
 <title>desinight {escape(data['production'])} night {night}</title><style>{CSS}</style></head>
@@ -82,6 +103,7 @@ def render_html(data: dict) -> str:
 <p id="summary">{len(data['exposures'])} exposures; jobs: {escape(summary)}</p>
 <h2>Exposures</h2><table id="exposures"><tr>{head}</tr>{''.join(rows)}</table>
 <h2>Timeline</h2>{gantt_svg(data['jobs'])}
+<h2>Attempts</h2>{attempts_table(attempts)}
 <h2>Failures</h2>{'<table id="failures"><tr><th>what</th><th>state</th><th>reason</th><th>log</th></tr>'
                   + fails + '</table>' if fails else '<p id="failures">none</p>'}
 <p class="muted">written by desinight from {escape(data['redux_dir'])}</p></body></html>

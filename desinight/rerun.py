@@ -19,11 +19,12 @@ from .batch.exitfile import read_exit
 from .batch.render import job_name, render_script, step_command, write_script
 from .core.cameras import camera_word, parse_cameras
 from .core.errors import DesinightError
-from .core.states import JobState, can_advance
+from .core.states import JobState
 from .db import repo
 from .db.engine import transaction
 from .db.models import Attempt
 from .orchestrate import Context, attempt_dir, utc_now
+from .transitions import move_job, operator_actor
 
 
 @dataclass
@@ -68,7 +69,9 @@ def rerun_here(ctx: Context, ident: str, cameras: str | None = None, record: boo
                 launcher=ctx.cfg.mpi_launcher))
         att_id = None
         if record:
-            if not can_advance(JobState(job.state), JobState.SUBMITTED):
+            # Honest moves: a new attempt is submitted (by hand) and at once running.
+            if not move_job(s, job, JobState.SUBMITTED, "rerun by hand", operator_actor(),
+                            values={"reason": None}, attempt=number):
                 raise DesinightError(f"job {job.key} is {job.state}: cannot record a new attempt")
             att = Attempt(job=job, number=number, backend="here", backend_id=f"here-{os.getpid()}",
                           comment=f"{ctx.tag}:{job.id}:{number}", attempt_dir=str(adir),
@@ -76,8 +79,8 @@ def rerun_here(ctx: Context, ident: str, cameras: str | None = None, record: boo
                           command=command, state=JobState.RUNNING.value,
                           submitted_at=utc_now(), started_at=utc_now())
             s.add(att)
-            job.state = JobState.RUNNING.value
             s.flush()
+            move_job(s, job, JobState.RUNNING, "rerun by hand", operator_actor(), attempt=number)
             att_id = att.id
     adir.mkdir(parents=True, exist_ok=True)
     env = {**os.environ, "DESINIGHT_ATTEMPT_DIR": str(adir)}
@@ -89,8 +92,9 @@ def rerun_here(ctx: Context, ident: str, cameras: str | None = None, record: boo
             state = JobState.COMPLETED if rc == 0 else JobState.FAILED
             att.state, att.exit_code, att.ended_at = state.value, rc, utc_now()
             att.node = rec.get("host") if rec else None
-            att.job.state = state.value
-            att.job.reason = None if rc == 0 else f"exit code {rc} (rerun by hand)"
+            if att.job.last_attempt is att:
+                move_job(s, att.job, state, None if rc == 0 else f"exit code {rc} (rerun by hand)",
+                         operator_actor(), set_reason=True, attempt=att.number)
     return RerunResult(rc, script, adir, record)
 
 

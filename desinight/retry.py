@@ -16,7 +16,8 @@ from .core.states import ACTIVE, RETRYABLE, JobState
 from .db import repo
 from .db.engine import transaction
 from .db.models import Exposure, Job, JobExposure, Night
-from .orchestrate import Context
+from .orchestrate import CANCELLED_BY_OPERATOR, Context
+from .transitions import move_job, operator_actor, transition
 
 
 @dataclass
@@ -76,12 +77,15 @@ def resubmit(ctx: Context, expid: int | None = None, job: str | None = None,
             raise DesinightError("nothing to resubmit: no failed job in that selection")
         down = repo.descendants(s, [j.id for j in roots])
         extra = s.scalars(select(Job).where(Job.id.in_(down))).all() if down else []
+        actor = operator_actor()
         for j in sorted({*roots, *(x for x in extra if JobState(x.state) in RETRYABLE)},
                         key=lambda j: j.id):
             if len(j.attempts) >= limit:
                 out.refused[j.key] = f"already tried {len(j.attempts)} times (limit {limit})"
                 continue
-            j.state, j.reason = JobState.PLANNED.value, None
+            if not move_job(s, j, JobState.PLANNED, "resubmitted", actor, values={"reason": None}):
+                out.refused[j.key] = "its state changed meanwhile; look again"
+                continue
             out.replanned.append(j.key)
     if out.replanned:
         ctx.event("resubmit", jobs=len(out.replanned))
@@ -101,13 +105,20 @@ def cancel(ctx: Context, expid: int | None = None, job: str | None = None,
             jobs.update({j.id: j for j in s.scalars(select(Job).where(Job.id.in_(down)))})
         live = [j for j in jobs.values()
                 if JobState(j.state) in (*ACTIVE, JobState.PLANNED, JobState.HELD)]
-        ids = [j.last_attempt.backend_id for j in live
-               if JobState(j.state) in ACTIVE and j.last_attempt and j.last_attempt.backend_id]
+        read = {j.id: j.state for j in live}
+        # Compare-and-set on the states just read: a job that ended meanwhile keeps its end.
+        moved = transition(s, [j.id for j in live], JobState.CANCELLED, CANCELLED_BY_OPERATOR,
+                           operator_actor(), expect=set(read.values()), set_reason=True).moved_ids
+        live = [j for j in live if j.id in moved]
+        ids = []
+        for j in live:
+            att = j.last_attempt
+            if JobState(read[j.id]) in ACTIVE and att is not None and JobState(att.state) in ACTIVE:
+                # No end time: the poll asks the backend how it really ended (cancelled, or
+                # completed before the scancel arrived: "cancel too late").
+                att.state, att.reason = JobState.CANCELLED.value, CANCELLED_BY_OPERATOR
+                if att.backend_id:
+                    ids.append(att.backend_id)
         if ids:
             ctx.backend.cancel(ids)
-        for j in live:
-            j.state, j.reason = JobState.CANCELLED.value, "cancelled by operator"
-            if j.last_attempt is not None and JobState(j.last_attempt.state) in ACTIVE:
-                j.last_attempt.state = JobState.CANCELLED.value
-                j.last_attempt.reason = "cancelled by operator"
         return sorted(j.key for j in live)

@@ -164,7 +164,7 @@ class Daemon:
             self.poll_interval = self.cfg.poll_min_s
             self.tick_plan_submit()      # finished parents may release children
         else:
-            self.poll_interval = min(self.poll_interval * 1.5, self.cfg.poll_max_s)
+            self.poll_interval = min(self.poll_interval * D.POLL_BACKOFF, self.cfg.poll_max_s)
 
     def tick_campaigns(self) -> None:
         """One poll + submit round per submitted campaign, under its throttle. A campaign

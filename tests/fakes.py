@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from desinight.batch.base import BackendJob, SubmitRequest
+from desinight.batch.base import BackendJob, Capabilities, SubmitRequest
 from desinight.core.errors import BackendError
 from desinight.core.states import JobState
 
@@ -10,6 +10,7 @@ from desinight.core.states import JobState
 class FakeBackend:
     name = "fake"
     poll_warning = None
+    capabilities = Capabilities(can_lag=True)
 
     def __init__(self):
         self.jobs: dict[str, BackendJob] = {}

@@ -164,6 +164,14 @@ def test_throttle_is_respected(nightly, tmp_path, fake_backend):
             if job.state in (JobState.PENDING, JobState.RUNNING):
                 fake_backend.finish(bid)
     assert p["done"] and p["completed"] == p["jobs"] == 24 and seen_max == 2
+    # the campaign's moves are recorded as its own (the one door, bulk path included)
+    from desinight.db.models import StateEvent
+    with transaction(ctx.sessions) as s:
+        prod_id = s.scalar(select(Production.id).where(Production.name == "reproc"))
+        actors = set(s.scalars(select(StateEvent.actor).where(StateEvent.production_id == prod_id)))
+        done = s.scalar(select(func.count()).select_from(StateEvent).where(
+            StateEvent.production_id == prod_id, StateEvent.to_state == "completed"))
+    assert actors == {"campaign:reproc"} and done == 24
     # the nightly production was never submitted anything
     with transaction(ctx.sessions) as s:
         assert not any(r.comment.startswith("desinight:test:") for r in fake_backend.requests.values())

@@ -101,6 +101,11 @@ def test_rerun_here_leaves_production_alone_unless_recorded(prod):
     assert after["state"] == "completed"
     assert [a["backend"] for a in after["attempts"]] == ["local", "here"]
     assert after["attempts"][1]["command"].endswith("--cameras b0")
+    # honest moves for the hand-run attempt: submitted, running, completed (no jump to running)
+    moves = [(e["from"], e["to"], e["attempt"], e["actor"].split(":")[0]) for e in after["events"]
+             if e["attempt"] == 2]
+    assert moves == [("failed", "submitted", 2, "operator"), ("submitted", "running", 2, "operator"),
+                     ("running", "completed", 2, "operator")]
 
 
 def test_status_views(prod):

@@ -60,9 +60,19 @@ class BackendJob:
     node: str | None = None
 
 
+@dataclass(frozen=True)
+class Capabilities:
+    """What a backend can and cannot do, declared by it, so callers never test its name."""
+
+    #: its view may lag the truth (sacct catching up after sbatch): an attempt it does not
+    #: know yet is not lost, and one it forgot may still have ended well; wait before judging
+    can_lag: bool = True
+
+
 @runtime_checkable
 class Backend(Protocol):
     name: str
+    capabilities: Capabilities
     #: why the last poll answered only in part (e.g. sacct down, squeue alone); None: fully
     poll_warning: str | None
 

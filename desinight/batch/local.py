@@ -54,7 +54,7 @@ from typing import Sequence
 
 from ..core.errors import BackendError
 from ..core.states import JobState
-from .base import BackendJob, SubmitRequest
+from .base import BackendJob, Capabilities, SubmitRequest
 
 #: a runner that has not written its pid this long after submission is presumed lost
 START_GRACE_S = 30.0
@@ -168,6 +168,8 @@ class LocalBackend:
 
     name = "local"
     poll_warning = None   # one source of truth (the spool): never a partial answer
+    #: the spool is written by the job itself, so what it does not know never happened
+    capabilities = Capabilities(can_lag=False)
 
     def __init__(self, spool: Path, cpus: int = 2, time_scale: float | None = None):
         self.spool = Path(spool)

@@ -25,7 +25,7 @@ from pathlib import Path
 from ..core import slurm as S
 from ..core.errors import BackendError
 from ..core.states import JobState
-from .base import BackendJob, SubmitRequest
+from .base import BackendJob, Capabilities, SubmitRequest
 from .exitfile import read_exit
 
 log = logging.getLogger("desinight")
@@ -63,6 +63,7 @@ def _is_invalid_id(err: BackendError) -> bool:
 
 class SlurmBackend:
     name = "slurm"
+    capabilities = Capabilities(can_lag=True)   # sacct trails sbatch; purged ids vanish
 
     def __init__(self, runner: Runner | None = None, timeout: float = DEFAULT_TIMEOUT,
                  kill_on_invalid_dep: bool = False):

@@ -239,6 +239,7 @@ def show_job(obj, ident: str, as_json: bool, lines: int) -> None:
     from ..app import open_context
     from ..db import repo
     from ..db.engine import transaction
+    from ..history import job_events
     from .ops_cmds import _NoBackend
     ctx = open_context(obj.cfg, backend=_NoBackend())
     with transaction(ctx.sessions) as s:
@@ -259,7 +260,8 @@ def show_job(obj, ident: str, as_json: bool, lines: int) -> None:
                 "started_at": a.started_at and a.started_at.isoformat(),
                 "ended_at": a.ended_at and a.ended_at.isoformat(),
                 "script": a.script_path, "command": a.command, "log": a.log_path,
-                "attempt_dir": a.attempt_dir} for a in job.attempts]}
+                "attempt_dir": a.attempt_dir} for a in job.attempts],
+            "events": job_events(s, job)}
     if as_json:
         click.echo(json.dumps(data, indent=1))
         return
@@ -272,6 +274,15 @@ def show_job(obj, ident: str, as_json: bool, lines: int) -> None:
         console.print(f"[red]reason:[/] {data['reason'] or data['hold_reason']}")
     for p in data["parents"]:
         console.print(f"  after {p['key']} ({p['state']})")
+    def moves(number: int | None) -> None:
+        for e in data["events"]:
+            if e["attempt"] == number:
+                console.print(f"  {e['at'][:19]} {e['from']} -> {e['to']} by {e['actor']}@{e['host']}"
+                              + (f": {e['reason']}" if e["reason"] else ""), markup=False,
+                              highlight=False)
+    if any(e["attempt"] is None for e in data["events"]):
+        console.print("[bold]before any attempt[/]")
+        moves(None)
     for a in data["attempts"]:
         console.print(f"[bold]attempt {a['number']}[/] {a['backend']} id={a['backend_id']} "
                       f"state={a['state']} exit={a['exit_code']} node={a['node']} "
@@ -281,6 +292,7 @@ def show_job(obj, ident: str, as_json: bool, lines: int) -> None:
             console.print(f"  reason: {a['reason']}")
         console.print(f"  script:  {a['script']}\n  command: {a['command']}\n  log:     {a['log']}",
                       markup=False, highlight=False)
+        moves(a["number"])
     if data["attempts"]:
         tail = _tail(data["attempts"][-1]["log"], lines)
         if tail:
@@ -386,6 +398,7 @@ def report(obj, night: str, output: str, production: str | None) -> None:
     from .ops_cmds import _NoBackend, _night
     ctx = open_context(obj.cfg.with_overrides(production=production), backend=_NoBackend())
     data = status_data(ctx, night=_night(night))
+    data["attempts"] = night_attempts_data(ctx, _night(night))
     if not data["exposures"] and not data["jobs"]:
         raise DesinightError(f"night {night} has no exposures in production {ctx.production}")
     out = Path(output)
@@ -393,6 +406,14 @@ def report(obj, night: str, output: str, production: str | None) -> None:
     tmp.write_text(render_html(data))
     tmp.replace(out)
     click.echo(f"wrote {out} ({len(data['jobs'])} jobs, {len(data['failures'])} failures)")
+
+
+def night_attempts_data(ctx, night: int) -> list[dict]:
+    from ..db import repo
+    from ..db.engine import transaction
+    from ..history import night_attempts
+    with transaction(ctx.sessions) as s:
+        return night_attempts(s, repo.get_production(s, ctx.production), night)
 
 
 COMMANDS = [status, show, report]

@@ -11,10 +11,6 @@ class ConfigError(DesinightError):
     exit_code = 2
 
 
-class InvalidTransition(DesinightError):
-    pass
-
-
 class NotFound(DesinightError):
     exit_code = 3
 

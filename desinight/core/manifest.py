@@ -42,7 +42,7 @@ from typing import Any
 
 from .cameras import parse_cameras
 from .errors import DesinightError
-from .planner import JOB_KINDS, NIGHTLY_CALIBS
+from .planner import JOB_KINDS
 from .states import ObsType
 
 #: Throttle when the manifest names none: enough to keep a partition busy, few enough that
@@ -417,8 +417,3 @@ def node_hours(counts: Mapping[str, int], resources: Mapping[str, Mapping[str, A
         typical += n * nodes * TYPICAL_MINUTES.get(kind, 10) / 60
         upper += n * nodes * (res.get("time_minutes") or 30) / 60
     return typical, upper
-
-
-def calib_kinds_skipped(steps: Iterable[str]) -> bool:
-    """True when the nightly calibrations come from another production."""
-    return not set(NIGHTLY_CALIBS) <= set(steps)

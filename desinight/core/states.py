@@ -1,14 +1,14 @@
-"""Job and exposure states: one enum each and one transition table.
+"""Job and exposure states: one enum each and one transition table each.
 
-``advance()`` is the only way a job's state changes, so an illegal move (say a completed
-job going back to pending because sacct lagged) is refused instead of silently recorded.
+``desinight.transitions.transition`` is the only writer of a job's state or an exposure's
+status, and it checks these tables (``can_advance``/``predecessors``), so an illegal move (say
+a completed job going back to pending because sacct lagged) is refused instead of silently
+recorded. ``mermaid()`` renders the tables for docs/architecture.md.
 """
 
 from __future__ import annotations
 
 from enum import Enum
-
-from .errors import InvalidTransition
 
 
 class JobState(str, Enum):
@@ -46,7 +46,8 @@ _TRANSITIONS: dict[JobState, frozenset[JobState]] = {
                                  JobState.CANCELLED}),
     JobState.HELD: frozenset({JobState.PLANNED, JobState.SUBMITTED, JobState.DEP_FAILED,
                               JobState.CANCELLED}),
-    JobState.SUBMITTED: frozenset({JobState.PENDING, JobState.RUNNING}) | _ENDS,
+    # PLANNED again: the intent never reached the backend ("submission lost", reconcile).
+    JobState.SUBMITTED: frozenset({JobState.PENDING, JobState.RUNNING, JobState.PLANNED}) | _ENDS,
     JobState.PENDING: frozenset({JobState.RUNNING}) | _ENDS,
     JobState.RUNNING: frozenset({JobState.PENDING}) | _ENDS,  # PENDING again: requeued
     # A new attempt (resubmit) moves a final job back to planned/submitted.
@@ -56,18 +57,20 @@ _TRANSITIONS: dict[JobState, frozenset[JobState]] = {
 }
 # UNKNOWN may still learn its real end (a late exit file, sacct catching up).
 _TRANSITIONS[JobState.UNKNOWN] = _TRANSITIONS[JobState.UNKNOWN] | _ENDS | ACTIVE
+# SLURM is the truth for how an attempt ended: an operator cancel that reached a job which had
+# already ended is corrected to that end ("cancel too late: completed").
+_TRANSITIONS[JobState.CANCELLED] = _TRANSITIONS[JobState.CANCELLED] | (
+    _ENDS - {JobState.CANCELLED, JobState.DEP_FAILED, JobState.UNKNOWN})
+
+
+def predecessors(new: JobState | str) -> frozenset[JobState]:
+    """Every state a job may move to ``new`` from (the compare-and-set's ``WHERE state IN``)."""
+    new = JobState(new)
+    return frozenset(old for old, nxt in _TRANSITIONS.items() if new in nxt)
 
 
 def can_advance(old: JobState, new: JobState) -> bool:
     return old == new or new in _TRANSITIONS[old]
-
-
-def advance(old: JobState | str, new: JobState | str) -> JobState:
-    """Return ``new`` if moving from ``old`` is legal, else raise :class:`InvalidTransition`."""
-    old, new = JobState(old), JobState(new)
-    if not can_advance(old, new):
-        raise InvalidTransition(f"job state cannot go from {old} to {new}")
-    return new
 
 
 class ExposureStatus(str, Enum):
@@ -77,6 +80,38 @@ class ExposureStatus(str, Enum):
 
     def __str__(self) -> str:
         return self.value
+
+
+_EXPOSURE_TRANSITIONS: dict[ExposureStatus, frozenset[ExposureStatus]] = {
+    ExposureStatus.INGESTED: frozenset({ExposureStatus.PLANNED, ExposureStatus.QUARANTINED}),
+    # The planner may still reject a planned exposure (a duplicate found later).
+    ExposureStatus.PLANNED: frozenset({ExposureStatus.QUARANTINED}),
+    # A quarantined exposure whose raw file was re-transferred and now reads well.
+    ExposureStatus.QUARANTINED: frozenset({ExposureStatus.INGESTED}),
+}
+
+
+def can_move_exposure(old: ExposureStatus | str, new: ExposureStatus | str) -> bool:
+    old, new = ExposureStatus(old), ExposureStatus(new)
+    return old == new or new in _EXPOSURE_TRANSITIONS[old]
+
+
+def exposure_predecessors(new: ExposureStatus | str) -> frozenset[ExposureStatus]:
+    new = ExposureStatus(new)
+    return frozenset(old for old, nxt in _EXPOSURE_TRANSITIONS.items() if new in nxt)
+
+
+def mermaid() -> str:
+    """Both tables as Mermaid state diagrams (docs/architecture.md embeds this text verbatim;
+    a test checks the doc against it, so the picture cannot drift from the code)."""
+    out = ["```mermaid", "stateDiagram-v2", "    direction LR"]
+    out += [f"    {old.value} --> {new.value}" for old in JobState
+            for new in sorted(_TRANSITIONS[old], key=list(JobState).index)]
+    out += ["```", "", "```mermaid", "stateDiagram-v2", "    direction LR"]
+    out += [f"    {old.value} --> {new.value}" for old in ExposureStatus
+            for new in sorted(_EXPOSURE_TRANSITIONS[old], key=list(ExposureStatus).index)]
+    out.append("```")
+    return "\n".join(out) + "\n"
 
 
 class ObsType(str, Enum):

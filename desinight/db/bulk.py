@@ -1,10 +1,9 @@
 """Bulk inserts for campaign-sized writes: Core ``INSERT`` with executemany, no ORM objects.
 
-``repo.save_plan`` builds one ORM object per job and per job-exposure link, which is right
-for a night (~100 jobs) and too slow for a campaign (~100,000 jobs, ~250,000 edges). These
-functions write the same rows in a few statements per table: jobs, then one ``SELECT key,
-id`` to learn the new ids, then job-exposure links and edges. Same session, same transaction
-as the caller's.
+One path for a night's plan (``repo.save_plan``) and a campaign (~100,000 jobs, ~250,000
+edges) alike: a few statements per table (jobs, then ``SELECT key, id`` to learn the new ids,
+then job-exposure links and edges). Same session, same transaction as the caller's. State
+moves (exposures planned or quarantined) go through ``desinight.transitions``.
 """
 
 from __future__ import annotations
@@ -12,13 +11,16 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
-from sqlalchemy import insert, select, update
+from sqlalchemy import insert, select
 from sqlalchemy.orm import Session
 
 from ..core.errors import NotFound
 from ..core.planner import PlannedJob
 from ..core.states import ExposureStatus, JobState
 from .models import Exposure, Job, JobEdge, JobExposure, Night, Production, utcnow
+
+# The one writer of states sits above db/ (it needs only db.models, so no import cycle).
+from ..transitions import transition  # noqa: E402
 
 #: rows per executemany batch: bounds the memory of one statement's parameter list
 CHUNK = 20_000
@@ -52,16 +54,20 @@ def insert_exposures(s: Session, prod: Production, rows: Sequence[Mapping[str, A
 
 
 def save_jobs(s: Session, prod: Production, jobs: Sequence[PlannedJob],
-              resources: Mapping[str, Mapping[str, Any]], campaign: str | None = None) -> int:
+              resources: Mapping[str, Mapping[str, Any]], actor: str,
+              campaign: str | None = None) -> int:
     """Insert planned jobs with their exposure links and edges; returns the number of jobs.
 
-    Parents may be new (in ``jobs``) or already in the database (any night). Exposures
-    covered by a new job move from ingested to planned."""
+    The one path by which jobs enter the database (a night's plan through
+    ``repo.save_plan``, a campaign's through ``campaign.enqueue``). Parents may be new (in
+    ``jobs``) or already in the database (any night). Exposures covered by a new job move from
+    ingested to planned (through ``transitions``, with an event each)."""
     if not jobs:
         return 0
     now = utcnow()
     rows = [{"production_id": prod.id, "key": pj.key, "kind": pj.kind, "night": pj.night,
              "tileid": pj.tileid, "cameras": ",".join(pj.cameras), "calib_night": pj.calib_night,
+             # creation, not a move: a new job starts planned, or held with its reason
              "state": (JobState.HELD if pj.hold_reason else JobState.PLANNED).value,
              "hold_reason": pj.hold_reason, "reason": None,
              "resources": dict(resources.get(pj.kind, {})), "campaign": campaign,
@@ -69,40 +75,54 @@ def save_jobs(s: Session, prod: Production, jobs: Sequence[PlannedJob],
     for chunk in _chunks(rows):
         s.execute(insert(Job), list(chunk))
     del rows
-    # One query for every id we need: the new jobs and all their parents.
-    ids: dict[str, int] = dict(s.execute(select(Job.key, Job.id).where(
-        Job.production_id == prod.id)).all())
+    # One query per chunk of keys for every id we need: the new jobs and all their parents.
+    ids = key_ids(s, prod, {pj.key for pj in jobs} | {d for pj in jobs for d in pj.deps})
     links = [{"job_id": ids[pj.key], "expid": e} for pj in jobs for e in set(pj.expids)]
     for chunk in _chunks(links):
         s.execute(insert(JobExposure), list(chunk))
     del links
-    edges = []
-    for pj in jobs:
-        child = ids[pj.key]
-        for dep in dict.fromkeys(pj.deps):
-            if dep not in ids:
-                raise NotFound(f"planner bug: parent {dep} of {pj.key} is not in the database")
-            edges.append({"parent_id": ids[dep], "child_id": child})
+    edges = [{"parent_id": parent, "child_id": ids[pj.key]}
+             for pj in jobs for parent in parent_ids(ids, pj, pj.deps)]
     for chunk in _chunks(edges):
         s.execute(insert(JobEdge), list(chunk))
-    planned = select(JobExposure.expid).join(Job, Job.id == JobExposure.job_id).where(
-        Job.production_id == prod.id)
-    s.execute(update(Exposure).where(Exposure.production_id == prod.id,
-                                     Exposure.status == ExposureStatus.INGESTED.value,
-                                     Exposure.expid.in_(planned))
-              .values(status=ExposureStatus.PLANNED.value).execution_options(
-                  synchronize_session=False))
+    expids = sorted({e for pj in jobs for e in pj.expids})
+    waiting = [i for chunk in _chunks(expids) for i in s.scalars(
+        select(Exposure.id).where(Exposure.production_id == prod.id, Exposure.expid.in_(chunk),
+                                  Exposure.status == ExposureStatus.INGESTED.value))]
+    transition(s, waiting, ExposureStatus.PLANNED, "jobs planned", actor)
     return len(jobs)
 
 
-def quarantine(s: Session, prod: Production, reasons: Mapping[int, str]) -> None:
+def key_ids(s: Session, prod: Production, keys: Iterable[str]) -> dict[str, int]:
+    """{job key: id} of the given keys that exist."""
+    keys = sorted(set(keys))
+    out: dict[str, int] = {}
+    for chunk in _chunks(keys, 5_000):
+        out.update(s.execute(select(Job.key, Job.id).where(
+            Job.production_id == prod.id, Job.key.in_(chunk))).all())
+    return out
+
+
+def parent_ids(ids: Mapping[str, int], pj: PlannedJob, deps: Iterable[str]) -> list[int]:
+    """The ids of ``pj``'s parents; a parent the planner named but nobody saved is a bug."""
+    out = []
+    for dep in dict.fromkeys(deps):
+        if dep not in ids:
+            raise NotFound(f"planner bug: parent {dep} of {pj.key} is not in the database")
+        out.append(ids[dep])
+    return out
+
+
+def quarantine(s: Session, prod: Production, reasons: Mapping[int, str], actor: str) -> None:
     """Mark exposures the planner rejected (duplicate EXPID, unknown OBSTYPE) as quarantined."""
-    for expid, reason in reasons.items():
-        s.execute(update(Exposure).where(Exposure.production_id == prod.id,
-                                         Exposure.expid == expid,
-                                         Exposure.status != ExposureStatus.QUARANTINED.value)
-                  .values(status=ExposureStatus.QUARANTINED.value, quarantine_reason=reason)
-                  .execution_options(synchronize_session=False))
+    if not reasons:
+        return
+    by_id = dict(s.execute(select(Exposure.id, Exposure.expid).where(
+        Exposure.production_id == prod.id, Exposure.expid.in_(list(reasons)))).all())
+    why = {i: reasons[e] for i, e in by_id.items()}
+    for i, r in why.items():
+        transition(s, [i], ExposureStatus.QUARANTINED, r, actor,
+                   values={"quarantine_reason": r})
 
 
 # --- proposed for orchestrate at campaign scale (see docs/campaigns.md, "Known limits") ----------

@@ -199,3 +199,25 @@ class ServiceState(Base):
     key: Mapped[str] = mapped_column(String(64), primary_key=True)   # last_poll, last_ingest, ...
     value: Mapped[str | None] = mapped_column(Text, nullable=True)
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow, onupdate=utcnow)
+
+
+class StateEvent(Base):
+    """One move of a job's state or an exposure's status, appended by ``transitions`` (the
+    only writer of either): who moved it, why, from where, on which host and when. Read by
+    `show job`, `history` and the HTML report."""
+
+    __tablename__ = "state_event"
+    __table_args__ = (Index("ix_state_event_job", "job_id"),
+                      Index("ix_state_event_exposure", "exposure_id"),
+                      Index("ix_state_event_prod_at", "production_id", "at"))
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    production_id: Mapped[int] = mapped_column(ForeignKey("production.id"))
+    job_id: Mapped[int | None] = mapped_column(ForeignKey("job.id"), nullable=True)
+    exposure_id: Mapped[int | None] = mapped_column(ForeignKey("exposure.id"), nullable=True)
+    attempt: Mapped[int | None] = mapped_column(Integer, nullable=True)   # attempt number
+    from_state: Mapped[str] = mapped_column(String(16))
+    to_state: Mapped[str] = mapped_column(String(16))
+    reason: Mapped[str | None] = mapped_column(Text, nullable=True)
+    actor: Mapped[str] = mapped_column(String(128))    # daemon | operator:LOGIN | campaign:NAME
+    host: Mapped[str] = mapped_column(String(128))
+    at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)

@@ -6,13 +6,13 @@ from __future__ import annotations
 from collections.abc import Iterable, Sequence
 from datetime import datetime
 
-from sqlalchemy import func, select
+from sqlalchemy import and_, func, or_, select
 from sqlalchemy.orm import Session, selectinload
 
 from ..core.errors import NotFound
 from ..core.planner import NIGHTLY_CALIBS, CalibRef, ExposureInfo, Plan, PlannedJob
 from ..core.states import ACTIVE, BROKEN, ExposureStatus, JobState
-from .models import Attempt, Exposure, Job, JobEdge, JobExposure, Night, Production, ServiceState, utcnow
+from .models import Attempt, Exposure, Job, JobEdge, Night, Production, ServiceState, utcnow
 
 
 # --- productions ------------------------------------------------------------------------
@@ -105,67 +105,36 @@ def fallback_calibs(s: Session, prod: Production, night: int) -> dict[str, Calib
     return out
 
 
-def save_plan(s: Session, prod: Production, plan: Plan, resources: dict[str, dict],
-              campaign: str | None = None) -> list[Job]:
-    """Insert the plan's jobs, their exposures and edges in bulk; quarantine what it rejected."""
-    for expid, reason in plan.quarantine.items():
-        exp = s.scalar(select(Exposure).where(Exposure.production_id == prod.id,
-                                              Exposure.expid == expid))
-        if exp is not None and exp.status != ExposureStatus.QUARANTINED.value:
-            exp.status, exp.quarantine_reason = ExposureStatus.QUARANTINED.value, reason
-    if not plan.jobs:
-        _release(s, prod, plan.released)
-        return []
-    jobs = []
-    for pj in plan.jobs:
-        job = Job(production_id=prod.id, key=pj.key, kind=pj.kind, night=pj.night,
-                  tileid=pj.tileid, cameras=",".join(pj.cameras), calib_night=pj.calib_night,
-                  state=(JobState.HELD if pj.hold_reason else JobState.PLANNED).value,
-                  hold_reason=pj.hold_reason, resources=resources.get(pj.kind, {}),
-                  campaign=campaign)
-        job.exposures = [JobExposure(expid=e) for e in pj.expids]
-        jobs.append(job)
-    s.add_all(jobs)
-    s.flush()
-    parent_keys = {k for pj in plan.jobs for k in pj.deps}
-    ids = dict(s.execute(select(Job.key, Job.id).where(
-        Job.production_id == prod.id, Job.key.in_(parent_keys))).all()) if parent_keys else {}
-    edges = []
-    for pj, job in zip(plan.jobs, jobs):
-        for dep in pj.deps:
-            if dep not in ids:
-                raise NotFound(f"planner bug: parent {dep} of {pj.key} is not in the database")
-            edges.append(JobEdge(parent_id=ids[dep], child_id=job.id))
-    s.add_all(edges)
-    planned_expids = {e for pj in plan.jobs for e in pj.expids}
-    for exp in s.scalars(select(Exposure).where(Exposure.production_id == prod.id,
-                                                Exposure.expid.in_(planned_expids),
-                                                Exposure.status == ExposureStatus.INGESTED.value)):
-        exp.status = ExposureStatus.PLANNED.value
-    s.flush()
-    _release(s, prod, plan.released)   # after the inserts: their new parents may be in this plan
-    return jobs
+def save_plan(s: Session, prod: Production, plan: Plan, resources: dict[str, dict], actor: str,
+              campaign: str | None = None) -> int:
+    """Insert the plan's jobs, their exposures and edges (``bulk.save_jobs``, the one path),
+    quarantine what it rejected and release held jobs it can now run. Returns the jobs added."""
+    from . import bulk
+    bulk.quarantine(s, prod, plan.quarantine, actor)
+    n = bulk.save_jobs(s, prod, plan.jobs, resources, actor, campaign=campaign)
+    _release(s, prod, plan.released, actor)   # after the inserts: their new parents may be in this plan
+    return n
 
 
-def _release(s: Session, prod: Production, released: Sequence[PlannedJob]) -> None:
+def _release(s: Session, prod: Production, released: Sequence[PlannedJob], actor: str) -> None:
     """Held jobs whose calibrations now exist: planned again, waiting on their new parents."""
+    from ..transitions import transition
+    from .bulk import key_ids, parent_ids
     if not released:
         return
-    keys = {pj.key for pj in released} | {d for pj in released for d in pj.deps}
-    ids = dict(s.execute(select(Job.key, Job.id).where(
-        Job.production_id == prod.id, Job.key.in_(keys))).all())
+    ids = key_ids(s, prod, {pj.key for pj in released} | {d for pj in released for d in pj.deps})
     have = set(s.execute(select(JobEdge.parent_id, JobEdge.child_id).where(
         JobEdge.child_id.in_([ids[pj.key] for pj in released]))).all())
     for pj in released:
-        job = s.get(Job, ids[pj.key])
-        if job.state != JobState.HELD.value:
+        job_id = ids[pj.key]
+        moved = transition(s, [job_id], JobState.PLANNED, "calibrations now available", actor,
+                           expect=[JobState.HELD],
+                           values={"hold_reason": None, "calib_night": pj.calib_night})
+        if not moved.moved:
             continue
-        job.state, job.hold_reason, job.calib_night = JobState.PLANNED.value, None, pj.calib_night
-        for dep in pj.deps:
-            if dep not in ids:
-                raise NotFound(f"planner bug: parent {dep} of {pj.key} is not in the database")
-            if (ids[dep], job.id) not in have:
-                s.add(JobEdge(parent_id=ids[dep], child_id=job.id))
+        for parent in parent_ids(ids, pj, pj.deps):
+            if (parent, job_id) not in have:
+                s.add(JobEdge(parent_id=parent, child_id=job_id))
     s.flush()
 
 
@@ -245,10 +214,15 @@ def get_job(s: Session, prod: Production, ident: str | int) -> Job:
     return job
 
 
-def active_attempts(s: Session, prod: Production) -> list[Attempt]:
-    return list(s.scalars(select(Attempt).join(Job).where(
-        Job.production_id == prod.id,
-        Attempt.state.in_([st.value for st in ACTIVE])).options(selectinload(Attempt.job))))
+def active_attempts(s: Session, prod: Production, unconfirmed_cancels: bool = False) -> list[Attempt]:
+    """Attempts queued or running; with ``unconfirmed_cancels`` also those an operator
+    cancelled that the backend has not yet said how they ended (no end time yet)."""
+    live = Attempt.state.in_([st.value for st in ACTIVE])
+    if unconfirmed_cancels:
+        live = or_(live, and_(Attempt.state == JobState.CANCELLED.value,
+                              Attempt.ended_at.is_(None), Attempt.backend_id.is_not(None)))
+    return list(s.scalars(select(Attempt).join(Job).where(Job.production_id == prod.id, live)
+                          .options(selectinload(Attempt.job))))
 
 
 def count_active(s: Session, prod: Production) -> int:

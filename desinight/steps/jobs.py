@@ -25,10 +25,6 @@ KINDS = ("biasnight", "arc", "psfnight", "flat", "fiberflatnight", "science", "s
          "fluxcalib", "redshift")
 
 
-class StepNotAvailable(DesinightError):
-    """The step exists in the graph but its science code is not written yet."""
-
-
 def _raw_cameras(night: int, expid: int) -> list[str]:
     import fitsio
 
@@ -179,12 +175,6 @@ def _task_redshift(night, expids, tileid, unit, calib_night):
     redshift.redshift_spectrograph(cfr, _read_fa(night, expids[0]), spectro,
                                    io.tile_path("coadd", tileid, night, spectro),
                                    io.tile_path("redrock", tileid, night, spectro))
-
-
-def _not_available(kind: str) -> Callable:
-    def task(night, expids, tileid, cam, calib_night):
-        raise StepNotAvailable(f"step {kind!r} not implemented yet")
-    return task
 
 
 TASKS: dict[str, Callable] = {
