@@ -1,7 +1,7 @@
 """state_event: one row per job-state or exposure-status move (issue 14)
 
 Revision ID: 0003
-Revises: 0001
+Revises: 0002
 Create Date: 2026-11-30
 """
 from alembic import op
