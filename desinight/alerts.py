@@ -53,6 +53,16 @@ def is_alert(name: str) -> bool:
     return level_of(name) >= logging.WARNING
 
 
+def move_listener(sink: _EventSink):
+    """A ``transitions.LISTENERS`` entry that turns each failure move into an event on
+    ``sink`` (the daemon's context: a WARNING line and the notifier)."""
+    def on_move(m: Any) -> None:
+        ev = move_event(m)
+        if ev is not None:
+            sink.event(ev[0], **ev[1])
+    return on_move
+
+
 def move_event(m: Any) -> tuple[str, dict[str, Any]] | None:
     """The alert for one ``transitions.Move``, or None when the move is not one."""
     if not m.is_alert:

@@ -66,6 +66,7 @@ class DaemonMonitor:
         self.ctx.on_event = on_event
         # Every job move goes through transitions.transition(): hear the failures there,
         # for the nightly production and the campaigns the daemon carries alike.
+        self._on_move = alerts.move_listener(self.ctx)
         transitions.LISTENERS.append(self._on_move)
         self.notifier.start()
         with transaction(self.ctx.sessions) as s:
@@ -82,11 +83,6 @@ class DaemonMonitor:
             log.info("metrics_listening", extra={"fields": {"addr": self.cfg.metrics_addr,
                                                               "port": port}})
 
-    def _on_move(self, move: transitions.Move) -> None:
-        ev = alerts.move_event(move)
-        if ev is not None:
-            self.ctx.event(ev[0], **ev[1])
-
     def ready(self) -> None:
         """Started: heartbeat now, and tell systemd (Type=notify) we are up."""
         self._beat()
@@ -95,7 +91,7 @@ class DaemonMonitor:
     def stop(self) -> None:
         """After the daemon_stopped event: record the clean stop, flush notifications."""
         self.sd.send("STOPPING=1")
-        if self._on_move in transitions.LISTENERS:
+        if getattr(self, "_on_move", None) in transitions.LISTENERS:
             transitions.LISTENERS.remove(self._on_move)
         try:
             with transaction(self.ctx.sessions) as s:

@@ -192,15 +192,21 @@ def test_a_move_into_failure_is_one_warning_event_with_what_to_look_at(ctx, capl
     _job(ctx, "20261124/science/26112403", JobState.PENDING, att_state=JobState.PENDING,
          expid=26112403)
     ctx.backend.finish("7", JobState.FAILED, exit_code=3)
-    with caplog.at_level(logging.INFO, logger="desinight"):
-        O.poll(ctx, datetime.now(timezone.utc))
-        O.poll(ctx, datetime.now(timezone.utc))       # no move: no second event
+    from desinight import alerts, transitions
+    listener = alerts.move_listener(ctx)      # as DaemonMonitor.start registers it
+    transitions.LISTENERS.append(listener)
+    try:
+        with caplog.at_level(logging.INFO, logger="desinight"):
+            O.poll(ctx, datetime.now(timezone.utc))
+            O.poll(ctx, datetime.now(timezone.utc))       # no move: no second event
+    finally:
+        transitions.LISTENERS.remove(listener)
     warnings = [r for r in caplog.records if r.levelno >= logging.WARNING]
     assert [r.getMessage() for r in warnings] == ["job_failed"]
     fields = warnings[0].fields
     assert fields == {"job": "20261124/science/26112403", "kind": "science", "night": 20261124,
                       "expid": "26112403", "state": "failed", "reason": "exit code 3",
-                      "log": "/nonexistent/a/job.log"}
+                      "log": "/nonexistent/a/job.log", "actor": "daemon"}
     assert [n for n, _ in seen] == ["job_failed"]
 
 

@@ -144,6 +144,9 @@ class Runner:
             elif time.monotonic() - t0 > limit:
                 end_state, reason = JobState.TIMEOUT, f"time limit {limit:g} s"
             if end_state is not None:
+                # Recorded before the SIGTERM: the script's trap then writes a "failed" exit
+                # record, and a poll between the two must already read timeout/cancelled.
+                self.record(state=end_state.value, reason=reason)
                 rc = terminate(self.proc)
                 break
         kill_group(self.proc.pid)                  # stray background processes, like SLURM
