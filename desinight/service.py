@@ -20,8 +20,7 @@ import time
 from pathlib import Path
 
 from . import orchestrate as O
-from . import rawdata, watch
-from . import readers
+from . import rawdata, readers, watch
 from .ingest import ingest_night, note_sightings
 from .core.errors import BackendError, DesinightError
 from .db import repo
@@ -264,6 +263,11 @@ class Daemon:
             now = self.now()
             repo.set_service(s, prod, "daemon_pid", f"{os.getpid()}@{socket.gethostname()}", now)
             repo.set_service(s, prod, "daemon_started", now.isoformat(), now)
+            repo.set_service(s, prod, "tick_error", None, now)   # pre-0002 key: now per tick
+            # a tick that failed before a restart stays shown until it succeeds here
+            self.tick_errors.update({k.split(":", 1)[1]: r.value for k, r in
+                                     repo.service_state(s, prod).items()
+                                     if k.startswith("tick_error:") and r.value})
 
 
 def campaign_lock(cfg, name: str) -> FileLock:
