@@ -335,6 +335,11 @@ class Daemon:
             now = self.now()
             repo.set_service(s, prod, "daemon_pid", f"{os.getpid()}@{socket.gethostname()}", now)
             repo.set_service(s, prod, "daemon_started", now.isoformat(), now)
+            repo.set_service(s, prod, "tick_error", None, now)   # pre-0002 key: now per tick
+            # a tick that failed before a restart stays shown until it succeeds here
+            self.tick_errors.update({k.split(":", 1)[1]: r.value for k, r in
+                                     repo.service_state(s, prod).items()
+                                     if k.startswith("tick_error:") and r.value})
 
 
 def campaign_lock(cfg, name: str) -> FileLock:

@@ -181,7 +181,10 @@ def test_a_tick_error_stays_until_that_tick_succeeds(ctx):
     h = health()
     assert h["tick_errors"] == {"ingest": "RuntimeError: ingest broke"}
     assert h["tick_error"] == "ingest: RuntimeError: ingest broke"
-    d._guard(lambda: None, "ingest")()
+    d2 = Daemon(ctx)          # a restart: the error stays until ingest succeeds there
+    d2._record_start()
+    assert health()["tick_errors"] == {"ingest": "RuntimeError: ingest broke"}
+    d2._guard(lambda: None, "ingest")()
     h = health()
     assert h["tick_errors"] == {} and not h["tick_error"]
 
