@@ -189,6 +189,13 @@ class ReaderPool:
                                        message=f"reader timed out after {self.timeout_s:g} s")
         return [r if r is not None else Reply(kind="error", message="no reply") for r in replies]
 
+    def warm(self) -> None:
+        """Start one worker now (the daemon at start): the first exposure of the night must
+        not pay Python + fitsio start-up in its reaction time."""
+        with self._lock:
+            if not self._idle and not self._closed.is_set():
+                self._idle.append(self._start())
+
     def _start(self) -> _Worker:
         """A new worker, once it has imported its libraries: the per-request time limit
         must not count Python start-up on a busy node."""
