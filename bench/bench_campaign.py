@@ -61,7 +61,7 @@ class _AcceptingBackend:
         self.ids.append(str(len(self.ids) + 1))
         return self.ids[-1]
 
-    def poll(self, ids, attempt_dirs=None):
+    def poll(self, ids):
         from desinight.batch.base import BackendJob
         from desinight.core.states import JobState
         return {i: BackendJob(i, JobState.COMPLETED, exit_code=0) for i in ids}

@@ -379,7 +379,10 @@ def poll(ctx: Context, now: datetime) -> dict[str, int]:
                     state = JobState.DEP_FAILED
                 if state is JobState.DEP_FAILED:
                     reason = _root_cause(s, att.job) or reason
-                _finish(ctx, s, att, state, bj.exit_code, reason, bj.start, bj.end, bj.node)
+                # sacct down, squeue's final word: the exit code is in the job's own record
+                code = bj.exit_code if bj.exit_code is not None or rec is None else rec["exit_code"]
+                _finish(ctx, s, att, state, code, reason, bj.start, bj.end or (rec or {}).get("end"),
+                        bj.node)
             elif rec is not None:
                 # The job's own record is newer than a lagging or silent backend.
                 _finish(ctx, s, att, rec["state"], rec["exit_code"], None, rec["start"], rec["end"],

@@ -348,3 +348,23 @@ def test_exposure_progress(status, steps, expect):
     from desinight.status import exposure_progress
     assert exposure_progress(status, steps) == expect
 
+
+
+def test_a_final_word_without_exit_code_takes_it_from_the_jobs_record(ctx, raw_night, fake_backend):
+    """sacct down: squeue says FAILED but has no exit code; exit records are read in one
+    place (the orchestrator), and the job's own record supplies it."""
+    import json
+    ingest_night(ctx, N, O.utc_now())
+    O.plan(ctx, N, closed=True)
+    O.submit_ready(ctx, O.utc_now())
+    bid = fake_backend.by_name("biasnight")[0]
+    req = fake_backend.requests[bid]
+    fake_backend.finish(bid, JobState.FAILED, exit_code=None)
+    (req.attempt_dir / "exit.json").write_text(json.dumps(
+        {"status": "failed", "exit_code": 5, "start": "2026-11-25T07:00:00Z",
+         "end": "2026-11-25T07:00:05Z", "host": "n1", "backend_id": bid, "tag": req.comment}))
+    O.poll(ctx, O.utc_now())
+    with transaction(ctx.sessions) as s:
+        att = s.scalars(select(Attempt).where(Attempt.comment == req.comment)).one()
+        assert (att.state, att.exit_code) == ("failed", 5)
+        assert att.job.reason == "exit code 5"

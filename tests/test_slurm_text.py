@@ -289,43 +289,17 @@ def test_runner_reports_first_stderr_line_and_timeouts(tmp_path):
         run_command([str(tmp_path / "no-such-sbatch")])
 
 
-# --- exit-record fallback (poll(ids, attempt_dirs=...)) ------------------------------------
-def _write_record(d: Path, jobid: str, code: int) -> Path:
-    d.mkdir(parents=True, exist_ok=True)
-    (d / "exit.json").write_text(
-        f'{{"status": "{"completed" if code == 0 else "failed"}", "exit_code": {code}, '
-        f'"start": "2026-11-25T07:00:00Z", "end": "2026-11-25T07:01:00Z", "host": "vm", '
-        f'"backend_id": "{jobid}"}}\n')
-    return d
-
-
-def test_poll_unknown_to_both_uses_the_exit_record(tmp_path):
+# --- what neither command knows is left out (the orchestrator reads exit records) ------------
+def test_poll_unknown_to_both_is_left_out():
     run = Script({"sacct": "", "squeue": BackendError(
         "squeue: slurm_load_jobs error: Invalid job id specified")})
-    b = SlurmBackend(runner=run)
-    dirs = {"700": _write_record(tmp_path / "a", "700", 0), "701": _write_record(tmp_path / "b", "701", 2),
-            "702": tmp_path / "no-record", "703": _write_record(tmp_path / "c", "999", 0)}
-    got = b.poll(["700", "701", "702", "703", "704"], attempt_dirs=dirs)
-    assert got["700"].state is JobState.COMPLETED and got["700"].exit_code == 0
-    assert got["700"].end == datetime(2026, 11, 25, 7, 1, tzinfo=timezone.utc) and got["700"].node == "vm"
-    assert got["701"].state is JobState.FAILED and got["701"].exit_code == 2
-    assert "exit record" in got["701"].reason
-    # no record, a record written by another job id, no directory at all: left out
-    assert set(got) == {"700", "701"}
+    assert SlurmBackend(runner=run).poll(["700", "701"]) == {}
 
 
-def test_poll_sacct_knows_best_even_with_a_record(tmp_path):
-    # sacct's TIMEOUT beats the record's "failed 143": the record is only a fallback.
-    run = Script({"sacct": "705|TIMEOUT|0:0|2026-11-25T07:00:00|2026-11-25T07:01:26|vm|c|TimeLimit\n"})
-    got = SlurmBackend(runner=run).poll(["705"], attempt_dirs={"705": _write_record(tmp_path, "705", 143)})
-    assert got["705"].state is JobState.TIMEOUT
-
-
-def test_poll_sacct_down_squeue_final_takes_exit_code_from_record(tmp_path):
+def test_poll_sacct_down_squeue_final_word_without_exit_code():
     run = Script({"sacct": BackendError("sacct: error: slurmdbd: Connection refused"),
                   "squeue": "5|FAILED|NonZeroExitCode|(null)\n6|RUNNING|None|(null)\n"})
-    dirs = {"5": _write_record(tmp_path / "5", "5", 4), "7": _write_record(tmp_path / "7", "7", 0)}
-    got = SlurmBackend(runner=run).poll(["5", "6", "7"], attempt_dirs=dirs)
-    assert got["5"].state is JobState.FAILED and got["5"].exit_code == 4   # squeue's word, record's code
+    got = SlurmBackend(runner=run).poll(["5", "6", "7"])
+    assert got["5"].state is JobState.FAILED and got["5"].exit_code is None   # squeue's word
     assert got["6"].state is JobState.RUNNING and got["6"].exit_code is None
-    assert got["7"].state is JobState.COMPLETED                           # squeue forgot it: the record
+    assert "7" not in got                                                     # squeue forgot it

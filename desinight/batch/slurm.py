@@ -8,25 +8,22 @@ output); this module only decides which commands to run and how to combine their
   not show pending reasons). A job PENDING with reason DependencyNeverSatisfied (a site without
   ``kill_invalid_depend``) would wait forever: it is reported DEP_FAILED and scancelled.
   If sacct fails (slurmdbd down) squeue alone answers; only both failing raises.
-* ids neither command knows (purged from slurmctld, accounting lost or down): their exit record.
-  The backend does not know where attempts live, so the caller passes
-  ``poll(ids, attempt_dirs={id: Path})``; an id without a directory, or whose directory holds no
-  record (or another job's), is left out and the caller decides (the orchestrator waits, then
-  calls it unknown). A keyword with a default keeps ``poll(ids)`` the ``Backend`` protocol.
+* ids neither command knows (purged from slurmctld, accounting lost or down) are left out: the
+  orchestrator reads exit records in one place (``batch.exitfile.read_exits``, in a reader
+  process, checked against the attempt's tag) and decides (the record, else wait, then unknown).
 """
 
 from __future__ import annotations
 
 import logging
 import subprocess
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from ..core import slurm as S
 from ..core.errors import BackendError
 from ..core.states import JobState
 from .base import BackendJob, Capabilities, SubmitRequest
-from .exitfile import read_exit
 
 log = logging.getLogger("desinight")
 
@@ -89,13 +86,10 @@ class SlurmBackend:
     def submit(self, req: SubmitRequest) -> str:
         return S.parse_sbatch(self._run(S.sbatch_argv(req, kill_on_invalid_dep=self.kill_on_invalid_dep)))
 
-    def poll(self, ids: Sequence[str],
-             attempt_dirs: Mapping[str, Path] | None = None) -> dict[str, BackendJob]:
-        """State of ``ids``; ``attempt_dirs`` ({id: attempt dir}) lets ids SLURM no longer
-        knows be answered from their exit record (see the module docstring)."""
+    def poll(self, ids: Sequence[str]) -> dict[str, BackendJob]:
+        """State of ``ids`` that sacct or squeue know (see the module docstring)."""
         ids = list(dict.fromkeys(str(i) for i in ids))   # unique, order kept
         self.poll_warning = None
-        dirs = {str(k): Path(v) for k, v in (attempt_dirs or {}).items()}
         if not ids:
             return {}
         acct: dict[str, S.SacctRow] = {}
@@ -137,14 +131,8 @@ class SlurmBackend:
             elif a is not None and (q is None or a.state is not JobState.PENDING):
                 out[i] = _from_sacct(a)
             elif q is not None:
-                out[i] = self._from_squeue(q, a, sacct_ok=sacct_error is None,
-                                           rec=_exit_record(i, dirs) if sacct_error else None)
-            elif (rec := _exit_record(i, dirs)) is not None:
-                # Neither command knows it (purged, accounting down or wiped): the job's own record.
-                out[i] = BackendJob(i, rec["state"], exit_code=rec["exit_code"],
-                                    reason="from exit record (unknown to sacct and squeue)",
-                                    start=rec["start"], end=rec["end"], node=rec.get("host"))
-            # else: nobody knows it; left out, the caller decides
+                out[i] = self._from_squeue(q, a, sacct_ok=sacct_error is None)
+            # else: neither knows it; left out, the caller reads the job's exit record
         if never:
             # Without kill_invalid_depend SLURM keeps these PENDING forever: settle them.
             try:
@@ -154,8 +142,7 @@ class SlurmBackend:
         return out
 
     @staticmethod
-    def _from_squeue(q: S.SqueueRow, a: S.SacctRow | None, sacct_ok: bool,
-                     rec: dict | None = None) -> BackendJob:
+    def _from_squeue(q: S.SqueueRow, a: S.SacctRow | None, sacct_ok: bool) -> BackendJob:
         state, reason = q.state, q.reason
         exit_code = end = None
         if state not in (JobState.PENDING, JobState.RUNNING):
@@ -167,15 +154,10 @@ class SlurmBackend:
                 reason = None
             elif state is JobState.CANCELLED and reason in ("Dependency", S.NEVER_SATISFIED):
                 reason = f"{S.NEVER_SATISFIED} (cancelled by kill_invalid_depend)"
-            if rec is not None:
-                # sacct down: squeue has the final state word (TIMEOUT, CANCELLED ...) but no
-                # exit code; the job's exit record has it.
-                exit_code, end = rec["exit_code"], rec["end"]
         elif state is JobState.RUNNING:
             reason = None
         return BackendJob(q.job_id, state, exit_code=exit_code, reason=reason,
-                          start=a.start if a else (rec["start"] if rec else None),
-                          end=end, node=a.node if a else None)
+                          start=a.start if a else None, end=end, node=a.node if a else None)
 
     def _squeue(self, ids: list[str]) -> dict[str, S.SqueueRow]:
         rows: dict[str, S.SqueueRow] = {}
@@ -210,17 +192,6 @@ class SlurmBackend:
             if comment not in found or int(jobid) > int(found[comment]):
                 found[comment] = jobid
         return found
-
-
-def _exit_record(jobid: str, dirs: Mapping[str, Path]) -> dict | None:
-    """The exit record in this id's attempt dir, if it was written by this very job."""
-    d = dirs.get(jobid)
-    rec = read_exit(d) if d is not None else None
-    if rec is None:
-        return None
-    # A record naming another SLURM id (a reused directory) says nothing about this job.
-    written_by = str(rec.get("backend_id") or "")
-    return rec if written_by in ("", jobid) else None
 
 
 def _from_sacct(a: S.SacctRow) -> BackendJob:
