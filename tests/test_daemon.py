@@ -40,8 +40,11 @@ def test_daemon_processes_a_night_as_it_arrives(prod):
                 raw = d / f"desi-{d.name}.fits.fz"
                 full = raw.read_bytes()
                 raw.write_bytes(full[: len(full) // 2])
-                time.sleep(3)
-                assert status_json(conf, N)["exposures"][-1]["expid"] != int(d.name)
+                # the daemon looked at it and listed it as still in transfer, not ingested
+                seen = wait_for(lambda: [u for u in status_json(conf, N).get("unfinished", [])
+                                         if u["path"] == str(d)], 60, what="the half-written file listed")
+                assert seen[0]["kind"] == "incomplete", seen
+                assert int(d.name) not in [e["expid"] for e in status_json(conf, N)["exposures"]]
                 raw.write_bytes(full)
             time.sleep(0.5)
         data = wait_for(lambda: all_completed(conf), 120, what="the night to complete")
