@@ -24,6 +24,7 @@ from .transitions import move_job, operator_actor, transition
 class RetryResult:
     replanned: list[str] = field(default_factory=list)
     refused: dict[str, str] = field(default_factory=dict)   # key -> why
+    learned: dict[str, str] = field(default_factory=dict)   # key -> what its request changed
 
 
 def resolve_target(s, prod, text: str) -> tuple[int | None, str | None, int | None]:
@@ -64,9 +65,12 @@ def _select(s, prod, expid: int | None, job: str | None, night: int | None,
 
 def resubmit(ctx: Context, expid: int | None = None, job: str | None = None,
              night: int | None = None, max_attempts: int | None = None,
-             target: str | None = None) -> RetryResult:
+             target: str | None = None, overrides: dict | None = None) -> RetryResult:
     """Re-plan failed/timeout/oom/node_fail/dep_failed/cancelled jobs of the selection and
-    every broken job downstream of them."""
+    every broken job downstream of them, each with the resources in force now, grown by how
+    its last attempt ended, and ``overrides`` (learn.py)."""
+    from .learn import next_resources
+    from .orchestrate import resources_for
     limit = max_attempts or ctx.cfg.max_attempts
     out = RetryResult()
     with transaction(ctx.sessions) as s:
@@ -83,10 +87,18 @@ def resubmit(ctx: Context, expid: int | None = None, job: str | None = None,
             if len(j.attempts) >= limit:
                 out.refused[j.key] = f"already tried {len(j.attempts)} times (limit {limit})"
                 continue
-            if not move_job(s, j, JobState.PLANNED, "resubmitted", actor, values={"reason": None}):
+            last = j.last_attempt
+            res, note = next_resources(resources_for(ctx.cfg, j.kind).__dict__,
+                                       dict(j.resources or {}), last.state if last else None,
+                                       overrides or {})
+            why = "resubmitted" + (f": {note}" if note else "")
+            if not move_job(s, j, JobState.PLANNED, why, actor,
+                            values={"reason": None, "resources": res}):
                 out.refused[j.key] = "its state changed meanwhile; look again"
                 continue
             out.replanned.append(j.key)
+            if note:
+                out.learned[j.key] = note
     if out.replanned:
         ctx.event("resubmit", jobs=len(out.replanned))
     return out

@@ -22,8 +22,13 @@ def _selection(target: str | None, job: str | None, night: str | None):
 @click.option("--night", help="Every failed job of this night (with --failed).")
 @click.option("--failed", is_flag=True, help="With --night: the night's failed jobs.")
 @click.option("--backend", type=click.Choice(["local", "slurm"]), help="Override the configured backend.")
+@click.option("--time", "time_minutes", type=click.IntRange(1, 7 * 24 * 60),
+              help="Time limit in minutes for the new attempts (else learned / configured).")
+@click.option("--mem", "mem_mb", type=click.IntRange(1), help="Memory in MB for the new attempts.")
+@click.option("--qos", help="QOS for the new attempts.")
+@click.option("--partition", help="Partition for the new attempts.")
 @click.pass_obj
-def resubmit(obj, target, job, night, failed, backend) -> None:
+def resubmit(obj, target, job, night, failed, backend, time_minutes, mem_mb, qos, partition) -> None:
     """Retry what failed for TARGET (an EXPID, a night or a job) and everything downstream,
     re-linking dependents.
 
@@ -31,11 +36,17 @@ def resubmit(obj, target, job, night, failed, backend) -> None:
     retried. Each gets a new attempt; dependents wait on the new ids. A job already tried
     `max_attempts` times (config, default 3) is refused.
 
+    Each new attempt asks for the resources configured now (desinight.toml re-read), with
+    1.5x the time after a TIMEOUT and 1.5x the memory after an OUT_OF_MEMORY, unless
+    --time/--mem/--qos/--partition say otherwise; what changed is printed and kept in the
+    job's history.
+
     \b
     Examples:
       desinight resubmit 26112403
       desinight resubmit 20261124/psfnight
       desinight resubmit --night 20261124 --failed
+      desinight resubmit 20261124/redshift/1000 --time 90
     """
     from .. import orchestrate as O
     from ..app import open_context
@@ -44,11 +55,15 @@ def resubmit(obj, target, job, night, failed, backend) -> None:
         raise DesinightError("--night needs --failed (resubmit only what failed)")
     tgt, j, n = _selection(target, job, night)
     ctx = open_context(obj.cfg.with_overrides(backend=backend))
-    res = do_resubmit(ctx, job=j, night=n, target=tgt)
+    res = do_resubmit(ctx, job=j, night=n, target=tgt,
+                      overrides={"time_minutes": time_minutes, "mem_mb": mem_mb, "qos": qos,
+                                 "partition": partition})
     O.reconcile(ctx, O.utc_now())
     submitted = O.submit_ready(ctx, O.utc_now())
     for key, why in res.refused.items():
         click.echo(f"refused {key}: {why}", err=True)
+    for key, note in res.learned.items():
+        click.echo(f"{key}: {note}")
     click.echo(f"resubmitted {len(res.replanned)} jobs ({submitted} submitted now): "
                + ", ".join(res.replanned))
     if res.refused and not res.replanned:

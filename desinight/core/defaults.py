@@ -129,3 +129,11 @@ NOTIFY_MIN_INTERVAL_S = 300.0
 NOTIFY_QUEUE_SIZE = 1000
 #: Seconds one delivery (an Apprise URL or the command) may take.
 NOTIFY_TIMEOUT_S = 30.0
+
+#: Resubmission learns from how the last attempt ended: a TIMEOUT asks for this much more
+#: time, an OUT_OF_MEMORY this much more memory (DESI's operators do the same by hand)...
+RETRY_GROWTH = 1.5
+#: ...up to these ceilings: beyond them a job is broken, not short of resources (and most
+#: sites' longest QOS ends near a day).
+RETRY_MAX_TIME_MINUTES = 24 * 60
+RETRY_MAX_MEM_MB = 512 * 1024
