@@ -20,6 +20,14 @@ from .orchestrate import CANCELLED_BY_OPERATOR, Context
 from .transitions import move_job, operator_actor, transition
 
 
+class _DryRun(Exception):
+    """Raised inside the transaction of a dry run: it rolls back and carries the answer out."""
+
+    def __init__(self, result) -> None:  # noqa: ANN001 - RetryResult or a key list
+        super().__init__("dry run")
+        self.result = result
+
+
 @dataclass
 class RetryResult:
     replanned: list[str] = field(default_factory=list)
@@ -65,14 +73,27 @@ def _select(s, prod, expid: int | None, job: str | None, night: int | None,
 
 def resubmit(ctx: Context, expid: int | None = None, job: str | None = None,
              night: int | None = None, max_attempts: int | None = None,
-             target: str | None = None, overrides: dict | None = None) -> RetryResult:
+             target: str | None = None, overrides: dict | None = None,
+             dry_run: bool = False) -> RetryResult:
     """Re-plan failed/timeout/oom/node_fail/dep_failed/cancelled jobs of the selection and
     every broken job downstream of them, each with the resources in force now, grown by how
-    its last attempt ended, and ``overrides`` (learn.py)."""
-    from .learn import next_resources
-    from .orchestrate import resources_for
+    its last attempt ended, and ``overrides`` (learn.py). ``dry_run``: the same answer, and
+    nothing written."""
     limit = max_attempts or ctx.cfg.max_attempts
     out = RetryResult()
+    try:
+        _resubmit(ctx, out, limit, expid, job, night, target, overrides, dry_run)
+    except _DryRun as d:   # every write of the dry run rolled back with its transaction
+        return d.result
+    if out.replanned:
+        ctx.event("resubmit", jobs=len(out.replanned))
+    return out
+
+
+def _resubmit(ctx: Context, out: RetryResult, limit: int, expid, job, night, target,  # noqa: ANN001
+              overrides: dict | None, dry_run: bool) -> None:
+    from .learn import next_resources
+    from .orchestrate import resources_for
     with transaction(ctx.sessions) as s:
         prod = repo.get_production(s, ctx.production)
         roots = [j for j in _select(s, prod, expid, job, night, target)
@@ -99,15 +120,22 @@ def resubmit(ctx: Context, expid: int | None = None, job: str | None = None,
             out.replanned.append(j.key)
             if note:
                 out.learned[j.key] = note
-    if out.replanned:
-        ctx.event("resubmit", jobs=len(out.replanned))
-    return out
+        if dry_run:
+            raise _DryRun(out)
 
 
 def cancel(ctx: Context, expid: int | None = None, job: str | None = None,
-           night: int | None = None, target: str | None = None) -> list[str]:
+           night: int | None = None, target: str | None = None, dry_run: bool = False) -> list[str]:
     """Cancel the selection and everything downstream: scancel what is queued or running,
-    mark what was only planned. Returns the keys cancelled."""
+    mark what was only planned. Returns the keys cancelled (``dry_run``: that would be, and
+    nothing is written or scancelled)."""
+    try:
+        return _cancel(ctx, expid, job, night, target, dry_run)
+    except _DryRun as d:
+        return d.result
+
+
+def _cancel(ctx: Context, expid, job, night, target, dry_run: bool) -> list[str]:  # noqa: ANN001
     with transaction(ctx.sessions) as s:
         prod = repo.get_production(s, ctx.production)
         picked = _select(s, prod, expid, job, night, target)
@@ -122,6 +150,8 @@ def cancel(ctx: Context, expid: int | None = None, job: str | None = None,
         moved = transition(s, [j.id for j in live], JobState.CANCELLED, CANCELLED_BY_OPERATOR,
                            operator_actor(), expect=set(read.values()), set_reason=True).moved_ids
         live = [j for j in live if j.id in moved]
+        if dry_run:
+            raise _DryRun(sorted(j.key for j in live))
         ids = []
         for j in live:
             att = j.last_attempt

@@ -27,8 +27,10 @@ def _selection(target: str | None, job: str | None, night: str | None):
 @click.option("--mem", "mem_mb", type=click.IntRange(1), help="Memory in MB for the new attempts.")
 @click.option("--qos", help="QOS for the new attempts.")
 @click.option("--partition", help="Partition for the new attempts.")
+@click.option("--dry-run", is_flag=True, help="Print what would be resubmitted; change nothing.")
 @click.pass_obj
-def resubmit(obj, target, job, night, failed, backend, time_minutes, mem_mb, qos, partition) -> None:
+def resubmit(obj, target, job, night, failed, backend, time_minutes, mem_mb, qos, partition,
+             dry_run) -> None:
     """Retry what failed for TARGET (an EXPID, a night or a job) and everything downstream,
     re-linking dependents.
 
@@ -57,7 +59,14 @@ def resubmit(obj, target, job, night, failed, backend, time_minutes, mem_mb, qos
     ctx = open_context(obj.cfg.with_overrides(backend=backend))
     res = do_resubmit(ctx, job=j, night=n, target=tgt,
                       overrides={"time_minutes": time_minutes, "mem_mb": mem_mb, "qos": qos,
-                                 "partition": partition})
+                                 "partition": partition}, dry_run=dry_run)
+    if dry_run:
+        for key, why in res.refused.items():
+            click.echo(f"would refuse {key}: {why}", err=True)
+        for key, note in res.learned.items():
+            click.echo(f"{key}: {note}")
+        click.echo(f"dry run: would resubmit {len(res.replanned)} jobs: " + ", ".join(res.replanned))
+        return
     O.reconcile(ctx, O.utc_now())
     submitted = O.submit_ready(ctx, O.utc_now())
     for key, why in res.refused.items():
@@ -75,8 +84,9 @@ def resubmit(obj, target, job, night, failed, backend, time_minutes, mem_mb, qos
 @click.option("--job", help="A job id or key.")
 @click.option("--night", help="Every queued job of this night.")
 @click.option("--backend", type=click.Choice(["local", "slurm"]), help="Override the configured backend.")
+@click.option("--dry-run", is_flag=True, help="Print what would be cancelled; change nothing.")
 @click.pass_obj
-def cancel(obj, target, job, night, backend) -> None:
+def cancel(obj, target, job, night, backend, dry_run) -> None:
     """Cancel TARGET (an EXPID, a night or a job): scancel what is queued or running, and
     everything downstream of it.
 
@@ -89,8 +99,10 @@ def cancel(obj, target, job, night, backend) -> None:
     from ..app import open_context
     from ..retry import cancel as do_cancel
     tgt, j, n = _selection(target, job, night)
-    keys = do_cancel(open_context(obj.cfg.with_overrides(backend=backend)), job=j, night=n, target=tgt)
-    click.echo(f"cancelled {len(keys)} jobs" + (": " + ", ".join(keys) if keys else ""))
+    keys = do_cancel(open_context(obj.cfg.with_overrides(backend=backend)), job=j, night=n,
+                     target=tgt, dry_run=dry_run)
+    click.echo(("dry run: would cancel" if dry_run else "cancelled") + f" {len(keys)} jobs"
+               + (": " + ", ".join(keys) if keys else ""))
 
 
 @click.command()
