@@ -375,7 +375,9 @@ def show_night(obj, night: str) -> None:
     """One night: all its exposures, jobs and failures."""
     from ..app import open_context
     from .ops_cmds import _NoBackend, _night
-    print_status(open_context(obj.cfg, backend=_NoBackend()), night=_night(night))
+    ctx = open_context(obj.cfg, backend=_NoBackend())
+    _require_night(ctx, _night(night))
+    print_status(ctx, night=_night(night))
 
 
 @click.command()
