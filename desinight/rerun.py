@@ -2,7 +2,9 @@
 
 By default nothing in the production changes: the stored script runs with its exit record
 and log going to a scratch directory. ``record=True`` adds the run as a new attempt (backend
-"here"), so a fix made by hand shows up in `status` and unblocks dependents.
+"here"), so a fix made by hand shows up in `status`; when it completes, its dep_failed
+descendants are planned again and the next submit pass sends them. Only a run of the whole
+job can be recorded: a run of some cameras says nothing of the others.
 """
 
 from __future__ import annotations
@@ -46,6 +48,11 @@ def rerun_here(ctx: Context, ident: str, cameras: str | None = None, record: boo
             extra = set(subset) - set(parse_cameras(job.cameras))
             if extra:
                 raise DesinightError(f"job {job.key} does not cover camera(s) {', '.join(sorted(extra))}")
+            if record and set(subset) != set(parse_cameras(job.cameras)):
+                # A run of some cameras says nothing of the others: it cannot settle the job.
+                raise DesinightError(f"--record needs the whole job ({job.cameras}): a run of "
+                                     f"{camera_word(subset)} alone cannot settle {job.key}; "
+                                     "drop --cameras, or `desinight resubmit` it")
         number = len(job.attempts) + 1
         adir = (attempt_dir(ctx.cfg, job, number) if record else
                 Path(tempfile.mkdtemp(prefix=f"rerun-{job.id}-", dir=_scratch_root(ctx))))
@@ -95,7 +102,26 @@ def rerun_here(ctx: Context, ident: str, cameras: str | None = None, record: boo
             if att.job.last_attempt is att:
                 move_job(s, att.job, state, None if rc == 0 else f"exit code {rc} (rerun by hand)",
                          operator_actor(), set_reason=True, attempt=att.number)
+                if state is JobState.COMPLETED:
+                    _release_dependents(s, att.job)
     return RerunResult(rc, script, adir, record)
+
+
+def _release_dependents(s, job) -> None:  # noqa: ANN001 - Session, Job
+    """The fixed job's dep_failed descendants are planned again: the next submit pass sends
+    those whose parents are now all fine, and settles again any that still have another
+    broken parent."""
+    from sqlalchemy import select
+
+    from .db.models import Job
+    from .transitions import transition
+    down = repo.descendants(s, [job.id])
+    if not down:
+        return
+    waiting = s.scalars(select(Job.id).where(Job.id.in_(down),
+                                             Job.state == JobState.DEP_FAILED.value)).all()
+    transition(s, waiting, JobState.PLANNED, f"released: {job.key} completed by hand",
+               operator_actor(), expect=[JobState.DEP_FAILED], values={"reason": None})
 
 
 def _scratch_root(ctx: Context) -> Path:

@@ -95,12 +95,25 @@ def test_rerun_here_leaves_production_alone_unless_recorded(prod):
     assert r.returncode != 0 and "--here" in r.stderr
     (root / "templates" / "stdstars.sh.j2").write_text(
         '{% extends "base.sh.j2" %}{% block run %}true\n{% endblock %}\n')
+    # a run of one camera cannot settle the job: refused, nothing recorded
     r = cli(conf, "rerun", f"{N}/stdstars/1000", "--here", "--cameras", "b0", "--record", check=False)
+    assert r.returncode == 1 and "--record needs the whole job" in r.stderr
+    assert json.loads(cli(conf, "show", "job", f"{N}/stdstars/1000", "--json").stdout) == before
+    # the whole job, re-rendered from the fixed template, recorded: it settles the job and
+    # releases the dependents it had failed
+    cams = before["cameras"]
+    r = cli(conf, "rerun", f"{N}/stdstars/1000", "--here", "--cameras", cams, "--record", check=False)
     assert r.returncode == 0, r.stderr
     after = json.loads(cli(conf, "show", "job", f"{N}/stdstars/1000", "--json").stdout)
     assert after["state"] == "completed"
     assert [a["backend"] for a in after["attempts"]] == ["local", "here"]
-    assert after["attempts"][1]["command"].endswith("--cameras b0")
+    assert after["attempts"][1]["command"].endswith("--cameras a0")   # b0,r0,z0 as a word
+    released = {j["key"]: j["state"] for j in json.loads(cli(conf, "status", "--json").stdout)["jobs"]
+                if j["kind"] in ("fluxcalib", "redshift")}
+    assert released and set(released.values()) == {"planned"}, released
+    cli(conf, "ingest", str(N), "--wait", "--timeout", "120", check=False)   # 5: TWILIGHT
+    final = json.loads(cli(conf, "status", "--json").stdout)["jobs"]
+    assert {j["state"] for j in final} == {"completed"}, [(j["key"], j["state"]) for j in final]
     # honest moves for the hand-run attempt: submitted, running, completed (no jump to running)
     moves = [(e["from"], e["to"], e["attempt"], e["actor"].split(":")[0]) for e in after["events"]
              if e["attempt"] == 2]
