@@ -103,15 +103,17 @@ def _resubmit(ctx: Context, out: RetryResult, limit: int, expid, job, night, tar
         down = repo.descendants(s, [j.id for j in roots])
         extra = s.scalars(select(Job).where(Job.id.in_(down))).all() if down else []
         actor = operator_actor()
+        named = set(roots)
         for j in sorted({*roots, *(x for x in extra if JobState(x.state) in RETRYABLE)},
                         key=lambda j: j.id):
             if len(j.attempts) >= limit:
                 out.refused[j.key] = f"already tried {len(j.attempts)} times (limit {limit})"
                 continue
             last = j.last_attempt
+            # the operator's overrides are for what they named, not for its dependents
             res, note = next_resources(resources_for(ctx.cfg, j.kind).__dict__,
                                        dict(j.resources or {}), last.state if last else None,
-                                       overrides or {})
+                                       (overrides or {}) if j in named else {})
             why = "resubmitted" + (f": {note}" if note else "")
             if not move_job(s, j, JobState.PLANNED, why, actor,
                             values={"reason": None, "resources": res}):

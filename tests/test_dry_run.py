@@ -32,6 +32,7 @@ def test_dry_run_resubmit_and_cancel_change_nothing(tmp_path):
     dry = cli(conf, "resubmit", std, "--time", "9", "--dry-run").stdout
     assert _snapshot(tmp_path) == before
     assert f"{std}: time_minutes 15 -> 9 (operator)" in dry
+    assert dry.count("(operator)") == 1          # not for the dependents it re-plans
     would = dry.split("would resubmit ", 1)[1].split(": ", 1)[1].strip().split(", ")
     real = cli(conf, "resubmit", std, "--time", "9").stdout
     assert real.split("submitted now): ", 1)[1].strip().split(", ") == would
