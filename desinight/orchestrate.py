@@ -176,7 +176,13 @@ def submit_ready(ctx: Context, now: datetime) -> int:
                 room = max(0, ctx.max_queued - repo.count_active(s, prod))
             ready = _ready(s, prod, room) if room != 0 else []
             # Parents asked in the backend right before sbatch: no afterok on a purged id.
+            asked = any(deps for _, deps in ready)      # check_parents polls only then
             ready, _waiting = check_parents(ctx.backend, ready)
+            if asked and ctx.backend.poll_warning:
+                # The parent check found SLURM half-down (slurmctld not answering): say so in
+                # status now. The sbatch that follows may block until the controller is back,
+                # and the poll that would otherwise report the outage waits behind it.
+                repo.set_service(s, prod, "backend_error", f"submit: {ctx.backend.poll_warning}", now)
             # Compare-and-set first: a job an operator cancelled since _ready read it stays put.
             moved = transition(s, [job.id for job, _ in ready], JobState.SUBMITTED,
                                "submission intent", ctx.actor, expect=[JobState.PLANNED],
