@@ -21,11 +21,7 @@ from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from .core.states import FINAL, JobState
-from .db.models import Attempt, Exposure, Job, JobExposure, Production, Rejection
-
-#: job states whose arrival is an alert (cancelled is an operator's own act)
-ALERT_STATES = frozenset({JobState.FAILED, JobState.TIMEOUT, JobState.OUT_OF_MEMORY,
-                          JobState.NODE_FAIL, JobState.DEP_FAILED, JobState.UNKNOWN})
+from .db.models import Attempt, Exposure, Job, JobExposure, Production
 
 #: event name -> log level; events not named here log at INFO and are not notified
 LEVELS: dict[str, int] = {
@@ -71,19 +67,6 @@ def move_event(m: Any) -> tuple[str, dict[str, Any]] | None:
     return name, {"job": m.key, "kind": m.job_kind, "night": m.night,
                   "expid": ",".join(str(e) for e in m.expids) or None, "state": m.new,
                   "reason": m.reason, "log": m.log, "actor": m.actor}
-
-
-def exposure_fields(s: Session, prod: Production, expdir: Any, outcome: str) -> dict[str, Any]:
-    """Reason (and raw path) of a quarantined or rejected exposure dir, for its event."""
-    if outcome == "quarantined":
-        reason = s.scalar(select(Exposure.quarantine_reason).where(
-            Exposure.production_id == prod.id, Exposure.expid == int(expdir.name)))
-    elif outcome == "rejected":
-        reason = s.scalar(select(Rejection.reason).where(
-            Rejection.production_id == prod.id, Rejection.path == str(expdir)))
-    else:
-        return {}
-    return {"reason": reason, "path": str(expdir)}
 
 
 def outage_event(before: str | None, after: str | None, since: datetime | None,

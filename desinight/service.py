@@ -81,7 +81,6 @@ class Daemon:
         self.submit_backoff = 0.0
         self.dirty_nights: set[int] = set()
         self.stop_event = threading.Event()
-        self.tick_error: str | None = None
         self.tick_errors: dict[str, str] = {}   # tick name -> its error, until it succeeds
         self.mode = watch.choose_mode(self.cfg.watch_mode, self.cfg.raw_root)
         self.idle_submit_at = 0.0
@@ -195,8 +194,12 @@ class Daemon:
             self.stability.keep_only({p.name for p in self.watcher.watched()})
         nights = watch.night_names(self.cfg.raw_root)[-(self.cfg.watch_nights + 1):]
         dirs = watch.scan_recent(self.cfg.raw_root, self.cfg.watch_nights + 1)
+        known: dict[int, set[str]] = {}   # one database read per night, not per directory
         for d in dirs:
-            if d.name not in self._known_names(int(d.parent.name)):
+            night = int(d.parent.name)
+            if night not in known:
+                known[night] = self._known_names(night)
+            if d.name not in known[night]:
                 self.candidates.add(d)
         note_sightings(self.ctx, dirs, self.now(), nights)
 
@@ -323,7 +326,6 @@ class Daemon:
     def _record(self, key: str, value: str | None) -> None:
         """Best effort: with the disk full even this write fails, and status then shows
         the daemon's last poll getting old."""
-        self.tick_error = "; ".join(f"{k}: {v}" for k, v in self.tick_errors.items()) or None
         try:
             with transaction(self.ctx.sessions) as s:
                 repo.set_service(s, repo.get_production(s, self.ctx.production), key, value, self.now())
