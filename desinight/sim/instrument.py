@@ -1,101 +1,18 @@
-"""The instrument model shared by the simulator and the steps (it plays desimodel's role).
+"""The simulator's true instrument: how this simulated spectrograph departs from the nominal
+design in desinight.desimodel (per-camera trace and wavelength shifts, PSF widths, lamp spectra).
 
-Presets (CCD size, fibres, night plan), the raw CCD layout (4 amplifiers, each with prescan and
-overscan), trace geometry x(fibre, y), wavelength solutions, PSF widths, throughput, arc lines and
-the flat lamp.  The steps use only the *nominal* model (`nominal_trace`, `nominal_wave`) as a first
-guess and recover the true per-camera shifts (`true_trace`, `true_wave`) from arcs and flats.
+Only the simulator imports this module; the steps see the design (desimodel) and the data.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import numpy as np
 
-ARMS = ("b", "r", "z")
-#: Active wavelength coverage of each arm (specsim's DESI table), Angstrom.
-ARM_RANGES: dict[str, tuple[float, float]] = {
-    "b": (3569.0, 5949.0), "r": (5625.0, 7741.0), "z": (7435.0, 9834.0)}
-FIBERS_PER_BUNDLE = 25
-#: Trace pitch inside a bundle and the extra gap between bundles (CCD columns).
-FIBER_PITCH = 7.4
-BUNDLE_GAP = 8.0
-EDGE_MARGIN = 20.0
-PRESCAN = 7
-OVERSCAN = 32
-AMPS = ("A", "B", "C", "D")        # A bottom-left, B bottom-right, C top-left, D top-right
-#: Raw pixels are int16; keep headroom below 32767 (bias + signal).
-SATURATION_ADU = 32000
-TEL_AREA_CM2 = 8.678e4             # collecting area of the 4-m primary, cm^2
-HC_ERG_A = 1.98645e-8              # h c in erg Angstrom: photons = energy * lambda / hc
-DARK_E_PER_S = 8e-4                # ~3 e-/pixel/hour
+from desinight.desimodel import *  # noqa: F403  (the design, re-exported for the simulator)
+from desinight.desimodel import _u, _wave_rows  # noqa: F401
+
 PSF_SIGMA_Y = 1.0                  # line-spread sigma along the trace, rows (the resolution)
 PSF_SIGMA_X = 1.0                  # cross-section sigma of a trace at the CCD centre, columns
-
-
-@dataclass(frozen=True)
-class Preset:
-    name: str
-    nspec: int          # spectrographs
-    nbundle: int        # bundles per spectrograph
-    ny: int             # active CCD rows (wavelength direction)
-    nzero: int
-    narc: int
-    nflat: int
-    ntiles: int
-    nscience: int       # science exposures per tile
-    exptime: float      # science exposure time, s
-
-    @property
-    def nfiber(self) -> int:
-        return self.nbundle * FIBERS_PER_BUNDLE
-
-    @property
-    def nx(self) -> int:
-        """Active columns: fibres + bundle gaps + margins, rounded up to a multiple of 4."""
-        span = 2 * EDGE_MARGIN + (self.nfiber - 1) * FIBER_PITCH + (self.nbundle - 1) * BUNDLE_GAP
-        return int(np.ceil(span / 4.0) * 4)
-
-    @property
-    def raw_shape(self) -> tuple[int, int]:
-        return self.ny, self.nx + 2 * (PRESCAN + OVERSCAN)
-
-    def cameras(self) -> list[str]:
-        return [f"{a}{s}" for s in range(self.nspec) for a in ARMS]
-
-
-PRESETS: dict[str, Preset] = {
-    # small: ~2.4 A per row (coarse) but the real arm ranges, so redshifts still work.
-    "small": Preset("small", 1, 2, 1000, 1, 1, 1, 1, 3, 1000.0),
-    "medium": Preset("medium", 2, 8, 2000, 3, 3, 3, 2, 3, 1000.0),
-    "full": Preset("full", 10, 20, 4096, 5, 3, 3, 2, 3, 1000.0),
-}
-
-
-def preset_for_shape(ny: int, nx: int) -> Preset:
-    """The preset an image came from (the steps see only the data and its header)."""
-    for p in PRESETS.values():
-        if (p.ny, p.nx) == (ny, nx):
-            return p
-    raise ValueError(f"no preset with a {ny}x{nx} CCD")
-
-
-# --- geometry ---------------------------------------------------------------------------------
-def nominal_x0(p: Preset) -> np.ndarray:
-    f = np.arange(p.nfiber)
-    return EDGE_MARGIN + f * FIBER_PITCH + (f // FIBERS_PER_BUNDLE) * BUNDLE_GAP
-
-
-def _u(p: Preset, y) -> np.ndarray:
-    return (np.asarray(y, dtype=float) - (p.ny - 1) / 2.0) / ((p.ny - 1) / 2.0)
-
-
-def nominal_trace(p: Preset, y) -> np.ndarray:
-    """Design x(fibre, y): a bow-tie curvature growing towards the CCD edges."""
-    x0 = nominal_x0(p)
-    rel = (x0 - p.nx / 2.0) / (p.nx / 2.0)
-    u = _u(p, y)
-    return x0[:, None] + (2.0 * rel)[:, None] * u[None, :] ** 2 + 1.0 * u[None, :]
 
 
 def _camera_rng(camera: str, salt: int) -> np.random.Generator:
@@ -116,18 +33,6 @@ def psf_sigma_x(p: Preset, xc: np.ndarray) -> np.ndarray:
     return PSF_SIGMA_X * (1 + 0.08 * rel**2)
 
 
-def _wave_rows(p: Preset, arm: str, yy: np.ndarray) -> np.ndarray:
-    lo, hi = ARM_RANGES[arm]
-    t = yy / (p.ny - 1)
-    return lo + (hi - lo) * (t + 0.02 * t * (1 - t) - 0.01 * t * (1 - t) * (2 * t - 1))
-
-
-def nominal_wave(p: Preset, arm: str, y) -> np.ndarray:
-    """Design wavelength (A) of row y for every fibre, (nfiber, ny)."""
-    w = _wave_rows(p, arm, np.asarray(y, dtype=float))
-    return np.broadcast_to(w, (p.nfiber, w.size)).copy()
-
-
 def true_wave(p: Preset, camera: str, y) -> np.ndarray:
     """True wavelength per fibre and row: the design shifted by a global and a smooth per-fibre
     offset (a few tenths of a row), which the arc fit must find."""
@@ -136,64 +41,6 @@ def true_wave(p: Preset, camera: str, y) -> np.ndarray:
     dy = rng.uniform(-2.0, 2.0) + 0.4 * np.sin(2 * np.pi * (frac + rng.uniform()))
     y = np.asarray(y, dtype=float)
     return _wave_rows(p, camera[0], y[None, :] - dy[:, None])
-
-
-def amp_layout(p: Preset) -> dict[str, dict[str, tuple[int, int, int, int]]]:
-    """Per amp, (y0, y1, x0, x1) of DATA, BIAS (overscan), PRE (prescan) in the raw image and
-    CCD (the amp's part of the trimmed image). Raw columns:
-    [pre A|data A|over A|over B|data B|pre B], rows: bottom A/B, top C/D."""
-    ny, nx = p.ny, p.nx
-    hy, hx = ny // 2, nx // 2
-    out = {}
-    for amp, (y0, y1), right in (("A", (0, hy), False), ("B", (0, hy), True),
-                                 ("C", (hy, ny), False), ("D", (hy, ny), True)):
-        if not right:
-            pre, data = (0, PRESCAN), (PRESCAN, PRESCAN + hx)
-            bias, ccd = (PRESCAN + hx, PRESCAN + hx + OVERSCAN), (0, hx)
-        else:
-            x = PRESCAN + hx + OVERSCAN
-            bias, data = (x, x + OVERSCAN), (x + OVERSCAN, x + OVERSCAN + nx - hx)
-            pre, ccd = (x + OVERSCAN + nx - hx, x + 2 * OVERSCAN + nx - hx + PRESCAN - OVERSCAN), (hx, nx)
-        out[amp] = {k: (y0, y1, *v) for k, v in
-                    (("DATA", data), ("BIAS", bias), ("PRE", pre), ("CCD", ccd))}
-    return out
-
-
-def fits_section(reg: tuple[int, int, int, int]) -> str:
-    """(y0, y1, x0, x1) -> FITS 1-based inclusive '[x1:x2,y1:y2]'."""
-    y0, y1, x0, x1 = reg
-    return f"[{x0 + 1}:{x1},{y0 + 1}:{y1}]"
-
-
-def parse_section(text: str) -> tuple[int, int, int, int]:
-    xs, ys = text.strip().strip("[]").split(",")
-    x0, x1 = (int(v) for v in xs.split(":"))
-    y0, y1 = (int(v) for v in ys.split(":"))
-    return y0 - 1, y1, x0 - 1, x1
-
-
-# --- light ------------------------------------------------------------------------------------
-def throughput(wave, arm: str) -> np.ndarray:
-    """System throughput of an arm (telescope + spectrograph + CCD QE): a smooth bell."""
-    lo, hi = ARM_RANGES[arm]
-    t = (np.asarray(wave, dtype=float) - (lo + hi) / 2.0) / ((hi - lo) / 2.0)
-    peak = {"b": 0.30, "r": 0.36, "z": 0.30}[arm]
-    return peak * np.clip(1.0 - 0.35 * t**2 - 0.25 * t**8, 0.02, None)
-
-
-def arc_lines(arm: str) -> np.ndarray:
-    """Known lamp lines (A) of an arm: real Hg/Cd/Ne/Ar/Kr lines, well separated."""
-    lines = {
-        "b": [3650.15, 4046.56, 4077.83, 4358.33, 4678.15, 4799.91, 5085.82,
-              5460.73, 5769.60, 5790.66, 3888.65, 4471.48, 4921.93, 5015.68, 5875.62],
-        "r": [5852.49, 5944.83, 6029.99, 6074.34, 6143.06, 6217.28, 6266.50, 6334.43,
-              6402.25, 6506.53, 6598.95, 6678.28, 6717.04, 6929.47, 7032.41, 7173.94,
-              7245.17, 7438.90, 7635.11, 5688.19, 7724.63],
-        "z": [7503.87, 7635.11, 7723.76, 7948.18, 8014.79, 8115.31, 8264.52, 8408.21,
-              8424.65, 8521.44, 8667.94, 9122.97, 9224.50, 9354.22, 9657.78, 9784.50,
-              7891.08, 8776.75, 8928.69, 9784.50],
-    }[arm]
-    return np.unique(np.array(lines))
 
 
 def arc_intensity(wave) -> np.ndarray:
@@ -206,10 +53,3 @@ def flat_lamp(wave) -> np.ndarray:
     """Continuum lamp: electrons per A per second, smooth (a warm blackbody-like slope)."""
     w = np.asarray(wave, dtype=float)
     return 1500.0 * (0.6 + 0.4 * np.exp(-((w - 6500.0) / 3000.0) ** 2))
-
-
-def camera_wave_grid(p: Preset, arm: str) -> np.ndarray:
-    """Common linear wavelength grid of a camera's calibrated frames (about one row per step)."""
-    lo, hi = ARM_RANGES[arm]
-    step = round((hi - lo) / (p.ny - 1), 2)
-    return np.arange(lo + 3 * step, hi - 3 * step, step)

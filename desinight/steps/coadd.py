@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from desinight.sim.instrument import ARM_RANGES
+from desinight.desimodel import ARM_RANGES
 
 DLNW = 3e-4                       # grid step in ln(lambda): ~90 km/s
 LNWAVE = np.arange(np.log(ARM_RANGES["b"][0]), np.log(ARM_RANGES["z"][1]), DLNW)

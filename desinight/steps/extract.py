@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 from scipy.special import erf
 
-from desinight.sim import instrument as I
+from desinight import desimodel as I
 
 from . import io
 from .psf import read_psf

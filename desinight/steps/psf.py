@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 from numpy.polynomial import legendre as L
 
-from desinight.sim import instrument as I
+from desinight import desimodel as I
 
 from . import io
 
