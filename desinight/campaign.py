@@ -34,12 +34,13 @@ from .config import Config
 from .core.cameras import subtract
 from .core.errors import BadExposure, NotFound
 from .core.manifest import Manifest, ManifestError, node_hours
-from .core.planner import JOB_KINDS, NIGHTLY_CALIBS, CalibRef, ExposureInfo, PlannedJob, plan_night
+from .core import kinds as K
+from .core.planner import NIGHTLY_CALIBS, CalibRef, ExposureInfo, PlannedJob, plan_night
 from .core.states import ACTIVE, BROKEN, FINAL, ExposureStatus, JobState
 from .db import bulk
 from .db.engine import transaction
 from .db.models import Attempt, Exposure, Job, Night, Production
-from .orchestrate import Context, resources_for
+from .orchestrate import Context, job_resources, resources_for
 from .transitions import campaign_actor
 
 _EXPOSURE_COLS = ("expid", "night", "obstype", "tileid", "exptime", "program", "seqnum",
@@ -66,7 +67,7 @@ class Preview:
     @property
     def new_by_kind(self) -> dict[str, int]:
         c = Counter(j.kind for j in self.jobs)
-        return {k: c[k] for k in JOB_KINDS if c[k]}
+        return {k: c[k] for k in K.names() if c[k]}
 
     @property
     def node_hours(self) -> tuple[float, float]:
@@ -105,7 +106,7 @@ def campaign_config(cfg: Config, name: str, redux_dir: Path, raw_root: Path,
 
 
 def _resources(ccfg: Config) -> dict[str, dict[str, Any]]:
-    return {k: dict(resources_for(ccfg, k).__dict__) for k in JOB_KINDS}
+    return {k: dict(resources_for(ccfg, k).__dict__) for k in K.names()}
 
 
 # --- the dry run ------------------------------------------------------------------------------
@@ -304,7 +305,9 @@ def enqueue(sessions, cfg: Config, m: Manifest) -> Preview:
         bulk.insert_nights(s, prod, pv.nights, closed=True)
         bulk.insert_exposures(s, prod, pv.new_exposures)
         bulk.quarantine(s, prod, pv.quarantine, campaign_actor(m.name))
-        bulk.save_jobs(s, prod, pv.jobs, pv.resources, campaign_actor(m.name), campaign=m.name)
+        ccfg = campaign_config(cfg, m.name, pv.redux_dir, pv.raw_root, m.settings())
+        bulk.save_jobs(s, prod, pv.jobs, job_resources(ccfg, pv.jobs, pv.resources),
+                       campaign_actor(m.name), campaign=m.name)
     return pv
 
 
@@ -377,7 +380,7 @@ def progress(s: Session, name: str, failures: int = 20) -> dict[str, Any]:
             "completed": states[JobState.COMPLETED.value],
             "failed": sum(states[b] for b in bad), "held": states[JobState.HELD.value],
             "queued": queued, "states": dict(states),
-            "kinds": {k: by_kind[k] for k in JOB_KINDS if k in by_kind},
+            "kinds": {k: by_kind[k] for k in K.names() if k in by_kind},
             "failures": [{"id": r.id, "job": r.key, "state": r.state, "reason": r.reason}
                          for r in fail_rows],
             "done": total > 0 and states[JobState.PLANNED.value] == 0

@@ -73,6 +73,10 @@ class Config:
     notify_timeout_s: float = D.NOTIFY_TIMEOUT_S
     notify_night_summary: bool = True
     kinds: dict[str, dict[str, Any]] = field(default_factory=dict)   # per-kind resource overrides
+    #: modules declaring more job kinds (core/kinds.py register), imported when the config loads
+    kind_modules: tuple[str, ...] = ()
+    #: ceiling on ALL of the user's queued+running jobs (one count per round); 0 = none
+    max_user_jobs: int = 0
     source: Path | None = None            # the file this came from, for messages
 
     @property
@@ -98,6 +102,8 @@ _KEYS: dict[tuple[str, str], tuple[str, type]] = {
     ("desinight", "backend"): ("backend", str),
     ("desinight", "templates_dir"): ("templates_dir", Path),
     ("desinight", "max_attempts"): ("max_attempts", int),
+    ("desinight", "kind_modules"): ("kind_modules", tuple),
+    ("desinight", "max_user_jobs"): ("max_user_jobs", int),
     ("local", "cpus"): ("local_cpus", int),
     ("slurm", "account"): ("slurm_account", str),
     ("slurm", "qos"): ("slurm_qos", str),
@@ -137,7 +143,6 @@ _KEYS: dict[tuple[str, str], tuple[str, type]] = {
     ("notify", "night_summary"): ("notify_night_summary", bool),
 }
 _CHOICES = {"backend": ("local", "slurm"), "watch_mode": ("auto", "native", "polling")}
-_KIND_KEYS = {"nodes", "ntasks", "cpus_per_task", "time_minutes", "mem_mb"}
 
 
 def find_config_file(explicit: str | os.PathLike | None = None,
@@ -166,6 +171,7 @@ def load_config(explicit: str | os.PathLike | None = None, env: dict[str, str] |
         values["redux_root"] = Path(env["DESI_SPECTRO_REDUX"])
     if env.get("SPECPROD"):
         values["production"] = env["SPECPROD"]
+    import_kind_modules(env.get("DESINIGHT_KIND_MODULES", "").split(","), "$DESINIGHT_KIND_MODULES")
     path = find_config_file(explicit, env)
     if path is not None:
         values.update(_read_file(path))
@@ -186,6 +192,9 @@ def _read_file(path: Path) -> dict[str, Any]:
         raise ConfigError(f"{path}: cannot read: {e.strerror}") from None
     base = path.resolve().parent
     out: dict[str, Any] = {}
+    mods = data.get("desinight", {}).get("kind_modules") if isinstance(data.get("desinight"), dict) else None
+    if mods is not None:     # before [kinds.NAME]: its kinds must be known to be configured
+        import_kind_modules(_coerce(path, "desinight.kind_modules", mods, tuple, base), str(path))
     for section, table in data.items():
         if section not in _SECTIONS or not isinstance(table, dict):
             raise ConfigError(f"{path}: unknown section [{section}] "
@@ -228,19 +237,40 @@ def _coerce(path: Path, key: str, value: Any, typ: type, base: Path) -> Any:
     return value
 
 
+def import_kind_modules(modules: Any, where: str) -> None:
+    """Import the modules that declare more job kinds (each calls core.kinds.register)."""
+    import importlib
+    for name in (m.strip() for m in modules if m and m.strip()):
+        try:
+            importlib.import_module(name)
+        except ImportError as e:
+            raise ConfigError(f"{where}: kind module {name!r} cannot be imported: {e}") from None
+
+
 def _read_kinds(path: Path, table: dict) -> dict[str, dict[str, Any]]:
-    from .core.planner import JOB_KINDS
-    kinds: dict[str, dict[str, Any]] = {}
+    """[kinds.NAME]: sizes (positive integers), placement (partition, qos, constraint, gres,
+    reservation: strings) and scaling (non-negative numbers) of each kind's jobs."""
+    from .core import kinds as K
+    out: dict[str, dict[str, Any]] = {}
     for kind, res in table.items():
-        if kind not in JOB_KINDS or not isinstance(res, dict):
+        if kind not in K.names() or not isinstance(res, dict):
             raise ConfigError(f"{path}: unknown job kind [kinds.{kind}] "
-                              f"(known: {', '.join(JOB_KINDS)})")
+                              f"(known: {', '.join(K.names())})")
         for k, v in res.items():
-            if k not in _KIND_KEYS or not isinstance(v, int) or isinstance(v, bool) or v <= 0:
-                raise ConfigError(f"{path}: kinds.{kind}.{k} must be one of "
-                                  f"{', '.join(sorted(_KIND_KEYS))} with a positive integer")
-        kinds[kind] = dict(res)
-    return kinds
+            if k in K.PLACEMENT_KEYS:
+                ok = isinstance(v, str) and v.strip() != ""
+            elif k in K.SCALING_KEYS:
+                ok = isinstance(v, (int, float)) and not isinstance(v, bool) and v >= 0 \
+                    and (k != "max_ntasks" or isinstance(v, int))
+            else:
+                ok = k in K.SIZE_KEYS and isinstance(v, int) and not isinstance(v, bool) and v > 0
+            if not ok:
+                raise ConfigError(
+                    f"{path}: kinds.{kind}.{k} must be one of {', '.join(K.SIZE_KEYS)} with a "
+                    f"positive integer, {', '.join(K.PLACEMENT_KEYS)} with a string, or "
+                    f"{', '.join(K.SCALING_KEYS)} with a number >= 0")
+        out[kind] = dict(res)
+    return out
 
 
 def _validate(cfg: Config) -> None:
@@ -303,6 +333,7 @@ def _RANGES(cfg: Config) -> list[tuple[str, float, float, float]]:  # noqa: N802
             ("daemon.campaign_tick_s", cfg.campaign_tick_s, 0.5, day),
             ("daemon.settle_s", cfg.settle_s, 0.0, day),
             ("desinight.max_attempts", cfg.max_attempts, 1, 100),
+            ("desinight.max_user_jobs", cfg.max_user_jobs, 0, 1_000_000),
             ("local.cpus", cfg.local_cpus, 1, 4096),
             # more nights is the archive again: older nights are for `ingest NIGHT`
             ("daemon.watch_nights", cfg.watch_nights, 0, 30),

@@ -27,7 +27,8 @@ from .batch.render import job_name, render_script, step_command, write_script
 from .config import Config
 from .core import defaults as D
 from .core.errors import BackendError
-from .core.planner import JOB_KINDS, plan_night
+from .core import kinds as K
+from .core.planner import plan_night
 from .core.states import ACTIVE, BROKEN, JobState
 from .db import bulk, repo
 from .db.engine import transaction
@@ -68,10 +69,25 @@ class Context:
         return f"desinight:{self.production}"
 
 
-def resources_for(cfg: Config, kind: str) -> Resources:
-    spec = {**D.KIND_RESOURCES.get(kind, {}), **cfg.kinds.get(kind, {})}
-    return Resources(account=cfg.slurm_account, qos=cfg.slurm_qos, partition=cfg.slurm_partition,
-                     constraint=cfg.slurm_constraint, **spec)
+def resources_for(cfg: Config, kind: str, cameras: int = 0, exposures: int = 0) -> Resources:
+    """The kind's resources (registry < [slurm] site placement < [kinds.NAME]), grown for a
+    job of ``cameras`` cameras and ``exposures`` exposures by the kind's scaling."""
+    over = cfg.kinds.get(kind, {})
+    spec = {"account": cfg.slurm_account, "qos": cfg.slurm_qos, "partition": cfg.slurm_partition,
+            "constraint": cfg.slurm_constraint, **D.KIND_RESOURCES.get(kind, {}),
+            **{k: v for k, v in over.items() if k not in K.SCALING_KEYS}}
+    return Resources(**K.scaled(kind, spec, cameras, exposures, over))
+
+
+def job_resources(cfg: Config, jobs, by_kind: dict[str, dict]) -> dict[str, dict]:  # noqa: ANN001
+    """``by_kind`` plus, per job key, the resources of each job whose size scales (cameras,
+    exposures): what ``bulk.save_jobs`` stores with each new job."""
+    out = dict(by_kind)
+    for pj in jobs:
+        res = resources_for(cfg, pj.kind, len(pj.cameras), len(pj.expids)).__dict__
+        if res != by_kind.get(pj.kind):
+            out[pj.key] = dict(res)
+    return out
 
 
 # --- plan ----------------------------------------------------------------------------------
@@ -80,7 +96,7 @@ def plan(ctx: Context, night: int, closed: bool | None = None) -> int:
 
     New calibrations may release science held on this night or, as fallbacks, on later
     nights (an earlier night ingested late): those nights are re-planned too."""
-    res = {k: resources_for(ctx.cfg, k).__dict__ for k in JOB_KINDS}
+    res = {k: resources_for(ctx.cfg, k).__dict__ for k in K.names()}
     with transaction(ctx.sessions) as s:
         prod = repo.get_production(s, ctx.production)
         nrow = repo.ensure_night(s, prod, night)
@@ -98,7 +114,7 @@ def _plan_one(ctx: Context, s: Session, prod: Production, night: int, closed: bo
     p = plan_night(night, repo.exposure_infos(s, prod, night), repo.job_keys(s, prod, night),
                    closed=closed, fallback=repo.fallback_calibs(s, prod, night),
                    held=repo.held_keys(s, prod, night))
-    n = repo.save_plan(s, prod, p, res, ctx.actor)
+    n = repo.save_plan(s, prod, p, job_resources(ctx.cfg, p.jobs, res), ctx.actor)
     if n or p.released:
         ctx.event("planned", night=night, jobs=n, released=len(p.released))
     return n + len(p.released)

@@ -8,7 +8,7 @@ from datetime import datetime
 from html import escape
 from pathlib import Path
 
-from .core.planner import JOB_KINDS
+from .core import kinds as K
 
 COLOURS = {"completed": "#2e7d32", "running": "#0277bd", "pending": "#f9a825",
            "submitted": "#f9a825", "planned": "#9e9e9e", "held": "#8e24aa", "failed": "#c62828",
@@ -79,7 +79,7 @@ def attempts_table(attempts: list[dict]) -> str:
 
 def render_html(data: dict) -> str:
     night = data["night"]
-    kinds = [k for k in JOB_KINDS if any(k in e["jobs"] for e in data["exposures"])]
+    kinds = [k for k in K.names() if any(k in e["jobs"] for e in data["exposures"])]
     rows = []
     for e in data["exposures"]:
         cells = "".join(f"<td>{_badge(e['jobs'][k]) if k in e['jobs'] else ''}</td>" for k in kinds)

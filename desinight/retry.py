@@ -111,7 +111,9 @@ def _resubmit(ctx: Context, out: RetryResult, limit: int, expid, job, night, tar
                 continue
             last = j.last_attempt
             # the operator's overrides are for what they named, not for its dependents
-            res, note = next_resources(resources_for(ctx.cfg, j.kind).__dict__,
+            sized = resources_for(ctx.cfg, j.kind, len(j.cameras.split(",")) if j.cameras else 0,
+                                  len(j.expids))
+            res, note = next_resources(sized.__dict__,
                                        dict(j.resources or {}), last.state if last else None,
                                        (overrides or {}) if j in named else {})
             why = "resubmitted" + (f": {note}" if note else "")

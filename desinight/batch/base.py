@@ -27,6 +27,8 @@ class Resources:
     qos: str | None = None
     partition: str | None = None
     constraint: str | None = None
+    gres: str | None = None            # e.g. "gpu:4" for GPU kinds
+    reservation: str | None = None
 
     @property
     def cpus(self) -> int:

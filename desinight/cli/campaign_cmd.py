@@ -11,7 +11,7 @@ from rich.console import Console
 from rich.table import Table
 
 from ..core.errors import BackendError, DesinightError
-from ..core.planner import JOB_KINDS
+from ..core import kinds as K
 
 
 @click.group()
@@ -43,7 +43,7 @@ def _print_preview(pv, console: Console, title: str) -> None:
     t = Table(title_justify="left")
     for col in ("kind", "new", "already planned", "completed"):
         t.add_column(col, justify="left" if col == "kind" else "right")
-    for k in JOB_KINDS:
+    for k in K.names():
         new, had = s["new_jobs"].get(k, 0), s["existing_jobs"].get(k, 0)
         if new or had:
             t.add_row(k, str(new), str(had), str(s["existing_completed"].get(k, 0)))

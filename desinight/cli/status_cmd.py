@@ -9,7 +9,7 @@ from rich.console import Console
 from rich.table import Table
 
 from ..core.errors import DesinightError
-from ..core.planner import JOB_KINDS
+from ..core import kinds as K
 
 GLYPH = {"completed": "[green]✔[/]", "running": "[cyan]▶[/]", "pending": "[yellow]…[/]",
          "submitted": "[yellow]↑[/]", "planned": "[dim]·[/]", "held": "[magenta]H[/]",
@@ -19,9 +19,8 @@ GLYPH = {"completed": "[green]✔[/]", "running": "[cyan]▶[/]", "pending": "[y
 #: the exposure's progress (status.exposure_progress) as the table shows it
 PROGRESS_STYLE = {"done": "[green]{}[/]", "processing": "[cyan]{}[/]", "failed": "[red]{}[/]",
                   "held": "[magenta]{}[/]", "quarantined": "[red]{}[/]", "waiting": "[dim]{}[/]"}
-SHORT = {"biasnight": "bias", "arc": "arc", "psfnight": "psf", "flat": "flat",
-         "fiberflatnight": "ff", "science": "sci", "stdstars": "std", "fluxcalib": "cal",
-         "redshift": "z"}
+#: each kind's label in the steps column (its registry entry, core/kinds.py)
+SHORT = K.view("short")
 
 
 def print_status(ctx, night: int | None = None, expid: int | None = None,
@@ -61,7 +60,7 @@ def render(data: dict, console: Console) -> None:
     for e in data["exposures"]:
         cams = _word(e["cameras"]) + (f" -{_word(e['bad_cameras'])}" if e["bad_cameras"] else "")
         status = PROGRESS_STYLE.get(e["progress"], "{}").format(e["progress"])
-        steps = " ".join(f"{SHORT[k]}{GLYPH.get(e['jobs'][k], '?')}" for k in JOB_KINDS
+        steps = " ".join(f"{SHORT[k]}{GLYPH.get(e['jobs'][k], '?')}" for k in K.names()
                          if k in e["jobs"])
         t.add_row(str(e["expid"]), e["obstype"], "" if e["tileid"] is None else str(e["tileid"]),
                   cams, status, steps)

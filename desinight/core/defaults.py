@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from . import kinds as _kinds
+
 #: Production name when neither the config nor $SPECPROD names one.
 SPECPROD = "daily"
 #: Embedded state home (SQLite DB, logs, rendered scripts), relative to the working directory.
@@ -74,18 +76,9 @@ READER_TIMEOUT_S = 30.0
 #: that makes cfitsio allocate without bound fails that reader, never the login node.
 READER_MEMORY_MB = 2048
 
-#: Per-job-kind resources (SLURM and local). Science kinds spread cameras over MPI ranks.
-KIND_RESOURCES: dict[str, dict[str, int]] = {
-    "biasnight": {"ntasks": 1, "time_minutes": 15},
-    "arc": {"ntasks": 1, "time_minutes": 20},
-    "psfnight": {"ntasks": 1, "time_minutes": 10},
-    "flat": {"ntasks": 1, "time_minutes": 20},
-    "fiberflatnight": {"ntasks": 1, "time_minutes": 10},
-    "science": {"ntasks": 1, "time_minutes": 30},
-    "stdstars": {"ntasks": 1, "time_minutes": 15},
-    "fluxcalib": {"ntasks": 1, "time_minutes": 10},
-    "redshift": {"ntasks": 1, "time_minutes": 30},
-}
+#: Per-job-kind resources (SLURM and local), declared with each kind in core/kinds.py (a live
+#: view: kinds declared later are included). Science kinds spread cameras over MPI ranks.
+KIND_RESOURCES = _kinds.view("resources")
 
 # --- monitoring (docs/daemon.md "Monitoring and alerts") ------------------------------------
 #: The daemon's heartbeat older than this (seconds) means it is not running or hung. Ticks

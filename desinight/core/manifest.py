@@ -42,8 +42,11 @@ from typing import Any
 
 from .cameras import parse_cameras
 from .errors import DesinightError
-from .planner import JOB_KINDS
+from . import kinds as K
 from .states import ObsType
+
+#: the built-in kinds (manifests may also name kinds declared later: K.names())
+JOB_KINDS = K.BUILTIN
 
 #: Throttle when the manifest names none: enough to keep a partition busy, few enough that
 #: slurmctld and the fair-share of other users are not flooded.
@@ -51,11 +54,8 @@ DEFAULT_THROTTLE = 500
 
 #: Typical run time (minutes) of one job of each kind on one node, used for the cost
 #: estimate printed by `campaign plan` (the time limits in KIND_RESOURCES are upper bounds).
-#: Values are for a 30-camera exposure; edit here when the pipeline's timings change.
-TYPICAL_MINUTES: dict[str, float] = {
-    "biasnight": 5, "arc": 6, "psfnight": 3, "flat": 6, "fiberflatnight": 3,
-    "science": 12, "stdstars": 4, "fluxcalib": 3, "redshift": 15,
-}
+#: Declared with each kind in core/kinds.py (for a 30-camera exposure).
+TYPICAL_MINUTES = K.view("typical_minutes")
 
 #: Step names an operator may use besides job kinds.
 STEP_ALIASES: dict[str, tuple[str, ...]] = {
@@ -101,7 +101,7 @@ class Manifest:
     exclude_expids: frozenset[int] = frozenset()
     exclude_tiles: frozenset[int] = frozenset()
     bad_cameras: Mapping[int, tuple[str, ...]] = field(default_factory=dict)
-    steps: tuple[str, ...] = JOB_KINDS          # job kinds planned, in pipeline order
+    steps: tuple[str, ...] = field(default_factory=K.names)   # job kinds planned, in pipeline order
     input_production: str | None = None
     slurm: Mapping[str, str] = field(default_factory=dict)
     kinds: Mapping[str, Mapping[str, int]] = field(default_factory=dict)
@@ -117,7 +117,7 @@ class Manifest:
     @property
     def partial(self) -> bool:
         """True when some job kinds are not planned (their inputs come from elsewhere)."""
-        return tuple(self.steps) != JOB_KINDS
+        return tuple(self.steps) != K.names()
 
     def settings(self) -> dict[str, Any]:
         """What the campaign production records about itself (Production.settings)."""
@@ -361,21 +361,21 @@ class _Validator:
             raise self.fail("steps.only", "give steps.from or steps.only, not both")
         if "from" in st:
             first = self.steps("steps.from", [st["from"]])[0]
-            kw["steps"] = JOB_KINDS[JOB_KINDS.index(first):]
+            kw["steps"] = K.names()[K.names().index(first):]
         elif "only" in st:
             if not isinstance(st["only"], list) or not st["only"]:
                 raise self.fail("steps.only", "must be a non-empty list of steps")
             chosen = set(self.steps("steps.only", st["only"]))
-            kw["steps"] = tuple(k for k in JOB_KINDS if k in chosen)
+            kw["steps"] = tuple(k for k in K.names() if k in chosen)
         if "input_production" in st:
             kw["input_production"] = self.string("steps.input_production",
                                                  st["input_production"], plain=True)
-        if tuple(kw.get("steps", JOB_KINDS)) != JOB_KINDS:
+        if tuple(kw.get("steps", K.names())) != K.names():
             kw.setdefault("input_production", kw.get("source"))
 
         kw["slurm"] = {k: self.string(f"slurm.{k}", v) for k, v in
                        self.known("slurm", data.get("slurm", {}), _SLURM_KEYS).items()}
-        kinds = self.known("kinds", data.get("kinds", {}), set(JOB_KINDS))
+        kinds = self.known("kinds", data.get("kinds", {}), set(K.names()))
         kw["kinds"] = {}
         for kind, res in kinds.items():
             res = self.known(f"kinds.{kind}", res, _KIND_KEYS)
@@ -388,12 +388,12 @@ class _Validator:
             if not isinstance(n, str):
                 raise self.fail(key, f"{n!r} is not a step name")
             low = n.lower()
-            if low in JOB_KINDS:
+            if low in K.names():
                 out.append(low)
             elif low in STEP_ALIASES:
                 out.extend(STEP_ALIASES[low])
             else:
-                raise self.fail(key, f"unknown step {n!r} (known: {', '.join(JOB_KINDS)}, "
+                raise self.fail(key, f"unknown step {n!r} (known: {', '.join(K.names())}, "
                                      f"{', '.join(STEP_ALIASES)})", n)
         return out
 

@@ -20,13 +20,14 @@ from collections import defaultdict
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 
+from . import kinds
 from .states import ObsType
 
 #: order of the phases of a night; a later phase arriving closes the earlier ones
 _PHASE = {ObsType.ZERO: 0, ObsType.DARK: 0, ObsType.ARC: 1, ObsType.FLAT: 2, ObsType.SCIENCE: 3}
 NIGHTLY_CALIBS = ("biasnight", "psfnight", "fiberflatnight")
-JOB_KINDS = ("biasnight", "arc", "psfnight", "flat", "fiberflatnight",
-             "science", "stdstars", "fluxcalib", "redshift")
+#: the built-in kinds (core/kinds.py); kinds declared there later are planned by _plan_declared
+JOB_KINDS = kinds.BUILTIN
 
 
 @dataclass(frozen=True)
@@ -112,6 +113,17 @@ def _sequence_ended(e: ExposureInfo) -> bool:
 def plan_night(night: int, exposures: Iterable[ExposureInfo], existing: Iterable[str] = (),
                closed: bool = False, fallback: Mapping[str, CalibRef] | None = None,
                held: Iterable[str] = ()) -> Plan:
+    """The built-in kinds' rules (below), then the generic rule of every declared kind."""
+    exposures, existing = list(exposures), set(existing)
+    plan = _plan_builtin(night, exposures, existing, closed, fallback, held)
+    if kinds.declared():
+        _plan_declared(plan, night, exposures, existing, closed)
+    return plan
+
+
+def _plan_builtin(night: int, exposures: Iterable[ExposureInfo], existing: Iterable[str] = (),
+                  closed: bool = False, fallback: Mapping[str, CalibRef] | None = None,
+                  held: Iterable[str] = ()) -> Plan:
     """New jobs for ``night``.
 
     exposures: the night's ingested (not quarantined) exposures.
@@ -251,3 +263,63 @@ def _tile_done(n: _Night, tile: int, texps: list[ExposureInfo]) -> bool:
     # Another tile (or anything else) observed after this tile's last exposure closes it.
     return any(e.expid > last and (e.obstype != ObsType.SCIENCE or e.tileid != tile)
                for e in n.exps)
+
+
+def _plan_declared(plan: Plan, night: int, exposures: list[ExposureInfo], existing: set[str],
+                   closed: bool) -> None:
+    """Jobs of kinds declared in the registry (core/kinds.py), by their generic rule: one job
+    per exposure / tile / night over exposures of the kind's OBSTYPEs, once every parent job
+    (of the ``after`` kinds, covering the same exposures) exists. A parent's hold and
+    calibration night pass to the child."""
+    good = [e for e in exposures if e.expid not in plan.quarantine and e.night == night
+            and e.obstype in {t.value for t in ObsType}]
+    n = _Night(good, closed)
+    new = {j.key: j for j in plan.jobs}
+    known = existing | set(new)
+
+    def parents_of(kind: kinds.JobKind, exps: list[ExposureInfo], tile: int | None) -> list[str] | None:
+        keys: list[str] = []
+        for pname in kind.after:
+            parent = kinds.get(pname)
+            if parent.granularity == "exposure":
+                want = [job_key(night, pname, e.expid) for e in exps]
+            elif parent.granularity == "tile":
+                mine = f"{night}/{pname}/{tile}"    # redshift keys add /EXPID of the version
+                want = [k for k in sorted(known) if k == mine or k.startswith(mine + "/")][-1:] \
+                    or [mine]
+            else:
+                want = [job_key(night, pname)]
+            if not all(k in known for k in want):
+                return None                     # a parent is not planned yet: wait for it
+            keys += want
+        return keys
+
+    for kind in kinds.declared():
+        types = tuple(ObsType(t) for t in kind.obstypes)
+        exps = n.of(*types)
+        if kind.granularity == "exposure":
+            groups = [((e,), e.tileid, job_key(night, kind.name, e.expid)) for e in exps]
+        elif kind.granularity == "tile":
+            tiles: dict[int, list[ExposureInfo]] = defaultdict(list)
+            for e in exps:
+                tiles[e.tileid if e.tileid is not None else -1].append(e)
+            groups = [(tuple(t), tile, f"{night}/{kind.name}/{tile}") for tile, t in tiles.items()
+                      if _tile_done(n, tile, t)]
+        else:
+            groups = [(tuple(exps), None, job_key(night, kind.name))] \
+                if exps and n.phase_done(*types) else []
+        for group, tile, key in groups:
+            if key in known:
+                continue
+            deps = parents_of(kind, list(group), tile)
+            if deps is None:
+                plan.waiting.append(f"{key}: waiting for its parent jobs to be planned")
+                continue
+            up = [new[d] for d in deps if d in new]
+            job = PlannedJob(key, kind.name, night, tile, tuple(e.expid for e in group),
+                             _union_cameras(group), tuple(deps),
+                             next((u.calib_night for u in up if u.calib_night), None),
+                             next((u.hold_reason for u in up if u.hold_reason), None))
+            plan.jobs.append(job)
+            new[key] = job
+            known.add(key)

@@ -70,7 +70,8 @@ def save_jobs(s: Session, prod: Production, jobs: Sequence[PlannedJob],
              # creation, not a move: a new job starts planned, or held with its reason
              "state": (JobState.HELD if pj.hold_reason else JobState.PLANNED).value,
              "hold_reason": pj.hold_reason, "reason": None,
-             "resources": dict(resources.get(pj.kind, {})), "campaign": campaign,
+             "resources": dict(resources.get(pj.key) or resources.get(pj.kind, {})),
+             "campaign": campaign,
              "created_at": now, "updated_at": now} for pj in jobs]
     for chunk in _chunks(rows):
         s.execute(insert(Job), list(chunk))

@@ -9,6 +9,8 @@ from __future__ import annotations
 import contextlib
 import io as _io
 
+from desinight.core import kinds as K
+
 from . import io
 from .jobs import run_job
 
@@ -40,6 +42,15 @@ def run_night(night: int, cameras: list[str], quiet: bool = True) -> dict[str, i
         sci = [e["EXPID"] for e in exps if e["OBSTYPE"] == "SCIENCE" and e["TILEID"] == t]
         jobs += [("science", [e], t) for e in sci] + [("stdstars", sci, t)]
         jobs += [("fluxcalib", [e], t) for e in sci] + [("redshift", sci, t)]
+    for kind in K.declared():      # registry kinds after the built-in ones: their parents ran
+        mine = [e for e in exps if e["OBSTYPE"] in kind.obstypes]
+        if kind.granularity == "exposure":
+            jobs += [(kind.name, [e["EXPID"]], e["TILEID"]) for e in mine]
+        elif kind.granularity == "tile":
+            for t in sorted({e["TILEID"] for e in mine}):
+                jobs.append((kind.name, [e["EXPID"] for e in mine if e["TILEID"] == t], t))
+        elif mine:
+            jobs.append((kind.name, [e["EXPID"] for e in mine], None))
     fails: dict[str, int] = {}
     for kind, expids, tile in jobs:
         ctx = contextlib.redirect_stdout(_io.StringIO()) if quiet else contextlib.nullcontext()

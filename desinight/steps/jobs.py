@@ -7,6 +7,7 @@ the job's return code (the same on every rank) is non-zero when any task failed 
 
 from __future__ import annotations
 
+import importlib
 import json
 import os
 import time
@@ -14,6 +15,7 @@ import traceback
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
+from desinight.core import kinds as K
 from desinight.core.cameras import parse_cameras
 from desinight.core.errors import DesinightError
 
@@ -21,8 +23,8 @@ import numpy as np
 
 from . import extract, fiberflat, fluxcalib, io, preproc, psf, redshift, sky
 
-KINDS = ("biasnight", "arc", "psfnight", "flat", "fiberflatnight", "science", "stdstars",
-         "fluxcalib", "redshift")
+#: every job kind (core/kinds.py, the registry): a live view, so kinds declared later count
+KINDS = K.view("name")
 
 
 def _raw_cameras(night: int, expid: int) -> list[str]:
@@ -132,7 +134,7 @@ def _task_science(night, expids, tileid, cam, calib_night, comm=None):
 
 
 #: kinds whose extraction can share one camera between several ranks (bundles over ranks)
-BUNDLE_KINDS = ("flat", "science")
+BUNDLE_KINDS = tuple(k for k in K.BUILTIN if K.get(k).bundles)
 
 
 def _read_fa(night: int, expid: int) -> np.ndarray:
@@ -177,20 +179,19 @@ def _task_redshift(night, expids, tileid, unit, calib_night):
                                    io.tile_path("redrock", tileid, night, spectro))
 
 
-TASKS: dict[str, Callable] = {
-    "biasnight": _task_biasnight, "arc": _task_arc, "psfnight": _task_psfnight,
-    "flat": _task_flat, "fiberflatnight": _task_fiberflatnight, "science": _task_science,
-    "stdstars": _task_stdstars, "fluxcalib": _task_fluxcalib,
-    "redshift": _task_redshift,
-}
+def task_of(kind: str) -> Callable:
+    """The kind's task function, from its registry entry point "module:function"."""
+    module, _, name = K.get(kind).step.partition(":")
+    return getattr(importlib.import_module(module), name)
 
 
 def run_job(kind: str, night: int, expids: Sequence[int], tileid: int | None,
             cameras: Sequence[str] | str | None, calib_night: int | None = None,
             comm=None) -> int:
     """Run one job; 0 when every camera succeeded, 1 otherwise (same answer on every rank)."""
-    if kind not in TASKS:
+    if kind not in KINDS:
         raise DesinightError(f"unknown step kind {kind!r} (one of {', '.join(KINDS)})")
+    task = task_of(kind)
     expids = [int(e) for e in expids]
     if cameras:
         cams = parse_cameras(cameras)
@@ -198,12 +199,12 @@ def run_job(kind: str, night: int, expids: Sequence[int], tileid: int | None,
         cams = _raw_cameras(night, expids[0])
     else:
         raise DesinightError(f"{kind}: no cameras and no exposures to find them in")
-    if kind in ("stdstars", "redshift"):   # one output per spectrograph: the spectrograph is the unit of work
+    if K.get(kind).unit == "spectrograph":   # one output per spectrograph: the unit of work
         cams = sorted({c[1:] for c in cams}, key=int)
     rank, size = (comm.Get_rank(), comm.Get_size()) if comm is not None else (0, 1)
     results = []
     group = None
-    if comm is not None and size > len(cams) and kind in BUNDLE_KINDS:
+    if comm is not None and size > len(cams) and K.get(kind).bundles:
         # more ranks than cameras: each camera gets a group of ranks sharing its bundles;
         # the group's rank 0 does the camera's serial parts and writes every file
         group = comm.Split(rank % len(cams), rank)
@@ -215,9 +216,9 @@ def run_job(kind: str, night: int, expids: Sequence[int], tileid: int | None,
         lead = group is None or group.Get_rank() == 0
         try:
             if group is None:
-                TASKS[kind](night, expids, tileid, cam, calib_night)
+                task(night, expids, tileid, cam, calib_night)
             else:
-                TASKS[kind](night, expids, tileid, cam, calib_night, comm=group)
+                task(night, expids, tileid, cam, calib_night, comm=group)
             if lead:
                 results.append({"camera": cam, "ok": True, "seconds": time.perf_counter() - t0})
         except Exception as err:  # one camera's failure must not stop the others
@@ -237,7 +238,7 @@ def run_job(kind: str, night: int, expids: Sequence[int], tileid: int | None,
 
 def _write_status(kind, night, expids, tileid, rank, results) -> None:
     """Per-rank JSON record of every task (one file per rank: no two ranks share a file)."""
-    ident = f"tile{tileid}" if tileid not in (None, -1) and kind in ("stdstars", "redshift") else \
+    ident = f"tile{tileid}" if tileid not in (None, -1) and K.get(kind).granularity == "tile" else \
         (f"{expids[0]:08d}" if len(expids) == 1 else "night")
     path = io.redux_dir() / "run" / "steps" / str(night) / f"{kind}-{ident}-rank{rank}.json"
     path.parent.mkdir(parents=True, exist_ok=True)
