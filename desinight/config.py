@@ -238,13 +238,17 @@ def _coerce(path: Path, key: str, value: Any, typ: type, base: Path) -> Any:
 
 
 def import_kind_modules(modules: Any, where: str) -> None:
-    """Import the modules that declare more job kinds (each calls core.kinds.register)."""
+    """Import the modules that declare more job kinds: "module" registers them on import
+    (core.kinds.register), "module:function" when that function is called."""
     import importlib
-    for name in (m.strip() for m in modules if m and m.strip()):
+    for entry in (m.strip() for m in modules if m and m.strip()):
+        name, _, func = entry.partition(":")
         try:
-            importlib.import_module(name)
-        except ImportError as e:
-            raise ConfigError(f"{where}: kind module {name!r} cannot be imported: {e}") from None
+            mod = importlib.import_module(name)
+            if func:
+                getattr(mod, func)()
+        except (ImportError, AttributeError) as e:
+            raise ConfigError(f"{where}: kind module {entry!r} cannot be loaded: {e}") from None
 
 
 def _read_kinds(path: Path, table: dict) -> dict[str, dict[str, Any]]:

@@ -79,6 +79,11 @@ def resources_for(cfg: Config, kind: str, cameras: int = 0, exposures: int = 0) 
     return Resources(**K.scaled(kind, spec, cameras, exposures, over))
 
 
+def kind_env(cfg: Config) -> list[tuple[str, str]]:
+    """What a job's script exports so its step runner knows the configured extra kinds."""
+    return [("DESINIGHT_KIND_MODULES", ",".join(cfg.kind_modules))] if cfg.kind_modules else []
+
+
 def job_resources(cfg: Config, jobs, by_kind: dict[str, dict]) -> dict[str, dict]:  # noqa: ANN001
     """``by_kind`` plus, per job key, the resources of each job whose size scales (cameras,
     exposures): what ``bulk.save_jobs`` stores with each new job."""
@@ -219,7 +224,7 @@ def submit_ready(ctx: Context, now: datetime) -> int:
                     attempt=number, production=ctx.production, attempt_dir=adir,
                     script_path=script, raw_root=ctx.cfg.raw_root.resolve(), tag=f"{ctx.tag}:{job.id}:{number}",
                     redux_root=ctx.cfg.redux_root.resolve(), command=cmd, resources=res,
-                    launcher=ctx.cfg.mpi_launcher, now=now))
+                    launcher=ctx.cfg.mpi_launcher, extra_env=kind_env(ctx.cfg), now=now))
                 att = Attempt(job=job, number=number, backend=ctx.backend.name,
                               comment=f"{ctx.tag}:{job.id}:{number}", attempt_dir=str(adir),
                               script_path=str(script), log_path=str(adir / "job.log"),

@@ -25,7 +25,7 @@ from .core.states import JobState
 from .db import repo
 from .db.engine import transaction
 from .db.models import Attempt
-from .orchestrate import Context, attempt_dir, utc_now
+from .orchestrate import Context, attempt_dir, kind_env, utc_now
 from .transitions import move_job, operator_actor
 
 
@@ -73,7 +73,7 @@ def rerun_here(ctx: Context, ident: str, cameras: str | None = None, record: boo
                 production=ctx.production, attempt_dir=adir, script_path=script,
                 raw_root=ctx.cfg.raw_root.resolve(), redux_root=ctx.cfg.redux_root.resolve(),
                 command=cmd, resources=Resources(**job.resources) if job.resources else Resources(),
-                launcher=ctx.cfg.mpi_launcher))
+                launcher=ctx.cfg.mpi_launcher, extra_env=kind_env(ctx.cfg)))
         att_id = None
         if record:
             # Honest moves: a new attempt is submitted (by hand) and at once running.

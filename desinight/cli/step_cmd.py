@@ -32,8 +32,14 @@ def _comm():
 def run_cmd(kind: str, night: int, expids: str, tileid: int | None, cameras: str | None,
             calib_night: int | None) -> None:
     """Run one job of KIND; exit 0 only if every camera succeeded."""
+    import os
+
+    from ..config import import_kind_modules
     from ..steps.jobs import run_job
 
+    # kinds declared outside desinight (config kind_modules, exported by the job's script)
+    import_kind_modules(os.environ.get("DESINIGHT_KIND_MODULES", "").split(","),
+                        "$DESINIGHT_KIND_MODULES")
     ids = [int(e) for e in expids.split(",") if e.strip()]
     rc = run_job(kind, night, ids, tileid, cameras, calib_night=calib_night, comm=_comm())
     sys.exit(rc)

@@ -1,0 +1,175 @@
+"""The job-kind registry: a new kind declared here alone (plus a template and the step function
+below) is planned, rendered, submitted, run and shown by the real CLI on the local backend."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from desinight.core import kinds as K
+from desinight.core.errors import ConfigError
+from desinight.core.planner import ExposureInfo, plan_night
+from tests.daemonkit import fast_templates, write_config
+from tests.rawfixture import N, write_night
+
+REPO = Path(__file__).resolve().parent.parent
+
+#: the whole declaration of the new kind: one "qa look" job per science exposure, after its
+#: science job; ranks scale with the cameras; its jobs go to their own partition
+QALOOK = K.JobKind(
+    "qalook", "exposure", "tests.test_kinds:task_qalook", "qa", 1, obstypes=("SCIENCE",),
+    after=("science",), resources={"ntasks": 1, "time_minutes": 5, "partition": "qa"},
+    scaling=K.Scaling(ntasks_per_camera=1, max_ntasks=2),
+    outputs=("exposures/{night}/{expid:08d}/qalook-{camera}-{expid:08d}.json",))
+
+
+def declare() -> None:
+    """The config's kind_modules entry "tests.test_kinds:declare" calls this."""
+    K.register(QALOOK)
+
+
+def task_qalook(night, expids, tileid, cam, calib_night):
+    """The step: one small file per camera, in the production's tree."""
+    from desinight.steps import io
+    for e in expids:
+        out = io.redux_dir() / "exposures" / str(night) / f"{e:08d}" / f"qalook-{cam}-{e:08d}.json"
+        out.parent.mkdir(parents=True, exist_ok=True)
+        out.write_text(json.dumps({"night": night, "expid": e, "camera": cam, "tile": tileid}))
+
+
+@pytest.fixture
+def qalook():
+    declare()
+    yield QALOOK
+    K.unregister("qalook")
+
+
+def exps(*spec):
+    return [ExposureInfo(N * 100 % 10**8 + i, N, t, tile, ("b0", "r0", "z0"), 1, 1)
+            for i, (t, tile) in enumerate(spec)]
+
+
+def test_builtin_kinds_in_pipeline_order():
+    assert K.names()[:9] == ("biasnight", "arc", "psfnight", "flat", "fiberflatnight",
+                             "science", "stdstars", "fluxcalib", "redshift")
+    assert K.get("redshift").unit == "spectrograph" and K.get("science").bundles
+
+
+def test_declared_kind_is_planned_after_its_parents(qalook):
+    night = exps(("ZERO", -1), ("ARC", -1), ("FLAT", -1), ("SCIENCE", 7), ("SCIENCE", 7))
+    plan = plan_night(N, night, closed=True)
+    qa = sorted((j for j in plan.jobs if j.kind == "qalook"), key=lambda j: j.key)
+    sci = [j.key for j in plan.jobs if j.kind == "science"]
+    assert [j.deps for j in qa] == [(k,) for k in sorted(sci)] and len(qa) == 2
+    assert all(j.tileid == 7 and j.cameras == ("b0", "r0", "z0") for j in qa)
+    # planned once: a second pass over the same night adds nothing
+    again = plan_night(N, night, existing=[j.key for j in plan.jobs], closed=True)
+    assert again.jobs == []
+
+
+def test_declared_kind_inherits_its_parents_hold(qalook):
+    plan = plan_night(N, exps(("SCIENCE", 7)), closed=False)   # no calibrations anywhere
+    (qa,) = [j for j in plan.jobs if j.kind == "qalook"]
+    assert qa.hold_reason and "no psfnight or fiberflatnight calibration" in qa.hold_reason
+
+
+def test_declared_kind_waits_for_unplanned_parents():
+    late = K.register(K.JobKind(**{**QALOOK.__dict__, "name": "qalate", "after": ("fluxcalib",)}))
+    try:
+        first = ExposureInfo(26112403, N, "SCIENCE", 7, ("b0",), 1, 2)   # tile 7: 1 of 2
+        plan = plan_night(N, exps(("ZERO", -1), ("ARC", -1), ("FLAT", -1)) + [first])
+        assert not any(j.kind in ("fluxcalib", late.name) for j in plan.jobs)
+        assert any(w.startswith(f"{N}/qalate/26112403: waiting for its parent") for w in plan.waiting)
+    finally:
+        K.unregister("qalate")
+
+
+def test_without_declared_kinds_the_plan_is_unchanged():
+    night = exps(("ZERO", -1), ("ARC", -1), ("FLAT", -1), ("SCIENCE", 7))
+    assert {j.kind for j in plan_night(N, night, closed=True).jobs} == set(K.BUILTIN)
+
+
+@pytest.mark.parametrize("change,message", [
+    ({"name": "Bad-Name"}, "lower-case identifier"),
+    ({"granularity": "week"}, "granularity 'week'"),
+    ({"after": ("nosuch",)}, "after unknown kind(s) nosuch"),
+    ({"step": "nocolon"}, "is not 'module:function'"),
+    ({"resources": {"ntask": 1}}, "unknown resource key(s) ntask"),
+    ({"name": "science"}, "'science' is already declared"),
+])
+def test_bad_declarations_are_refused(change, message):
+    with pytest.raises(ConfigError, match=message.replace("(", r"\(").replace(")", r"\)")):
+        K.register(K.JobKind(**{**QALOOK.__dict__, **change}))
+    assert "qalook" not in K.names()
+
+
+def test_scaling_by_cameras_and_exposures():
+    sc = K.Scaling(ntasks_per_camera=0.5, max_ntasks=8, minutes_per_exposure=2.5,
+                   minutes_per_camera=1)
+    K.register(K.JobKind(**{**QALOOK.__dict__, "scaling": sc}))
+    try:
+        base = {"ntasks": 1, "time_minutes": 10}
+        assert K.scaled("qalook", base, 30, 4) == {"ntasks": 8, "time_minutes": 48}   # 10+7.5+30
+        assert K.scaled("qalook", base, 3, 1) == {"ntasks": 2, "time_minutes": 13}
+        # [kinds.NAME] fields replace the declared scaling
+        assert K.scaled("qalook", base, 3, 1, {"minutes_per_camera": 0, "ntasks_per_camera": 0}) \
+            == {"ntasks": 1, "time_minutes": 10}
+    finally:
+        K.unregister("qalook")
+    # built-in kinds keep their fixed sizes unless a site scales them
+    assert K.scaled("science", {"ntasks": 1, "time_minutes": 30}, 30, 1) == \
+        {"ntasks": 1, "time_minutes": 30}
+
+
+def test_manifest_schema_matches_the_registry():
+    """docs/campaign-manifest.schema.json names every built-in kind the validator accepts."""
+    from desinight.core.manifest import STEP_ALIASES, _KIND_KEYS
+    schema = json.loads((REPO / "docs" / "campaign-manifest.schema.json").read_text())
+    props = schema["properties"]
+    assert props["steps"]["properties"]["from"]["enum"] == [*K.BUILTIN, *STEP_ALIASES]
+    assert props["steps"]["properties"]["only"]["items"]["enum"] == [*K.BUILTIN, *STEP_ALIASES]
+    assert list(props["kinds"]["properties"]) == list(K.BUILTIN)
+    for kind in K.BUILTIN:
+        assert set(props["kinds"]["properties"][kind]["properties"]) == _KIND_KEYS
+
+
+def run_cli(conf: Path, *args: str, check: bool = True) -> subprocess.CompletedProcess:
+    # the job's step runner imports tests.test_kinds: the repository must be on its path
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")]))}
+    return subprocess.run([sys.executable, "-m", "desinight", "--config", str(conf), *args],
+                          capture_output=True, text=True, check=check, timeout=180, env=env)
+
+
+@pytest.mark.slow
+def test_new_kind_end_to_end_on_the_local_backend(tmp_path):
+    tpl = fast_templates(tmp_path / "templates")
+    # the kind's template: the base's real run block (python -m desinight step run qalook ...)
+    (tpl / "qalook.sh.j2").write_text('{% extends "base.sh.j2" %}\n')
+    conf = write_config(tmp_path, templates=tpl)
+    conf.write_text(conf.read_text().replace(
+        "[daemon]", 'kind_modules = ["tests.test_kinds:declare"]\n[daemon]', 1))
+    run_cli(conf, "init")
+    write_night(tmp_path / "raw", science=1)       # zero, arc, flat, 1 science of tile 1000
+    r = run_cli(conf, "ingest", str(N), "--wait", "--timeout", "150", check=False)
+    assert r.returncode == 0, r.stdout + r.stderr
+
+    sci = [f"{N - 20000000}03"]
+    for e in sci:
+        for cam in ("b0", "r0", "z0"):
+            out = tmp_path / "redux" / "test" / "exposures" / str(N) / e / f"qalook-{cam}-{e}.json"
+            assert json.loads(out.read_text())["tile"] == 1000
+        script = (tmp_path / "redux" / "test" / "run" / str(N) / "qalook" / e / "attempt-1" /
+                  "job.sh").read_text()
+        assert "step run qalook --night" in script and "DESINIGHT_KIND_MODULES=tests.test_kinds:declare" in script
+        # registry resources, scaled (3 cameras, at most 2 ranks) and placed (its partition)
+        assert "#SBATCH --ntasks=2\n" in script and "#SBATCH --partition=qa\n" in script
+    status = json.loads(run_cli(conf, "status", "--night", str(N), "--json").stdout)
+    by_exp = {str(e["expid"]): e["jobs"] for e in status["exposures"]}
+    assert all(by_exp[e]["qalook"] == "completed" for e in sci)
+    text = run_cli(conf, "status", "--night", str(N)).stdout
+    assert text.count("qa✔") == 1
