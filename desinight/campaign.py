@@ -329,7 +329,7 @@ def campaign_context(base: Context, name: str) -> Context:
                                settings)
     return Context(cfg=ccfg, sessions=base.sessions, backend=base.backend, production=name,
                    on_event=base.on_event, max_queued=settings.get("throttle"),
-                   actor=campaign_actor(name))
+                   actor=campaign_actor(name), campaign=True)
 
 
 def unfinished_campaigns(ctx: Context) -> list[str]:

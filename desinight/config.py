@@ -77,6 +77,8 @@ class Config:
     kind_modules: tuple[str, ...] = ()
     #: ceiling on ALL of the user's queued+running jobs (one count per round); 0 = none
     max_user_jobs: int = 0
+    #: slots under max_user_jobs that campaigns leave to nightly work; None = a tenth of it
+    nightly_reserve: int | None = None
     source: Path | None = None            # the file this came from, for messages
 
     @property
@@ -104,6 +106,7 @@ _KEYS: dict[tuple[str, str], tuple[str, type]] = {
     ("desinight", "max_attempts"): ("max_attempts", int),
     ("desinight", "kind_modules"): ("kind_modules", tuple),
     ("desinight", "max_user_jobs"): ("max_user_jobs", int),
+    ("desinight", "nightly_reserve"): ("nightly_reserve", int),
     ("local", "cpus"): ("local_cpus", int),
     ("slurm", "account"): ("slurm_account", str),
     ("slurm", "qos"): ("slurm_qos", str),
@@ -338,6 +341,7 @@ def _RANGES(cfg: Config) -> list[tuple[str, float, float, float]]:  # noqa: N802
             ("daemon.settle_s", cfg.settle_s, 0.0, day),
             ("desinight.max_attempts", cfg.max_attempts, 1, 100),
             ("desinight.max_user_jobs", cfg.max_user_jobs, 0, 1_000_000),
+            ("desinight.nightly_reserve", cfg.nightly_reserve or 0, 0, max(cfg.max_user_jobs, 0)),
             ("local.cpus", cfg.local_cpus, 1, 4096),
             # more nights is the archive again: older nights are for `ingest NIGHT`
             ("daemon.watch_nights", cfg.watch_nights, 0, 30),

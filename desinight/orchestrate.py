@@ -59,6 +59,8 @@ class Context:
     loud: bool = False
     #: who the state moves of this context's ticks are recorded as (daemon, campaign:NAME)
     actor: str = field(default_factory=daemon_actor)
+    #: a campaign's context: under the user-queue ceiling it leaves the nightly reserve free
+    campaign: bool = False
 
     def event(self, name: str, **fields) -> None:
         log.log(alerts.level_of(name) if self.loud else logging.INFO, name, extra={"fields": fields})
@@ -181,10 +183,39 @@ def _ready(s: Session, prod: Production, limit: int | None = None) -> list[tuple
     return out
 
 
+def user_room(ctx: Context, used: int) -> int:
+    """Submissions this round may add under ``desinight.max_user_jobs`` when the user has
+    ``used`` jobs queued or running: nightly work may fill the ceiling, a campaign stops
+    ``nightly_reserve`` short of it, so the night always finds room."""
+    cfg = ctx.cfg
+    reserve = cfg.max_user_jobs // 10 if cfg.nightly_reserve is None else cfg.nightly_reserve
+    return max(0, cfg.max_user_jobs - (reserve if ctx.campaign else 0) - used)
+
+
 def submit_ready(ctx: Context, now: datetime) -> int:
     """Submit every job whose parents allow it, in waves (a wave's ids feed the next).
 
-    Raises ``BackendError`` (after recording it for `status`) when the backend refuses."""
+    Under a ceiling on all of the user's jobs (``desinight.max_user_jobs``) the round holds
+    the state dir's queue lock (the daemon, `campaign run` and CLI submitters take turns) and
+    asks the backend for the user's count once (one ``squeue --me``), then submits at most
+    ``user_room`` jobs. Raises ``BackendError`` (after recording it for `status`) when the
+    backend refuses."""
+    if not ctx.cfg.max_user_jobs:
+        return _submit_waves(ctx, now, None)
+    with transaction(ctx.sessions) as s:    # nothing to submit: no lock, no squeue
+        if not bulk.ready_job_ids(s, repo.get_production(s, ctx.production), 1):
+            return _submit_waves(ctx, now, [0])    # still settles dep_failed
+    from .service import FileLock   # service owns FileLock; imported late (no cycle)
+    lock = FileLock(ctx.cfg.state_dir.resolve() / "user-queue.lock")
+    lock.acquire(wait=True)
+    try:
+        budget = [user_room(ctx, ctx.backend.count_user_jobs())]
+        return _submit_waves(ctx, now, budget)
+    finally:
+        lock.release()
+
+
+def _submit_waves(ctx: Context, now: datetime, budget: list[int] | None) -> int:
     total = 0
     python = sys.executable
     while True:
@@ -195,6 +226,8 @@ def submit_ready(ctx: Context, now: datetime) -> int:
             room = None
             if ctx.max_queued is not None:
                 room = max(0, ctx.max_queued - repo.count_active(s, prod))
+            if budget is not None:      # the user-queue ceiling's room left this round
+                room = budget[0] if room is None else min(room, budget[0])
             ready = _ready(s, prod, room) if room != 0 else []
             # Parents asked in the backend right before sbatch: no afterok on a purged id.
             asked = any(deps for _, deps in ready)      # check_parents polls only then
@@ -257,6 +290,8 @@ def submit_ready(ctx: Context, now: datetime) -> int:
                 att = s.get(Attempt, att_id)
                 att.backend_id, att.submitted_at = bid, now
             total += 1
+            if budget is not None:
+                budget[0] -= 1
             ctx.event("submitted", job=req.name, backend_id=bid)
         with transaction(ctx.sessions) as s:   # this wave went through: sbatch works again
             repo.clear_backend_error(s, repo.get_production(s, ctx.production), "submit", now)

@@ -42,6 +42,10 @@ class FakeBackend:
             if i in self.jobs and self.jobs[i].state in (JobState.PENDING, JobState.RUNNING):
                 self.jobs[i] = BackendJob(i, JobState.CANCELLED, reason="CANCELLED by 0")
 
+    def count_user_jobs(self):
+        self.calls["count"] = self.calls.get("count", 0) + 1
+        return sum(j.state in (JobState.PENDING, JobState.RUNNING) for j in self.jobs.values())
+
     def find(self, tag):
         self.calls["find"] += 1
         return {r.comment: i for i, r in self.requests.items() if r.comment.startswith(tag)}

@@ -87,6 +87,10 @@ class Backend(Protocol):
     def cancel(self, ids: Sequence[str]) -> None:
         """Cancel queued or running jobs; ids already ended are ignored."""
 
+    def count_user_jobs(self) -> int:
+        """All of this user's jobs queued or running in the system (every production and
+        submitter), in one call: the queue ceiling ``desinight.max_user_jobs``."""
+
     def find(self, tag: str) -> dict[str, str]:
         """Jobs of this production still known to the system: {comment: backend id}.
 

@@ -285,6 +285,11 @@ class LocalBackend:
                 except (ProcessLookupError, PermissionError):
                     pass
 
+    def count_user_jobs(self) -> int:
+        """Jobs of the spool (every production sharing it) pending or running."""
+        return sum(1 for p in self.jobs.iterdir() if _valid_id(p.name)
+                   and (read_json(p / "state.json") or {}).get("state") in LIVE)
+
     def find(self, tag: str) -> dict[str, str]:
         """{comment: id} of every spool job whose comment starts with ``tag`` (latest id wins)."""
         self.calls["find"] += 1

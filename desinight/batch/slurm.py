@@ -178,6 +178,10 @@ class SlurmBackend:
                 if not (_is_invalid_id(e) or "already completing or completed" in str(e)):
                     raise
 
+    def count_user_jobs(self) -> int:
+        """The user's queued and running jobs: one ``squeue --me`` (the queue ceiling)."""
+        return S.parse_count(self._run(S.count_argv()))
+
     def find(self, tag: str) -> dict[str, str]:
         """{comment: id} of this production's jobs, live (squeue) or ended this week (sacct).
 

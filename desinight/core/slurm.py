@@ -246,6 +246,16 @@ def parse_squeue(text: str) -> dict[str, SqueueRow]:
 
 
 # --- find (outbox reconcile) and cancel ---------------------------------------------------
+def count_argv(squeue: str = "squeue") -> list[str]:
+    """All of the user's jobs slurmctld holds queued or running (default states: PD, R, CG,
+    CF, S...), every production and submitter: one line per job."""
+    return [squeue, "-h", "--me", "-o", "%i"]
+
+
+def parse_count(text: str) -> int:
+    return sum(1 for line in text.splitlines() if line.strip())
+
+
 def find_squeue_argv(squeue: str = "squeue") -> list[str]:
     # -t all: a job that just ended is still in slurmctld's memory (MinJobAge) but reaches
     # `sacct -S` only seconds later; without it a daemon killed right after sbatch of a short
