@@ -173,3 +173,52 @@ def test_new_kind_end_to_end_on_the_local_backend(tmp_path):
     assert all(by_exp[e]["qalook"] == "completed" for e in sci)
     text = run_cli(conf, "status", "--night", str(N)).stdout
     assert text.count("qa✔") == 1
+
+
+def test_per_kind_placement_and_scaling_reach_the_script_and_sbatch(tmp_path):
+    """[kinds.redshift] sends redshifts to a GPU partition with a reservation, and scales their
+    time with the tile's exposures; science keeps the site's CPU partition (golden files)."""
+    from datetime import datetime, timezone
+
+    from desinight.batch.base import SubmitRequest
+    from desinight.batch.render import job_name, render_script, step_command
+    from desinight.config import load_config
+    from desinight.core.slurm import sbatch_argv
+    from desinight.orchestrate import resources_for
+    conf = tmp_path / "desinight.toml"
+    conf.write_text('[desinight]\nstate_dir = "state"\nredux_root = "redux"\n'
+                    '[slurm]\npartition = "cpu"\nqos = "realtime"\n'
+                    '[kinds.redshift]\npartition = "gpu"\ngres = "gpu:4"\nreservation = "desi"\n'
+                    'constraint = "gpu&hbm80g"\nminutes_per_exposure = 5\n'
+                    '[kinds.science]\nntasks_per_camera = 1\nmax_ntasks = 16\n')
+    cfg = load_config(conf, env={})
+    z = resources_for(cfg, "redshift", cameras=30, exposures=3)
+    sci = resources_for(cfg, "science", cameras=30, exposures=1)
+    assert (z.partition, z.gres, z.reservation, z.qos, z.time_minutes) == \
+        ("gpu", "gpu:4", "desi", "realtime", 40)
+    assert (sci.partition, sci.gres, sci.ntasks, sci.time_minutes) == ("cpu", None, 16, 30)
+    for kind, res in (("redshift", z), ("science", sci)):
+        adir = Path("/prod/run/20261124") / kind / "attempt-1"
+        text = render_script(
+            cfg.templates_dir, kind, job_key=f"20261124/{kind}/1000", attempt=1,
+            job_name=job_name("daily", 7, kind), production="daily", attempt_dir=adir,
+            script_path=adir / "job.sh", raw_root=Path("/raw"), redux_root=Path("/redux"),
+            command=step_command("/opt/py/bin/python", kind, 20261124, [26112403], 1000, "a0", None),
+            resources=res, now=datetime(2026, 11, 25, 6, 0, tzinfo=timezone.utc), tag="t")
+        golden = REPO / "tests" / "golden" / f"{kind}-placed.sh"
+        if os.environ.get("DESINIGHT_UPDATE_GOLDEN") == "1":
+            golden.write_text(text)
+        assert text == golden.read_text()
+    argv = sbatch_argv(SubmitRequest(name="n", tag="t", comment="c", script=Path("/s"),
+                                     attempt_dir=Path("/a"), log=Path("/l"), resources=z))
+    assert {"--partition=gpu", "--gres=gpu:4", "--reservation=desi", "--qos=realtime",
+            "--constraint=gpu&hbm80g", "--time=40"} <= set(argv)
+
+
+def test_config_refuses_a_bad_kind_setting(tmp_path):
+    conf = tmp_path / "desinight.toml"
+    conf.write_text('[desinight]\nstate_dir = "state"\n[kinds.redshift]\ngres = 4\n')
+    r = subprocess.run([sys.executable, "-m", "desinight", "--config", str(conf), "status"],
+                       capture_output=True, text=True, timeout=60)
+    assert r.returncode == 2 and r.stderr.count("\n") == 1
+    assert "kinds.redshift.gres must be one of" in r.stderr

@@ -1,0 +1,51 @@
+#!/bin/bash
+# desinight job 20261124/redshift/1000 (attempt 1) of production daily
+# Rendered 2026-11-25T06:00:00Z. Rerun by hand: bash /prod/run/20261124/redshift/attempt-1/job.sh
+# (a run by hand records its exit in a hand-<time> directory of its own beside this script,
+# never in the attempt's record; or set DESINIGHT_ATTEMPT_DIR to choose the directory)
+#SBATCH --job-name=dn-daily-7-redshift
+#SBATCH --nodes=1
+#SBATCH --ntasks=1
+#SBATCH --cpus-per-task=1
+#SBATCH --time=40
+#SBATCH --partition=gpu
+#SBATCH --qos=realtime
+#SBATCH --constraint=gpu&hbm80g
+#SBATCH --gres=gpu:4
+#SBATCH --reservation=desi
+
+set -uo pipefail
+
+__dn_default_dir=/prod/run/20261124/redshift/attempt-1
+# The attempt's tag: its exit record counts for this attempt only when tag and job id match.
+__dn_tag=t
+if [ -z "${DESINIGHT_ATTEMPT_DIR:-}" ] && ! { [ -n "${SLURM_JOB_ID:-}" ] && [ "${SLURM_JOB_NAME:-}" = dn-daily-7-redshift ]; }; then
+    # Not started by the batch system (run by hand): never write over the attempt's record.
+    __dn_default_dir="$__dn_default_dir/hand-$(date -u +%Y%m%dT%H%M%SZ)-$$"
+    __dn_tag=hand
+fi
+export DESINIGHT_ATTEMPT_DIR="${DESINIGHT_ATTEMPT_DIR:-$__dn_default_dir}"
+export DESI_SPECTRO_DATA=/raw
+export DESI_SPECTRO_REDUX=/redux
+export SPECPROD=daily
+# One thread per rank: ranks already fill the allocation; BLAS threads would oversubscribe it.
+export OMP_NUM_THREADS=1 OPENBLAS_NUM_THREADS=1 MKL_NUM_THREADS=1
+
+mkdir -p "$DESINIGHT_ATTEMPT_DIR"
+__dn_start=$(date -u +%Y-%m-%dT%H:%M:%SZ)
+__dn_exit() {
+    local rc=$?
+    local tmp="$DESINIGHT_ATTEMPT_DIR/exit.json.tmp.$$"
+    # Written to a temporary name then renamed: the poller never reads half a record.
+    printf '{"status": "%s", "exit_code": %d, "start": "%s", "end": "%s", "host": "%s", "backend_id": "%s", "tag": "%s"}\n' \
+        "$([ "$rc" -eq 0 ] && echo completed || echo failed)" "$rc" "$__dn_start" \
+        "$(date -u +%Y-%m-%dT%H:%M:%SZ)" "$(hostname)" "${SLURM_JOB_ID:-${DESINIGHT_BACKEND_ID:-}}" "$__dn_tag" \
+        > "$tmp" && mv -f "$tmp" "$DESINIGHT_ATTEMPT_DIR/exit.json"
+}
+trap __dn_exit EXIT
+# scancel / time limit send SIGTERM: exit through the EXIT trap so the record is written.
+trap 'exit 143' TERM INT
+
+echo 'desinight: 20261124/redshift/1000'" attempt 1 on $(hostname) at $__dn_start"
+/opt/py/bin/python -m desinight step run redshift --night 20261124 --expids 26112403 --tile 1000 --cameras a0
+
