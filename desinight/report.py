@@ -103,6 +103,7 @@ def render_html(data: dict) -> str:
 <p id="summary">{len(data['exposures'])} exposures; jobs: {escape(summary)}</p>
 <h2>Exposures</h2><table id="exposures"><tr>{head}</tr>{''.join(rows)}</table>
 <h2>Timeline</h2>{gantt_svg(data['jobs'])}
+<h2>Job graph</h2>{data.get('graph_svg') or '<p id="graph" class="muted">no job graph (graphviz dot not installed, or no jobs)</p>'}
 <h2>Attempts</h2>{attempts_table(attempts)}
 <h2>Failures</h2>{'<table id="failures"><tr><th>what</th><th>state</th><th>reason</th><th>log</th></tr>'
                   + fails + '</table>' if fails else '<p id="failures">none</p>'}

@@ -55,7 +55,8 @@ def _register() -> None:
     for cmd in (*ops_cmds.COMMANDS, *retry_cmds.COMMANDS, *status_cmd.COMMANDS,
                 *check_cmd.COMMANDS, *history_cmd.COMMANDS, *logs_cmd.COMMANDS):
         cli.add_command(cmd)
-    for module, name in (("sim_cmd", "sim"), ("step_cmd", "step"), ("campaign_cmd", "campaign")):
+    for module, name in (("sim_cmd", "sim"), ("step_cmd", "step"), ("campaign_cmd", "campaign"),
+                         ("graph_cmd", "graph")):
         try:
             mod = __import__(f"desinight.cli.{module}", fromlist=[name])
         except ImportError:

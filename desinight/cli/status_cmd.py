@@ -400,6 +400,7 @@ def report(obj, night: str, output: str, production: str | None) -> None:
     ctx = open_context(obj.cfg.with_overrides(production=production), backend=_NoBackend())
     data = status_data(ctx, night=_night(night))
     data["attempts"] = night_attempts_data(ctx, _night(night))
+    data["graph_svg"] = night_graph_svg(ctx, _night(night))
     if not data["exposures"] and not data["jobs"]:
         raise DesinightError(f"night {night} has no exposures in production {ctx.production}")
     out = Path(output)
@@ -415,6 +416,19 @@ def night_attempts_data(ctx, night: int) -> list[dict]:
     from ..history import night_attempts
     with transaction(ctx.sessions) as s:
         return night_attempts(s, repo.get_production(s, ctx.production), night)
+
+
+def night_graph_svg(ctx, night: int) -> str | None:
+    """The job graph for the report; None (a note instead) when graphviz is not installed."""
+    from ..db import repo
+    from ..db.engine import transaction
+    from ..graph import inline_svg, night_graph
+    with transaction(ctx.sessions) as s:
+        data = night_graph(s, repo.get_production(s, ctx.production), night)
+    try:
+        return inline_svg(data) if data["jobs"] else None
+    except DesinightError:
+        return None
 
 
 COMMANDS = [status, show, report]
