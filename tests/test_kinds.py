@@ -222,3 +222,20 @@ def test_config_refuses_a_bad_kind_setting(tmp_path):
                        capture_output=True, text=True, timeout=60)
     assert r.returncode == 2 and r.stderr.count("\n") == 1
     assert "kinds.redshift.gres must be one of" in r.stderr
+
+
+def test_kind_modules_from_the_environment_and_the_config(tmp_path):
+    from desinight.config import load_config
+    conf = tmp_path / "desinight.toml"
+    conf.write_text('[desinight]\nstate_dir = "state"\n[kinds.qalook]\ntime_minutes = 9\n')
+    try:
+        # without the module the kind is unknown to the config...
+        with pytest.raises(ConfigError, match=r"unknown job kind \[kinds.qalook\]"):
+            load_config(conf, env={})
+        # ...$DESINIGHT_KIND_MODULES declares it before the file is read
+        cfg = load_config(conf, env={"DESINIGHT_KIND_MODULES": "tests.test_kinds:declare"})
+        assert cfg.kinds == {"qalook": {"time_minutes": 9}} and "qalook" in K.names()
+    finally:
+        K.unregister("qalook")
+    with pytest.raises(ConfigError, match="kind module 'nosuch.mod' cannot be loaded"):
+        load_config(conf, env={"DESINIGHT_KIND_MODULES": "nosuch.mod"})

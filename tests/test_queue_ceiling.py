@@ -17,7 +17,6 @@ from desinight.config import Config
 from tests.daemonkit import cli, fast_templates, start_daemon, stop_daemon, write_config
 from tests.rawfixture import N, write_night
 
-pytestmark = [pytest.mark.slurm, pytest.mark.slow]
 
 CEILING, RESERVE = 5, 2
 N2 = N + 1
@@ -41,6 +40,20 @@ def _queue() -> list[str]:
     return [line.strip() for line in out.splitlines() if line.strip()]
 
 
+def test_local_backend_counts_its_live_jobs(tmp_path):
+    from desinight.batch.local import LocalBackend
+    from tests.backend_contract import Jobs, wait_for
+    be = LocalBackend(tmp_path / "spool", cpus=1)
+    jobs = Jobs(be, tmp_path, tag="count")
+    ids = [jobs.submit(f"j{i}", "sleep 30") for i in range(3)]
+    assert be.count_user_jobs() == 3           # one running, two pending on the one CPU
+    be.cancel(ids)
+    wait_for(be, ids, timeout=30)
+    assert be.count_user_jobs() == 0
+
+
+@pytest.mark.slurm
+@pytest.mark.slow
 def test_daemon_and_campaign_never_exceed_the_ceiling(tmp_path, slurm_cluster):
     if len(_queue()) >= CEILING - RESERVE:
         pytest.skip("the cluster already holds other jobs of this user")
