@@ -61,6 +61,8 @@ class Context:
     actor: str = field(default_factory=daemon_actor)
     #: a campaign's context: under the user-queue ceiling it leaves the nightly reserve free
     campaign: bool = False
+    #: record ready jobs whose outputs exist as recorded completed, not run (adopt.py; opt-in)
+    adopt: bool = False
 
     def event(self, name: str, **fields) -> None:
         log.log(alerts.level_of(name) if self.loud else logging.INFO, name, extra={"fields": fields})
@@ -232,6 +234,8 @@ def _submit_waves(ctx: Context, now: datetime, budget: list[int] | None) -> int:
             # Parents asked in the backend right before sbatch: no afterok on a purged id.
             asked = any(deps for _, deps in ready)      # check_parents polls only then
             ready, _waiting = check_parents(ctx.backend, ready)
+            adopted = _adopt(ctx, s, ready) if ctx.adopt else set()
+            ready = [(job, deps) for job, deps in ready if job.id not in adopted]
             if asked and ctx.backend.poll_warning:
                 # The parent check found SLURM half-down (slurmctld not answering): say so in
                 # status now. The sbatch that follows may block until the controller is back,
@@ -273,7 +277,7 @@ def _submit_waves(ctx: Context, now: datetime, budget: list[int] | None) -> int:
                                            depends_on=tuple(att.depends_on.split(",")) if att.depends_on else (),
                                            resources=res))
                     for att, job, res, name in intents]
-        if not reqs:
+        if not reqs and not adopted:
             return total
         # The intents are committed: now call the backend, recording each id at once.
         for att_id, req in reqs:
@@ -295,6 +299,19 @@ def _submit_waves(ctx: Context, now: datetime, budget: list[int] | None) -> int:
             ctx.event("submitted", job=req.name, backend_id=bid)
         with transaction(ctx.sessions) as s:   # this wave went through: sbatch works again
             repo.clear_backend_error(s, repo.get_production(s, ctx.production), "submit", now)
+
+
+def _adopt(ctx: Context, s: Session, ready: list[tuple[Job, list[str]]]) -> set[int]:
+    """Ready jobs whose outputs already exist as recorded: completed through the one door,
+    never submitted (their dependents become ready in the next wave)."""
+    from .adopt import REASON, adoptable
+    ids = [job.id for job, _ in ready if adoptable(ctx.cfg.prod_dir.resolve(), job)]
+    moved = transition(s, ids, JobState.COMPLETED, REASON, ctx.actor,
+                       expect=[JobState.PLANNED]).moved_ids if ids else set()
+    for job, _ in ready:
+        if job.id in moved:
+            ctx.event("adopted", job=job.key)
+    return set(moved)
 
 
 #: reason given to an intent that never reached the backend (reconcile voids it)

@@ -28,9 +28,12 @@ def _selection(target: str | None, job: str | None, night: str | None):
 @click.option("--qos", help="QOS for the new attempts.")
 @click.option("--partition", help="Partition for the new attempts.")
 @click.option("--dry-run", is_flag=True, help="Print what would be resubmitted; change nothing.")
+@click.option("--adopt", is_flag=True,
+              help="Record completed, without running it, a job whose outputs all exist and "
+                   "match the checksums recorded when they were written.")
 @click.pass_obj
 def resubmit(obj, target, job, night, failed, backend, time_minutes, mem_mb, qos, partition,
-             dry_run) -> None:
+             dry_run, adopt) -> None:
     """Retry what failed for TARGET (an EXPID, a night or a job) and everything downstream,
     re-linking dependents.
 
@@ -68,6 +71,7 @@ def resubmit(obj, target, job, night, failed, backend, time_minutes, mem_mb, qos
         click.echo(f"dry run: would resubmit {len(res.replanned)} jobs: " + ", ".join(res.replanned))
         return
     O.reconcile(ctx, O.utc_now())
+    ctx.adopt = adopt
     submitted = O.submit_ready(ctx, O.utc_now())
     for key, why in res.refused.items():
         click.echo(f"refused {key}: {why}", err=True)

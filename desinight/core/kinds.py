@@ -147,6 +147,24 @@ def view(attr: str) -> Mapping[str, Any]:
     return _View(attr)
 
 
+def record_ident(name: str, expids, tileid: int | None) -> str:
+    """How a job's step records are named (run/steps/NIGHT/KIND-IDENT-rankR.json)."""
+    if tileid not in (None, -1) and name in _REGISTRY and _REGISTRY[name].granularity == "tile":
+        return f"tile{tileid}"
+    return f"{expids[0]:08d}" if len(expids) == 1 else "night"
+
+
+def output_paths(name: str, night: int, expids, tileid: int | None, unit: str) -> list[str]:
+    """The declared outputs of one task (``unit``: its camera, or spectrograph number),
+    relative to the production directory."""
+    out = []
+    for pattern in get(name).outputs:
+        fields = {"night": night, "tileid": tileid, "camera": unit, "spectro": unit}
+        for e in (expids if "{expid" in pattern else expids[:1]):
+            out.append(pattern.format(expid=e, **fields))
+    return out
+
+
 def scaled(name: str, base: Mapping[str, Any], cameras: int, exposures: int,
            overrides: Mapping[str, Any] | None = None) -> dict[str, Any]:
     """``base`` resources grown for a job of ``cameras`` cameras and ``exposures`` exposures,

@@ -42,8 +42,9 @@ BROKEN = RETRYABLE
 
 _ENDS = FINAL
 _TRANSITIONS: dict[JobState, frozenset[JobState]] = {
+    # COMPLETED: adopted, its outputs already exist as recorded (resubmit --adopt)
     JobState.PLANNED: frozenset({JobState.HELD, JobState.SUBMITTED, JobState.DEP_FAILED,
-                                 JobState.CANCELLED}),
+                                 JobState.CANCELLED, JobState.COMPLETED}),
     JobState.HELD: frozenset({JobState.PLANNED, JobState.SUBMITTED, JobState.DEP_FAILED,
                               JobState.CANCELLED}),
     # PLANNED again: the intent never reached the backend ("submission lost", reconcile).

@@ -220,7 +220,8 @@ def run_job(kind: str, night: int, expids: Sequence[int], tileid: int | None,
             else:
                 task(night, expids, tileid, cam, calib_night, comm=group)
             if lead:
-                results.append({"camera": cam, "ok": True, "seconds": time.perf_counter() - t0})
+                results.append({"camera": cam, "ok": True, "seconds": time.perf_counter() - t0,
+                                "outputs": _checksums(kind, night, expids, tileid, cam)})
         except Exception as err:  # one camera's failure must not stop the others
             if lead:
                 results.append({"camera": cam, "ok": False,
@@ -236,10 +237,21 @@ def run_job(kind: str, night: int, expids: Sequence[int], tileid: int | None,
     return 0 if nfail == 0 else 1
 
 
+def _checksums(kind, night, expids, tileid, unit) -> dict[str, str]:
+    """sha256 of the task's declared outputs as written (what `resubmit --adopt` checks)."""
+    import hashlib
+    out = {}
+    for rel in K.output_paths(kind, night, expids, tileid, unit):
+        path = io.redux_dir() / rel
+        if path.is_file():
+            with open(path, "rb") as f:
+                out[rel] = hashlib.file_digest(f, "sha256").hexdigest()
+    return out
+
+
 def _write_status(kind, night, expids, tileid, rank, results) -> None:
     """Per-rank JSON record of every task (one file per rank: no two ranks share a file)."""
-    ident = f"tile{tileid}" if tileid not in (None, -1) and K.get(kind).granularity == "tile" else \
-        (f"{expids[0]:08d}" if len(expids) == 1 else "night")
+    ident = K.record_ident(kind, expids, tileid)
     path = io.redux_dir() / "run" / "steps" / str(night) / f"{kind}-{ident}-rank{rank}.json"
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.parent / f".{path.name}.{os.getpid()}.tmp"

@@ -1,0 +1,47 @@
+"""`resubmit --adopt`: a job whose declared outputs exist and match the checksums its step
+recorded is recorded completed (through the one door), not run again; a changed output is not
+trusted and the job runs."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from tests.daemonkit import fast_templates, wait_for, write_config
+from tests.rawfixture import N, write_night
+from tests.test_kinds import run_cli
+
+pytestmark = pytest.mark.slow
+
+
+def test_resubmit_adopt_completes_jobs_whose_outputs_match(tmp_path):
+    tpl = fast_templates(tmp_path / "templates")
+    # qalook (declared in tests/test_kinds.py) writes its outputs, then its job dies: outputs
+    # on disk, job failed (a crash in the job's last seconds)
+    (tpl / "qalook.sh.j2").write_text(
+        '{% extends "base.sh.j2" %}{% block run %}{{ super() }}exit 3\n{% endblock %}\n')
+    conf = write_config(tmp_path, templates=tpl)
+    conf.write_text(conf.read_text().replace(
+        "[daemon]", 'kind_modules = ["tests.test_kinds:declare"]\n[daemon]', 1))
+    run_cli(conf, "init")
+    write_night(tmp_path / "raw", science=2)
+    run_cli(conf, "ingest", str(N), "--wait", "--timeout", "150", check=False)
+    a, b = f"{N - 20000000}03", f"{N - 20000000}04"
+    out = tmp_path / "redux" / "test" / "exposures" / str(N)
+    assert (out / a / f"qalook-r0-{a}.json").is_file()
+    # exposure b's output changed since its step recorded it: not adopted, run again
+    (out / b / f"qalook-z0-{b}.json").write_text("{}")
+
+    r = run_cli(conf, "resubmit", "--night", str(N), "--failed", "--adopt")
+    assert r.stdout.startswith("resubmitted 2 jobs (1 submitted now)"), r.stdout
+    jobs = {j["key"]: j for j in json.loads(
+        run_cli(conf, "status", "--night", str(N), "--json").stdout)["jobs"]}
+    adopted, rerun = jobs[f"{N}/qalook/{a}"], jobs[f"{N}/qalook/{b}"]
+    assert adopted["state"] == "completed" and adopted["attempts"] == 1   # no new attempt
+    assert rerun["attempts"] == 2
+    history = run_cli(conf, "history", f"{N}/qalook/{a}").stdout.replace("\n", " ")
+    assert "adopted: its outputs exist and match the checksums" in history
+    # the rerun (attempt 2, on the local backend) rewrites the changed file
+    wait_for(lambda: "camera" in (out / b / f"qalook-z0-{b}.json").read_text(), 120,
+             what="the rerun of the changed job to rewrite its output")
