@@ -5,6 +5,7 @@ trusted and the job runs."""
 from __future__ import annotations
 
 import json
+import shutil
 
 import pytest
 
@@ -45,3 +46,33 @@ def test_resubmit_adopt_completes_jobs_whose_outputs_match(tmp_path):
     # the rerun (attempt 2, on the local backend) rewrites the changed file
     wait_for(lambda: "camera" in (out / b / f"qalook-z0-{b}.json").read_text(), 120,
              what="the rerun of the changed job to rewrite its output")
+
+
+def test_ingest_adopt_into_a_new_database_skips_what_is_on_disk(tmp_path):
+    """The database is lost; the outputs are not: `ingest --adopt` into a new database
+    records the jobs whose outputs are on disk as recorded completed, and runs the rest."""
+    tpl = fast_templates(tmp_path / "templates")
+    (tpl / "qalook.sh.j2").write_text('{% extends "base.sh.j2" %}\n')
+    conf = write_config(tmp_path, templates=tpl)
+    conf.write_text(conf.read_text().replace(
+        "[daemon]", 'kind_modules = ["tests.test_kinds:declare"]\n[daemon]', 1))
+    run_cli(conf, "init")
+    write_night(tmp_path / "raw", science=1)
+    assert run_cli(conf, "ingest", str(N), "--wait", "--timeout", "150", check=False).returncode == 0
+    # a new database (state dir) over the same outputs; the old attempts' scripts and logs go
+    new = tmp_path / "new"
+    new.mkdir()
+    conf2 = new / "desinight.toml"
+    conf2.write_text(conf.read_text().replace('state_dir = "state"', 'state_dir = "state2"')
+                     .replace('"raw"', f'"{tmp_path / "raw"}"').replace('"redux"', f'"{tmp_path / "redux"}"'))
+    shutil.rmtree(tmp_path / "redux" / "test" / "run" / str(N))
+    run_cli(conf2, "init")
+    r = run_cli(conf2, "ingest", str(N), "--wait", "--timeout", "150", "--adopt", check=False)
+    assert r.returncode == 0, r.stdout + r.stderr
+    jobs = {j["key"]: j for j in json.loads(
+        run_cli(conf2, "status", "--night", str(N), "--json").stdout)["jobs"]}
+    qa = jobs[f"{N}/qalook/{N - 20000000}03"]
+    assert qa["state"] == "completed" and qa["attempts"] == 0            # adopted, never run
+    # the fast templates of the built-in kinds write no outputs: nothing to adopt, all ran
+    assert all(j["attempts"] == 1 for k, j in jobs.items() if "/qalook/" not in k)
+    assert len(jobs) == 10 and {j["state"] for j in jobs.values()} == {"completed"}

@@ -111,9 +111,12 @@ def _progress(ctx, night: int) -> tuple[int, int]:
               help="More data may come: do not plan end-of-night work yet.")
 @click.option("--backend", type=click.Choice(["local", "slurm"]), help="Override the configured backend.")
 @click.option("--timeout", type=float, help="With --wait: give up after this many seconds.")
+@click.option("--adopt", is_flag=True,
+              help="Record completed, without running it, a job whose outputs all exist and "
+                   "match the checksums recorded when they were written.")
 @click.pass_obj
 def ingest(obj, night: str, wait: bool, still_open: bool, backend: str | None,
-           timeout: float | None) -> None:
+           timeout: float | None, adopt: bool) -> None:
     """Scan a night's raw data once, plan its jobs and submit them.
 
     \b
@@ -125,6 +128,7 @@ def ingest(obj, night: str, wait: bool, still_open: bool, backend: str | None,
     n = _night(night)
     cfg = obj.cfg.with_overrides(backend=backend)
     ctx = open_context(cfg)
+    ctx.adopt = adopt
     console = Console()
     problems: list[tuple[str, str]] = []
     out = process_night(ctx, n, wait, closed=not still_open, timeout=timeout, console=console,
