@@ -239,3 +239,17 @@ def test_kind_modules_from_the_environment_and_the_config(tmp_path):
         K.unregister("qalook")
     with pytest.raises(ConfigError, match="kind module 'nosuch.mod' cannot be loaded"):
         load_config(conf, env={"DESINIGHT_KIND_MODULES": "nosuch.mod"})
+
+
+def test_held_declared_job_is_released_with_its_parent(qalook):
+    sci = ExposureInfo(26112405, N, "SCIENCE", 7, ("b0",), 1, 1)
+    first = plan_night(N, [sci])                       # no calibrations: science held
+    held = {j.key for j in first.jobs if j.hold_reason}
+    assert f"{N}/qalook/26112405" in held and f"{N}/science/26112405" in held
+    calibs = [ExposureInfo(26112400 + i, N, t, -1, ("b0",), 1, 1)
+              for i, t in enumerate(("ZERO", "ARC", "FLAT"))]
+    again = plan_night(N, calibs + [sci], existing=[j.key for j in first.jobs], closed=True,
+                       held=held)
+    released = {j.key: j for j in again.released}
+    assert {f"{N}/science/26112405", f"{N}/qalook/26112405"} <= set(released) <= held
+    assert released[f"{N}/qalook/26112405"].deps == (f"{N}/science/26112405",)

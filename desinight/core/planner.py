@@ -117,7 +117,7 @@ def plan_night(night: int, exposures: Iterable[ExposureInfo], existing: Iterable
     exposures, existing = list(exposures), set(existing)
     plan = _plan_builtin(night, exposures, existing, closed, fallback, held)
     if kinds.declared():
-        _plan_declared(plan, night, exposures, existing, closed)
+        _plan_declared(plan, night, exposures, existing, closed, set(held))
     return plan
 
 
@@ -266,7 +266,7 @@ def _tile_done(n: _Night, tile: int, texps: list[ExposureInfo]) -> bool:
 
 
 def _plan_declared(plan: Plan, night: int, exposures: list[ExposureInfo], existing: set[str],
-                   closed: bool) -> None:
+                   closed: bool, held: set[str]) -> None:
     """Jobs of kinds declared in the registry (core/kinds.py), by their generic rule: one job
     per exposure / tile / night over exposures of the kind's OBSTYPEs, once every parent job
     (of the ``after`` kinds, covering the same exposures) exists. A parent's hold and
@@ -276,6 +276,8 @@ def _plan_declared(plan: Plan, night: int, exposures: list[ExposureInfo], existi
     n = _Night(good, closed)
     new = {j.key: j for j in plan.jobs}
     known = existing | set(new)
+    released = {j.key: j for j in plan.released}
+    still_held = held - set(released)
 
     def parents_of(kind: kinds.JobKind, exps: list[ExposureInfo], tile: int | None) -> list[str] | None:
         keys: list[str] = []
@@ -309,6 +311,19 @@ def _plan_declared(plan: Plan, night: int, exposures: list[ExposureInfo], existi
             groups = [(tuple(exps), None, job_key(night, kind.name))] \
                 if exps and n.phase_done(*types) else []
         for group, tile, key in groups:
+            if key in known and key in still_held:
+                # held with its parents: released with them, once none of them is held
+                deps = parents_of(kind, list(group), tile)
+                if deps is not None and not any(d in still_held or (d in new and new[d].hold_reason)
+                                                for d in deps):
+                    up = [released[d] for d in deps if d in released]
+                    job = PlannedJob(key, kind.name, night, tile, tuple(e.expid for e in group),
+                                     _union_cameras(group), tuple(deps),
+                                     next((u.calib_night for u in up if u.calib_night), None))
+                    plan.released.append(job)
+                    released[key] = job
+                    still_held.discard(key)
+                continue
             if key in known:
                 continue
             deps = parents_of(kind, list(group), tile)
