@@ -253,3 +253,18 @@ def test_held_declared_job_is_released_with_its_parent(qalook):
     released = {j.key: j for j in again.released}
     assert {f"{N}/science/26112405", f"{N}/qalook/26112405"} <= set(released) <= held
     assert released[f"{N}/qalook/26112405"].deps == (f"{N}/science/26112405",)
+
+
+def test_a_kind_module_may_register_on_import(tmp_path, monkeypatch):
+    from desinight.config import load_config
+    (tmp_path / "site_kinds.py").write_text(
+        "from desinight.core import kinds as K\nfrom tests.test_kinds import QALOOK\n"
+        "K.register(K.JobKind(**{**QALOOK.__dict__, 'name': 'siteqa'}))\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    (tmp_path / "c.toml").write_text('[desinight]\nstate_dir = "state"\nkind_modules = ["site_kinds"]\n')
+    try:
+        load_config(tmp_path / "c.toml", env={})
+        assert "siteqa" in K.names() and K.get("siteqa").short == "qa"
+    finally:
+        K.unregister("siteqa")
+        sys.modules.pop("site_kinds", None)
