@@ -17,7 +17,8 @@ from typing import Any
 from .core import defaults as D
 from .core.errors import ConfigError
 
-_SECTIONS = {"desinight", "local", "slurm", "daemon", "kinds", "readers", "check", "notify"}
+_SECTIONS = {"desinight", "local", "slurm", "daemon", "kinds", "readers", "check", "notify",
+             "laststep"}
 
 
 @dataclass(frozen=True)
@@ -72,6 +73,8 @@ class Config:
     notify_queue_size: int = D.NOTIFY_QUEUE_SIZE
     notify_timeout_s: float = D.NOTIFY_TIMEOUT_S
     notify_night_summary: bool = True
+    laststep_min_exptime_s: float = D.LASTSTEP_MIN_EXPTIME_S
+    laststep_skysub_programs: tuple[str, ...] = D.LASTSTEP_SKYSUB_PROGRAMS
     kinds: dict[str, dict[str, Any]] = field(default_factory=dict)   # per-kind resource overrides
     source: Path | None = None            # the file this came from, for messages
 
@@ -135,6 +138,8 @@ _KEYS: dict[tuple[str, str], tuple[str, type]] = {
     ("notify", "queue_size"): ("notify_queue_size", int),
     ("notify", "timeout_s"): ("notify_timeout_s", float),
     ("notify", "night_summary"): ("notify_night_summary", bool),
+    ("laststep", "min_exptime_s"): ("laststep_min_exptime_s", float),
+    ("laststep", "skysub_programs"): ("laststep_skysub_programs", tuple),
 }
 _CHOICES = {"backend": ("local", "slurm"), "watch_mode": ("auto", "native", "polling")}
 _KIND_KEYS = {"nodes", "ntasks", "cpus_per_task", "time_minutes", "mem_mb"}
@@ -303,6 +308,7 @@ def _RANGES(cfg: Config) -> list[tuple[str, float, float, float]]:  # noqa: N802
             ("daemon.campaign_tick_s", cfg.campaign_tick_s, 0.5, day),
             ("daemon.settle_s", cfg.settle_s, 0.0, day),
             ("desinight.max_attempts", cfg.max_attempts, 1, 100),
+            ("laststep.min_exptime_s", cfg.laststep_min_exptime_s, 0.0, day),
             ("local.cpus", cfg.local_cpus, 1, 4096),
             # more nights is the archive again: older nights are for `ingest NIGHT`
             ("daemon.watch_nights", cfg.watch_nights, 0, 30),

@@ -42,10 +42,15 @@ def _task_biasnight(night, expids, tileid, cam, calib_night):
     preproc.biasnight_camera(raws, cam, io.calibnight_path("biasnight", night, cam))
 
 
+#: amplifiers the job masks (``b7D``...), from `step run --bad-amps`: one job per process
+_BAD_AMPS: list[str] = []
+
+
 def _task_preproc_each(night, expids, tileid, cam, calib_night):
+    amps = [a[-1] for a in _BAD_AMPS if a[:-1] == cam]
     for e in expids:
         preproc.preproc_camera(io.raw_path(night, e), cam, _bias_for(night, cam, calib_night),
-                               io.preproc_path(night, e, cam))
+                               io.preproc_path(night, e, cam), bad_amps=amps)
 
 
 def _calib(prefix: str, night: int, cam: str, calib_night: int | None) -> Path:
@@ -187,8 +192,9 @@ TASKS: dict[str, Callable] = {
 
 def run_job(kind: str, night: int, expids: Sequence[int], tileid: int | None,
             cameras: Sequence[str] | str | None, calib_night: int | None = None,
-            comm=None) -> int:
+            comm=None, bad_amps: Sequence[str] = ()) -> int:
     """Run one job; 0 when every camera succeeded, 1 otherwise (same answer on every rank)."""
+    _BAD_AMPS[:] = list(bad_amps)
     if kind not in TASKS:
         raise DesinightError(f"unknown step kind {kind!r} (one of {', '.join(KINDS)})")
     expids = [int(e) for e in expids]
