@@ -28,7 +28,8 @@ KINDS = ("biasnight", "arc", "psfnight", "flat", "fiberflatnight", "science", "s
 def _raw_cameras(night: int, expid: int) -> list[str]:
     import fitsio
 
-    hdr = fitsio.read_header(str(io.raw_path(night, expid)), 0)
+    with io.reading(io.raw_path(night, expid)):
+        hdr = fitsio.read_header(str(io.raw_path(night, expid)), 0)
     return parse_cameras(str(hdr["CAMERAS"]))
 
 
@@ -113,7 +114,8 @@ def sky_fibers(night: int, expid: int, cam: str, nfiber: int) -> np.ndarray:
     fa_files = sorted(expdir.glob("fiberassign-*.fits"))
     if not fa_files:
         raise FileNotFoundError(f"no fiberassign file in {expdir}")
-    fa = fitsio.read(str(fa_files[0]), "FIBERASSIGN")
+    with io.reading(fa_files[0]):
+        fa = fitsio.read(str(fa_files[0]), "FIBERASSIGN")
     spectro = int(cam[1:])
     isky = np.zeros(nfiber, bool)
     sel = fa["FIBER"] // nfiber == spectro
@@ -147,7 +149,8 @@ def _read_fa(night: int, expid: int) -> np.ndarray:
     fa_files = sorted(expdir.glob("fiberassign-*.fits"))
     if not fa_files:
         raise FileNotFoundError(f"no fiberassign file in {expdir}")
-    return fitsio.read(str(fa_files[0]), "FIBERASSIGN")
+    with io.reading(fa_files[0]):
+        return fitsio.read(str(fa_files[0]), "FIBERASSIGN")
 
 
 def _task_stdstars(night, expids, tileid, unit, calib_night):
@@ -252,5 +255,5 @@ def _write_status(kind, night, expids, tileid, rank, results) -> None:
                                "rank": rank, "tasks": results}, indent=1))
     os.replace(tmp, path)
     for r in results:
-        state = "ok" if r["ok"] else f"FAILED ({r['error'].splitlines()[0][:100]})"
+        state = "ok" if r["ok"] else f"FAILED ({r['error'].splitlines()[0][:400]})"  # room for a path
         print(f"{kind} {night} {r['camera']}: {state} {r['seconds']:.1f}s", flush=True)

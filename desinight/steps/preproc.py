@@ -29,7 +29,7 @@ def read_raw(raw: Path, cam: str) -> tuple[np.ndarray, dict, dict]:
     """(raw image, camera header, primary header) of one camera."""
     import fitsio
 
-    with fitsio.FITS(str(raw)) as f:
+    with io.reading(raw), fitsio.FITS(str(raw)) as f:
         prim = dict(f[0].read_header())
         hdu = f[cam.upper()]
         return hdu.read().astype(np.float32), dict(hdu.read_header()), prim
