@@ -31,6 +31,7 @@ class Config:
     backend: str = D.BACKEND
     templates_dir: Path = Path(__file__).resolve().parent.parent / "slurm_templates"
     max_attempts: int = D.MAX_ATTEMPTS
+    auto_retry: bool = D.AUTO_RETRY
     local_cpus: int = D.LOCAL_CPUS
     # SLURM site settings (None = let the site default apply)
     slurm_account: str | None = None
@@ -101,6 +102,7 @@ _KEYS: dict[tuple[str, str], tuple[str, type]] = {
     ("desinight", "backend"): ("backend", str),
     ("desinight", "templates_dir"): ("templates_dir", Path),
     ("desinight", "max_attempts"): ("max_attempts", int),
+    ("desinight", "auto_retry"): ("auto_retry", bool),
     ("local", "cpus"): ("local_cpus", int),
     ("slurm", "account"): ("slurm_account", str),
     ("slurm", "qos"): ("slurm_qos", str),

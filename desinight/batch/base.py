@@ -27,6 +27,8 @@ class Resources:
     qos: str | None = None
     partition: str | None = None
     constraint: str | None = None
+    #: nodes this job must not run on (sbatch --exclude): set after a NODE_FAIL (learn.py)
+    exclude: str | None = None
 
     @property
     def cpus(self) -> int:

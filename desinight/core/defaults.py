@@ -143,3 +143,8 @@ RETRY_GROWTH = 1.5
 #: sites' longest QOS ends near a day).
 RETRY_MAX_TIME_MINUTES = 24 * 60
 RETRY_MAX_MEM_MB = 512 * 1024
+#: The daemon retries by itself (up to max_attempts) what failed for the machine's reasons:
+#: NODE_FAIL (excluding that node), TIMEOUT and OUT_OF_MEMORY (grown). A science step's own
+#: non-zero exit (FAILED) is never retried automatically: the same input fails the same way.
+#: Off by default: [desinight] auto_retry = true turns it on.
+AUTO_RETRY = False
