@@ -77,15 +77,16 @@ def _select(s, prod, expid: int | None, job: str | None, night: int | None,
 def resubmit(ctx: Context, expid: int | None = None, job: str | None = None,
              night: int | None = None, max_attempts: int | None = None,
              target: str | None = None, overrides: dict | None = None,
-             dry_run: bool = False, actor: str | None = None) -> RetryResult:
+             dry_run: bool = False, actor: str | None = None, force: bool = False) -> RetryResult:
     """Re-plan failed/timeout/oom/node_fail/dep_failed/cancelled jobs of the selection and
     every broken job downstream of them, each with the resources in force now, grown by how
     its last attempt ended, and ``overrides`` (learn.py). ``dry_run``: the same answer, and
-    nothing written."""
+    nothing written. ``force``: completed jobs of the selection too, and everything
+    downstream of them (refused while any of those is queued or running)."""
     limit = max_attempts or ctx.cfg.max_attempts
     out = RetryResult()
     try:
-        _resubmit(ctx, out, limit, expid, job, night, target, overrides, dry_run, actor)
+        _resubmit(ctx, out, limit, expid, job, night, target, overrides, dry_run, actor, force)
     except _DryRun as d:   # every write of the dry run rolled back with its transaction
         return d.result
     if out.replanned:
@@ -94,20 +95,27 @@ def resubmit(ctx: Context, expid: int | None = None, job: str | None = None,
 
 
 def _resubmit(ctx: Context, out: RetryResult, limit: int, expid, job, night, target,  # noqa: ANN001
-              overrides: dict | None, dry_run: bool, actor: str | None = None) -> None:
+              overrides: dict | None, dry_run: bool, actor: str | None = None,
+              force: bool = False) -> None:
     from .learn import next_resources
     from .orchestrate import resources_for
     with transaction(ctx.sessions) as s:
         prod = repo.get_production(s, ctx.production)
+        again = RETRYABLE | {JobState.COMPLETED} if force else RETRYABLE
         roots = [j for j in _select(s, prod, expid, job, night, target)
-                 if JobState(j.state) in RETRYABLE]
+                 if JobState(j.state) in again]
         if not roots:
-            raise DesinightError("nothing to resubmit: no failed job in that selection")
+            raise DesinightError("nothing to resubmit: no failed job in that selection"
+                                 + ("" if force else " (--force re-runs completed ones)"))
         down = repo.descendants(s, [j.id for j in roots])
         extra = s.scalars(select(Job).where(Job.id.in_(down))).all() if down else []
+        busy = [x for x in (*roots, *extra) if force and JobState(x.state) in ACTIVE]
+        if busy:   # it would write the outputs the re-run rewrites: refuse, say what to do
+            raise DesinightError(f"--force: {busy[0].key} is {busy[0].state}; wait for it to "
+                                 f"end or cancel it first")
         actor = actor or operator_actor()
         named = set(roots)
-        for j in sorted({*roots, *(x for x in extra if JobState(x.state) in RETRYABLE)},
+        for j in sorted({*roots, *(x for x in extra if JobState(x.state) in again)},
                         key=lambda j: j.id):
             if len(j.attempts) >= limit:
                 out.refused[j.key] = f"already tried {len(j.attempts)} times (limit {limit})"
