@@ -39,9 +39,10 @@ _AMP = re.compile(r"^[brz]\d[ABCD]$")
 QUEUED = frozenset({JobState.SUBMITTED, JobState.PENDING})
 #: not run and not queued: re-defined in place
 WAITING = frozenset({JobState.PLANNED, JobState.HELD, JobState.DEP_FAILED})
-#: ran and ended without success: re-defined so a resubmit runs them the new way
+#: ran and ended: re-defined so that a resubmit (--force for completed ones) runs them the
+#: new way; never cancelled (a completed job's outputs exist)
 ENDED = frozenset({JobState.FAILED, JobState.TIMEOUT, JobState.OUT_OF_MEMORY,
-                   JobState.NODE_FAIL, JobState.UNKNOWN})
+                   JobState.NODE_FAIL, JobState.UNKNOWN, JobState.COMPLETED})
 
 
 @dataclass
@@ -52,6 +53,7 @@ class EditResult:
     replanned: list[str] = field(default_factory=list)
     released: list[str] = field(default_factory=list)
     left_running: list[str] = field(default_factory=list)
+    completed: list[str] = field(default_factory=list)   # re-planned ones that had completed
     dry_run: bool = False
 
 
@@ -167,6 +169,8 @@ def _replan(ctx: Context, s: Session, prod: Production, exp: Exposure, res: Edit
             continue
         if JobState(j.state) is JobState.RUNNING:
             res.left_running.append(j.key)
+        elif new is None and JobState(j.state) is JobState.COMPLETED:
+            continue                # done and no longer called for: its outputs stay
         elif new is None:
             drop.append(j)
         else:
@@ -191,6 +195,8 @@ def _replan(ctx: Context, s: Session, prod: Production, exp: Exposure, res: Edit
             backend_ids += _cancel(s, j, actor, why)
             move_job(s, j, JobState.PLANNED, why, actor, expect=[JobState.CANCELLED.value])
         res.replanned.append(j.key)
+        if was is JobState.COMPLETED:
+            res.completed.append(j.key)
     # Children of a cancelled job no longer wait on it; a dep_failed one whose broken
     # parents are all gone runs again ("a job waiting only on it is released").
     kids = {c for cs in repo.children_of(s, list(dropped)).values() for c in cs} if dropped else set()

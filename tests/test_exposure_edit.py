@@ -172,7 +172,15 @@ def test_laststep_rules_at_ingest(tmp_path):
     shown = cli(conf, "show", "exposure", str(E3)).stdout
     assert "laststep skysub (EXPTIME 900 s < laststep.min_exptime_s 1000)" in shown
     assert "(to skysub)" in cli(conf, "status", "--night", str(N)).stdout
+    cli(conf, "exposure", str(E3), "--flag", "short", "--comment", "30 s")
+    assert json.loads(cli(conf, "show", "exposure", str(E3), "--json").stdout)["flags"] == "short"
     cli(conf, "cancel", str(N), check=False)
+    # skysub_programs: by PROGRAM header (any case), seen by an ingest dry run of a new night
+    conf.write_text(conf.read_text().replace("min_exptime_s = 1000",
+                                             'min_exptime_s = 0\nskysub_programs = ["DARK"]'))
+    write_night(tmp_path / "raw", night=N + 1)
+    dry = cli(conf, "ingest", str(N + 1), "--dry-run").stdout
+    assert "SCIENCE planned (laststep skysub)" in dry and "stdstars" not in dry
 
 
 @pytest.mark.slow
@@ -198,3 +206,26 @@ def test_bad_amp_quadrant_has_zero_ivar(tmp_path, monkeypatch):
         y0, y1, x0, x1 = I.parse_section(hdr[f"CCDSEC{amp}"])
         quad = ivar[y0:y1, x0:x1]
         assert (np.all(quad == 0) if amp == "D" else np.mean(quad > 0) > 0.9), amp
+    mask = fitsio.read(str(io.preproc_path(N, arc, "b0")), "MASK")
+    y0, y1, x0, x1 = I.parse_section(hdr["CCDSECD"])
+    assert np.all(mask[y0:y1, x0:x1] & 4)
+
+
+def test_planner_follows_laststep():
+    """ignore: no job at all; skysub: science only; fluxcal: stdstars and fluxcalib but not
+    the tile's redshift; all: everything (the redshift keeps its key whatever the last
+    exposure's LASTSTEP)."""
+    from desinight.core.planner import ExposureInfo, plan_night
+    cams = ("b0", "r0", "z0")
+    base = [ExposureInfo(1, N, "ZERO", None, cams), ExposureInfo(2, N, "ARC", None, cams),
+            ExposureInfo(3, N, "FLAT", None, cams)]
+    sci = [ExposureInfo(10 + i, N, "SCIENCE", 1000, cams, laststep=ls)
+           for i, ls in enumerate(("ignore", "skysub", "fluxcal", "all"))]
+    jobs = {j.key: j for j in plan_night(N, base + sci, closed=True).jobs}
+    assert f"{N}/science/{10:08d}" not in jobs and f"{N}/science/{11:08d}" in jobs
+    assert jobs[f"{N}/stdstars/1000"].expids == (12, 13)
+    assert f"{N}/fluxcalib/{11:08d}" not in jobs and f"{N}/fluxcalib/{12:08d}" in jobs
+    assert jobs[f"{N}/redshift/1000/{13:08d}"].expids == (13,)
+    last_skysub = [*sci[:3], ExposureInfo(13, N, "SCIENCE", 1000, cams, laststep="skysub")]
+    jobs = {j.key: j for j in plan_night(N, base + last_skysub, closed=True).jobs}
+    assert not any(k.startswith(f"{N}/redshift/") for k in jobs)   # no exposure goes that far

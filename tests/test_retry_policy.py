@@ -73,9 +73,14 @@ def test_auto_retry_takes_node_fail_but_not_a_step_failure(ctx, raw_night, fake_
     assert resubmit(ctx, job=BIAS).replanned[0] == BIAS        # an operator still may
 
 
-def test_auto_retry_is_off_by_default(ctx, raw_night, fake_backend):
+def test_auto_retry_is_off_by_default(ctx, raw_night, fake_backend, tmp_path):
     _end(ctx, _start(ctx), JobState.TIMEOUT)
     assert auto_retry(ctx) == [] and _state(ctx, BIAS) == "timeout"
+    from desinight.config import load_config
+    (tmp_path / "on.toml").write_text("[desinight]\nauto_retry = true\n")
+    assert load_config(tmp_path / "on.toml").auto_retry is True
+    ctx.cfg = ctx.cfg.with_overrides(auto_retry=True)     # a TIMEOUT is retried, grown
+    assert auto_retry(ctx)[0] == BIAS and _state(ctx, BIAS) == "planned"
 
 
 def test_exclude_argv():

@@ -50,6 +50,9 @@ def exposure(obj, expid, bad_cameras, bad_amps, laststep, flag, comment, backend
         verb = what if dry_run else {"cancel": "cancelled", "re-plan": "re-planned",
                                      "release": "released"}[what]
         click.echo(f"{pre}{verb} {len(keys)} jobs" + (": " + ", ".join(keys) if keys else ""))
+    if res.completed:
+        click.echo(f"{len(res.completed)} of them had completed; `desinight resubmit --force` "
+                   "runs them again the new way: " + ", ".join(sorted(res.completed)))
     for key in res.left_running:
         click.echo(f"{key} is running: left alone (resubmit it when it ends)")
     if not dry_run:
