@@ -143,19 +143,33 @@ def test_queued_job_is_cancelled_and_resubmitted_with_new_cameras(tmp_path):
 
 
 @pytest.mark.slow
-def test_edit_refuses_bad_input_in_one_line(tmp_path):
+def test_edit_refuses_bad_input_in_one_line(tmp_path, capsys):
+    from desinight.cli.main import main
     conf = write_config(tmp_path, templates=fast_templates(tmp_path / "tpl"))
-    cli(conf, "init")
+    main(["--config", str(conf), "init"])
     write_night(tmp_path / "raw", science=1)
-    cli(conf, "ingest", str(N), "--open")
-    for args, word in ((["--bad-cameras", "b5"], "has no camera b5"),
-                       (["--bad-amps", "b0X"], "bad amplifier 'b0X'"),
-                       ([], "nothing to edit"),
-                       (["--laststep", "most"], "Invalid value")):
-        r = cli(conf, "exposure", str(E3), *args, check=False)
-        assert r.returncode != 0 and word in r.stderr and "Traceback" not in r.stderr
-    r = cli(conf, "exposure", "99", "--flag", "test", check=False)
-    assert r.returncode == 3 and "no exposure 99" in r.stderr
+    main(["--config", str(conf), "ingest", str(N), "--open", "--backend", "local", "--dry-run"])
+
+    def run(*args: str) -> tuple[int, str]:
+        capsys.readouterr()
+        with pytest.raises(SystemExit) as ex:
+            main(["--config", str(conf), "exposure", *args])
+        return ex.value.code, capsys.readouterr().err
+
+    # an unknown exposure first: nothing was ingested (a dry run)
+    assert run("99", "--flag", "test") == (3, "desinight: error: no exposure 99 in production test\n")
+    main(["--config", str(conf), "ingest", str(N), "--open", "--no-wait"])
+    try:
+        for args, word in ((["--bad-cameras", "b5"], "has no camera b5"),
+                           (["--bad-amps", "b0X"], "bad amplifier 'b0X'"),
+                           ([], "nothing to edit")):
+            code, err = run(str(E3), *args)
+            assert code == 1 and err.startswith("desinight: error: ") and word in err
+            assert len(err.strip().splitlines()) == 1, err
+        code, err = run(str(E3), "--laststep", "most")     # click's usage error
+        assert code == 2 and "Invalid value for '--laststep'" in err
+    finally:
+        main(["--config", str(conf), "cancel", str(N)])
 
 
 @pytest.mark.slow

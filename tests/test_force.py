@@ -39,7 +39,7 @@ def test_force_reruns_a_completed_exposure_and_its_downstream(tmp_path):
     assert _snapshot(tmp_path) == before
     redo = [f"{N}/science/{E3:08d}", f"{N}/stdstars/1000", f"{N}/fluxcalib/{E3:08d}",
             f"{N}/fluxcalib/{E4:08d}", f"{N}/redshift/1000/{E4:08d}"]
-    assert dry.strip() == f"dry run: would resubmit 5 jobs: " + ", ".join(redo)
+    assert dry.strip() == "dry run: would resubmit 5 jobs: " + ", ".join(redo)
     night = cli(conf, "resubmit", str(N), "--force", "--dry-run").stdout
     assert "would resubmit 11 jobs" in night
 
