@@ -243,3 +243,34 @@ def test_planner_follows_laststep():
     last_skysub = [*sci[:3], ExposureInfo(13, N, "SCIENCE", 1000, cams, laststep="skysub")]
     jobs = {j.key: j for j in plan_night(N, base + last_skysub, closed=True).jobs}
     assert not any(k.startswith(f"{N}/redshift/") for k in jobs)   # no exposure goes that far
+
+
+def test_edit_on_each_database_scancels_what_it_drops(ctx, raw_night, fake_backend):
+    """The library call on SQLite and PostgreSQL: ignoring a queued exposure cancels its
+    jobs in the backend (after the commit) and re-plans its tile's queued jobs; the dry run
+    before it calls no backend and writes nothing."""
+    from desinight import orchestrate as O
+    from desinight.db.engine import transaction
+    from desinight.exposure_edit import edit_exposure
+    from desinight.ingest import ingest_night
+    ingest_night(ctx, N, O.utc_now())
+    O.plan(ctx, N, closed=True)
+    O.submit_ready(ctx, O.utc_now())
+
+    def state() -> dict:
+        with transaction(ctx.sessions) as s:
+            return {j.key: (j.state, j.cameras, tuple(j.expids)) for j in s.scalars(select(Job))}
+
+    before = state()
+    dry = edit_exposure(ctx, E3, laststep="ignore", comment="test", dry_run=True)
+    assert state() == before and fake_backend.calls["cancel"] == 0
+    res = edit_exposure(ctx, E3, laststep="ignore", comment="test")
+    assert (res.cancelled, res.replanned) == (dry.cancelled, dry.replanned)
+    assert res.cancelled == [f"{N}/fluxcalib/{E3:08d}", f"{N}/science/{E3:08d}"]
+    sci = fake_backend.by_name("science")[0]
+    assert fake_backend.jobs[sci].state.value == "cancelled"
+    after = state()
+    assert after[STD] == ("planned", "b0,r0,z0", (E4,)) and after[Z][2] == (E4,)
+    with transaction(ctx.sessions) as s:
+        (ed,) = s.scalars(select(ExposureEdit)).all()
+        assert ed.effects["cancelled"] == res.cancelled and ed.comment == "test"
