@@ -274,3 +274,6 @@ def test_edit_on_each_database_scancels_what_it_drops(ctx, raw_night, fake_backe
     with transaction(ctx.sessions) as s:
         (ed,) = s.scalars(select(ExposureEdit)).all()
         assert ed.effects["cancelled"] == res.cancelled and ed.comment == "test"
+    # every camera of E4 bad: dropped like an ignored exposure; the tile has nothing left
+    res = edit_exposure(ctx, E4, bad_cameras="a0")
+    assert res.cancelled == sorted([f"{N}/fluxcalib/{E4:08d}", Z, f"{N}/science/{E4:08d}", STD])
