@@ -25,7 +25,7 @@ from sqlalchemy.orm import Session
 
 from .core.cameras import camera_word, parse_cameras
 from .core.errors import DesinightError
-from .core.planner import LASTSTEPS, PlannedJob, plan_night
+from .core.planner import JOB_KINDS, LASTSTEPS, PlannedJob, plan_night
 from .core.states import ACTIVE, JobState
 from .db import bulk, repo
 from .db.engine import transaction
@@ -35,6 +35,8 @@ from .transitions import move_job, operator_actor
 
 FLAGS = ("short", "low_sn", "aborted", "test", "corrupted")
 _AMP = re.compile(r"^[brz]\d[ABCD]$")
+#: the reason an edit writes on the jobs it cancels (a later edit may plan them again)
+_EDIT_REASON = re.compile(r"^exposure \d+ edited")
 #: queued in the backend but not started: an edit that changes them cancels and re-plans them
 QUEUED = frozenset({JobState.SUBMITTED, JobState.PENDING})
 #: not run and not queued: re-defined in place
@@ -154,10 +156,23 @@ def _replan(ctx: Context, s: Session, prod: Production, exp: Exposure, res: Edit
     fresh = {pj.key: pj for pj in plan_night(
         night, repo.exposure_infos(s, prod, night), repo.job_keys(s, prod, night),
         closed=nrow.closed, fallback=repo.fallback_calibs(s, prod, night), redefine=True).jobs}
+    # Jobs the edit calls for anew (LASTSTEP raised again): new keys are added the planner's
+    # way; those an earlier edit cancelled are planned again (below, as re-planned).
+    from .orchestrate import resources_for
+    have = repo.job_keys(s, prod, night)
+    bulk.save_jobs(s, prod, [pj for k, pj in fresh.items() if k not in have],
+                   {k: resources_for(ctx.cfg, k).__dict__ for k in JOB_KINDS}, actor)
+    res.replanned += sorted(k for k in fresh if k not in have)
     jobs = list(s.scalars(select(Job).where(Job.production_id == prod.id, Job.night == night)
                           .order_by(Job.id)))
     by_id = {j.id: j for j in jobs}
-    touched = [j for j in jobs if exp.expid in j.expids
+    revived = [j for j in jobs if j.key in fresh and JobState(j.state) is JobState.CANCELLED
+               and _EDIT_REASON.match(j.reason or "")]
+    for j in revived:
+        move_job(s, j, JobState.PLANNED, why, actor, values={"reason": None})
+        s.refresh(j)
+    touched = [j for j in jobs if (exp.expid in j.expids or j in revived
+                                   or exp.expid in getattr(fresh.get(j.key), "expids", ()))
                and JobState(j.state) in (QUEUED | WAITING | ENDED | {JobState.RUNNING})]
     drop: list[Job] = []
     redo: list[tuple[Job, PlannedJob]] = []
@@ -166,6 +181,8 @@ def _replan(ctx: Context, s: Session, prod: Production, exp: Exposure, res: Edit
         if new is not None and not new.cameras and j.cameras:
             new = None              # every camera of it is bad now: nothing left to do
         if new is not None and _same(s, j, new):
+            if j in revived:
+                res.replanned.append(j.key)
             continue
         if JobState(j.state) is JobState.RUNNING:
             res.left_running.append(j.key)
@@ -193,7 +210,8 @@ def _replan(ctx: Context, s: Session, prod: Production, exp: Exposure, res: Edit
         _redefine(s, prod, j, new, dropped)
         if was in QUEUED:
             backend_ids += _cancel(s, j, actor, why)
-            move_job(s, j, JobState.PLANNED, why, actor, expect=[JobState.CANCELLED.value])
+            move_job(s, j, JobState.PLANNED, why, actor, expect=[JobState.CANCELLED.value],
+                     values={"reason": None})
         res.replanned.append(j.key)
         if was is JobState.COMPLETED:
             res.completed.append(j.key)

@@ -274,6 +274,14 @@ def test_edit_on_each_database_scancels_what_it_drops(ctx, raw_night, fake_backe
     with transaction(ctx.sessions) as s:
         (ed,) = s.scalars(select(ExposureEdit)).all()
         assert ed.effects["cancelled"] == res.cancelled and ed.comment == "test"
+    # LASTSTEP back to all: the jobs that edit cancelled are planned again, the tile's
+    # jobs take E3 back
+    res = edit_exposure(ctx, E3, laststep="all")
+    assert res.cancelled == [] and {f"{N}/science/{E3:08d}", f"{N}/fluxcalib/{E3:08d}", STD,
+                                    Z} <= set(res.replanned)
+    after = state()
+    assert after[f"{N}/science/{E3:08d}"][0] == "planned" and after[STD][2] == (E3, E4)
     # every camera of E4 bad: dropped like an ignored exposure; the tile has nothing left
     res = edit_exposure(ctx, E4, bad_cameras="a0")
-    assert res.cancelled == sorted([f"{N}/fluxcalib/{E4:08d}", Z, f"{N}/science/{E4:08d}", STD])
+    assert res.cancelled == [f"{N}/fluxcalib/{E4:08d}", f"{N}/science/{E4:08d}"]
+    assert state()[STD][2] == (E3,)
