@@ -238,6 +238,7 @@ def _replan(ctx: Context, s: Session, prod: Production, exp: Exposure, res: Edit
     res.released.sort()
     res.cancelled.sort()
     res.replanned.sort()
+    res.completed.sort()
     return backend_ids
 
 

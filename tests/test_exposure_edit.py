@@ -285,3 +285,24 @@ def test_edit_on_each_database_scancels_what_it_drops(ctx, raw_night, fake_backe
     res = edit_exposure(ctx, E4, bad_cameras="a0")
     assert res.cancelled == [f"{N}/fluxcalib/{E4:08d}", f"{N}/science/{E4:08d}"]
     assert state()[STD][2] == (E3,)
+
+
+def test_edit_of_a_completed_exposure_waits_for_resubmit_force(ctx, raw_night, fake_backend):
+    """Completed jobs are re-defined, not re-run, and not cancelled: `resubmit --force` runs
+    them the new way."""
+    from desinight.db.engine import transaction
+    from desinight.exposure_edit import edit_exposure
+    from desinight.retry import resubmit
+    from tests.test_orchestrate import run_all
+    from desinight import orchestrate as O
+    from desinight.ingest import ingest_night
+    ingest_night(ctx, N, O.utc_now())
+    O.plan(ctx, N, closed=True)
+    run_all(ctx, fake_backend)
+    res = edit_exposure(ctx, E4, laststep="skysub")
+    assert res.cancelled == [] and res.completed == [Z, STD] == res.replanned
+    with transaction(ctx.sessions) as s:
+        jobs = {j.key: j for j in s.scalars(select(Job))}
+        assert jobs[STD].state == "completed" and jobs[STD].expids == [E3]
+        assert jobs[Z].expids == [E3]
+    assert STD in resubmit(ctx, job=STD, force=True).replanned
