@@ -17,7 +17,8 @@ from typing import Any
 from .core import defaults as D
 from .core.errors import ConfigError
 
-_SECTIONS = {"desinight", "local", "slurm", "daemon", "kinds", "readers", "check", "notify"}
+_SECTIONS = {"desinight", "local", "slurm", "daemon", "kinds", "readers", "check", "notify",
+             "laststep"}
 
 
 @dataclass(frozen=True)
@@ -30,6 +31,7 @@ class Config:
     backend: str = D.BACKEND
     templates_dir: Path = Path(__file__).resolve().parent.parent / "slurm_templates"
     max_attempts: int = D.MAX_ATTEMPTS
+    auto_retry: bool = D.AUTO_RETRY
     local_cpus: int = D.LOCAL_CPUS
     # SLURM site settings (None = let the site default apply)
     slurm_account: str | None = None
@@ -72,6 +74,8 @@ class Config:
     notify_queue_size: int = D.NOTIFY_QUEUE_SIZE
     notify_timeout_s: float = D.NOTIFY_TIMEOUT_S
     notify_night_summary: bool = True
+    laststep_min_exptime_s: float = D.LASTSTEP_MIN_EXPTIME_S
+    laststep_skysub_programs: tuple[str, ...] = D.LASTSTEP_SKYSUB_PROGRAMS
     kinds: dict[str, dict[str, Any]] = field(default_factory=dict)   # per-kind resource overrides
     #: modules declaring more job kinds (core/kinds.py register), imported when the config loads
     kind_modules: tuple[str, ...] = ()
@@ -107,6 +111,7 @@ _KEYS: dict[tuple[str, str], tuple[str, type]] = {
     ("desinight", "kind_modules"): ("kind_modules", tuple),
     ("desinight", "max_user_jobs"): ("max_user_jobs", int),
     ("desinight", "nightly_reserve"): ("nightly_reserve", int),
+    ("desinight", "auto_retry"): ("auto_retry", bool),
     ("local", "cpus"): ("local_cpus", int),
     ("slurm", "account"): ("slurm_account", str),
     ("slurm", "qos"): ("slurm_qos", str),
@@ -144,6 +149,8 @@ _KEYS: dict[tuple[str, str], tuple[str, type]] = {
     ("notify", "queue_size"): ("notify_queue_size", int),
     ("notify", "timeout_s"): ("notify_timeout_s", float),
     ("notify", "night_summary"): ("notify_night_summary", bool),
+    ("laststep", "min_exptime_s"): ("laststep_min_exptime_s", float),
+    ("laststep", "skysub_programs"): ("laststep_skysub_programs", tuple),
 }
 _CHOICES = {"backend": ("local", "slurm"), "watch_mode": ("auto", "native", "polling")}
 
@@ -342,6 +349,7 @@ def _RANGES(cfg: Config) -> list[tuple[str, float, float, float]]:  # noqa: N802
             ("desinight.max_attempts", cfg.max_attempts, 1, 100),
             ("desinight.max_user_jobs", cfg.max_user_jobs, 0, 1_000_000),
             ("desinight.nightly_reserve", cfg.nightly_reserve or 0, 0, max(cfg.max_user_jobs, 0)),
+            ("laststep.min_exptime_s", cfg.laststep_min_exptime_s, 0.0, day),
             ("local.cpus", cfg.local_cpus, 1, 4096),
             # more nights is the archive again: older nights are for `ingest NIGHT`
             ("daemon.watch_nights", cfg.watch_nights, 0, 30),

@@ -24,6 +24,7 @@ from .core.states import ExposureStatus
 from .db import repo
 from .db.engine import transaction
 from .db.models import Exposure, Production, Rejection, Sighting
+from .exposure_edit import auto_laststep
 from .orchestrate import Context
 from .transitions import daemon_actor, transition
 
@@ -234,6 +235,8 @@ def ingest_night(ctx: Context, night: int, now: datetime, only: list[Path] | Non
                 counts["known"] = counts.get("known", 0) + 1
                 continue
             outcome, reason = _record_one(s, prod, d, replies[d], now, settle_s, known)
+            if outcome == "ingested":
+                auto_laststep(s, prod, int(d.name), ctx.cfg)
             counts[outcome] = counts.get(outcome, 0) + 1
             if outcome in ("ingested", "quarantined", "rejected"):
                 # quarantined/rejected: the daemon's alert line names why and where

@@ -3,7 +3,8 @@ manifest, re-read), grown by how its last attempt ended, and the operator's over
 
 The rule, in order: start from the configured resources; a TIMEOUT asks for RETRY_GROWTH x
 the time the failed attempt had, an OUT_OF_MEMORY for RETRY_GROWTH x its memory (capped, and
-never less than the configuration says); an explicit ``--time``/``--mem``/``--qos``/
+never less than the configuration says), a NODE_FAIL excludes the node it ran on (sacct's
+NodeList; nodes excluded before stay excluded); an explicit ``--time``/``--mem``/``--qos``/
 ``--partition`` wins over both. The note says what changed and why; it is recorded in the
 job's history with the resubmission.
 """
@@ -21,12 +22,19 @@ OVERRIDES = ("time_minutes", "mem_mb", "qos", "partition")
 
 
 def next_resources(now: dict[str, Any], previous: dict[str, Any], ended: str | None,
-                   overrides: dict[str, Any]) -> tuple[dict[str, Any], str | None]:
+                   overrides: dict[str, Any], node: str | None = None
+                   ) -> tuple[dict[str, Any], str | None]:
     """(resources for the next attempt, a note of what changed and why, or None).
 
     now: what the configuration asks for today; previous: what the failed attempt had;
-    ended: the failed attempt's state."""
+    ended: the failed attempt's state; node: where it ran."""
     res, why = dict(now), {}
+    excluded = {n for n in (previous.get("exclude") or "").split(",") if n}
+    if ended == JobState.NODE_FAIL.value and node and node not in excluded:
+        excluded.add(node)
+        why["exclude"] = f"exclude node {node} (node failed)"
+    if excluded:
+        res["exclude"] = ",".join(sorted(excluded))
     for key in OVERRIDES:
         if res.get(key) != previous.get(key):
             why[key] = f"{key} {previous.get(key)} -> {res.get(key)} (configuration)"
@@ -53,3 +61,14 @@ def next_resources(now: dict[str, Any], previous: dict[str, Any], ended: str | N
                 why.pop(key, None)
             res[key] = value
     return res, "; ".join(why.values()) or None
+
+
+#: ends the daemon retries by itself when [desinight] auto_retry is on: the machine's fault
+AUTOMATIC = frozenset({JobState.NODE_FAIL, JobState.TIMEOUT, JobState.OUT_OF_MEMORY})
+
+
+def automatic_retry(ended: str) -> bool:
+    """Whether an attempt that ended so may be retried without an operator. FAILED (the
+    science step's own non-zero exit) is not: the same input fails the same way; a manual
+    `resubmit` still may."""
+    return JobState(ended) in AUTOMATIC

@@ -7,6 +7,7 @@ the still-queued ids of parents that did not fail, and on nothing for completed 
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass, field
 
 from sqlalchemy import func, select
@@ -18,6 +19,8 @@ from .db.engine import transaction
 from .db.models import Exposure, Job, JobExposure, Night
 from .orchestrate import CANCELLED_BY_OPERATOR, Context
 from .transitions import move_job, operator_actor, transition
+
+log = logging.getLogger("desinight")
 
 
 class _DryRun(Exception):
@@ -74,15 +77,16 @@ def _select(s, prod, expid: int | None, job: str | None, night: int | None,
 def resubmit(ctx: Context, expid: int | None = None, job: str | None = None,
              night: int | None = None, max_attempts: int | None = None,
              target: str | None = None, overrides: dict | None = None,
-             dry_run: bool = False) -> RetryResult:
+             dry_run: bool = False, actor: str | None = None, force: bool = False) -> RetryResult:
     """Re-plan failed/timeout/oom/node_fail/dep_failed/cancelled jobs of the selection and
     every broken job downstream of them, each with the resources in force now, grown by how
     its last attempt ended, and ``overrides`` (learn.py). ``dry_run``: the same answer, and
-    nothing written."""
+    nothing written. ``force``: completed jobs of the selection too, and everything
+    downstream of them (refused while any of those is queued or running)."""
     limit = max_attempts or ctx.cfg.max_attempts
     out = RetryResult()
     try:
-        _resubmit(ctx, out, limit, expid, job, night, target, overrides, dry_run)
+        _resubmit(ctx, out, limit, expid, job, night, target, overrides, dry_run, actor, force)
     except _DryRun as d:   # every write of the dry run rolled back with its transaction
         return d.result
     if out.replanned:
@@ -91,20 +95,27 @@ def resubmit(ctx: Context, expid: int | None = None, job: str | None = None,
 
 
 def _resubmit(ctx: Context, out: RetryResult, limit: int, expid, job, night, target,  # noqa: ANN001
-              overrides: dict | None, dry_run: bool) -> None:
+              overrides: dict | None, dry_run: bool, actor: str | None = None,
+              force: bool = False) -> None:
     from .learn import next_resources
     from .orchestrate import resources_for
     with transaction(ctx.sessions) as s:
         prod = repo.get_production(s, ctx.production)
+        again = RETRYABLE | {JobState.COMPLETED} if force else RETRYABLE
         roots = [j for j in _select(s, prod, expid, job, night, target)
-                 if JobState(j.state) in RETRYABLE]
+                 if JobState(j.state) in again]
         if not roots:
-            raise DesinightError("nothing to resubmit: no failed job in that selection")
+            raise DesinightError("nothing to resubmit: no failed job in that selection"
+                                 + ("" if force else " (--force re-runs completed ones)"))
         down = repo.descendants(s, [j.id for j in roots])
         extra = s.scalars(select(Job).where(Job.id.in_(down))).all() if down else []
-        actor = operator_actor()
+        busy = [x for x in (*roots, *extra) if force and JobState(x.state) in ACTIVE]
+        if busy:   # it would write the outputs the re-run rewrites: refuse, say what to do
+            raise DesinightError(f"--force: {busy[0].key} is {busy[0].state}; wait for it to "
+                                 f"end or cancel it first")
+        actor = actor or operator_actor()
         named = set(roots)
-        for j in sorted({*roots, *(x for x in extra if JobState(x.state) in RETRYABLE)},
+        for j in sorted({*roots, *(x for x in extra if JobState(x.state) in again)},
                         key=lambda j: j.id):
             if len(j.attempts) >= limit:
                 out.refused[j.key] = f"already tried {len(j.attempts)} times (limit {limit})"
@@ -115,7 +126,8 @@ def _resubmit(ctx: Context, out: RetryResult, limit: int, expid, job, night, tar
                                   len(j.expids))
             res, note = next_resources(sized.__dict__,
                                        dict(j.resources or {}), last.state if last else None,
-                                       (overrides or {}) if j in named else {})
+                                       (overrides or {}) if j in named else {},
+                                       node=last.node if last else None)
             why = "resubmitted" + (f": {note}" if note else "")
             if not move_job(s, j, JobState.PLANNED, why, actor,
                             values={"reason": None, "resources": res}):
@@ -168,3 +180,26 @@ def _cancel(ctx: Context, expid, job, night, target, dry_run: bool) -> list[str]
         if ids:
             ctx.backend.cancel(ids)
         return sorted(j.key for j in live)
+
+
+def auto_retry(ctx: Context) -> list[str]:
+    """The daemon's own retries ([desinight] auto_retry): every job whose latest attempt
+    ended NODE_FAIL, TIMEOUT or OUT_OF_MEMORY and that has attempts left is resubmitted, with
+    the policy of learn.py (the node excluded, time or memory grown), recorded in its history
+    like an operator's resubmit. A FAILED job (the step's own non-zero exit) is left for an
+    operator. Returns the keys re-planned."""
+    from .learn import AUTOMATIC
+    if not ctx.cfg.auto_retry:
+        return []
+    with transaction(ctx.sessions) as s:
+        prod = repo.get_production(s, ctx.production)
+        keys = [j.key for j in s.scalars(select(Job).where(
+            Job.production_id == prod.id, Job.state.in_([st.value for st in AUTOMATIC])))
+            if len(j.attempts) < ctx.cfg.max_attempts]
+    done: list[str] = []
+    for key in keys:
+        try:
+            done += resubmit(ctx, job=key, actor=ctx.actor).replanned
+        except DesinightError as e:   # taken by an operator meanwhile: theirs stands
+            log.info("auto_retry_skipped", extra={"fields": {"job": key, "why": str(e)}})
+    return done

@@ -159,6 +159,9 @@ class Daemon:
 
     def tick_poll(self) -> None:
         changes = O.poll(self.ctx, self.now())
+        from .retry import auto_retry     # [desinight] auto_retry: NODE_FAIL/TIMEOUT/OOM only
+        if auto_retry(self.ctx):
+            changes = changes or {"auto_retry": 1}
         if changes:
             self.poll_interval = self.cfg.poll_min_s
             self.tick_plan_submit()      # finished parents may release children

@@ -77,7 +77,7 @@ def collect(s: Session, prod: Production, night: int | None = None, expid: int |
             "expid": e.expid, "night": e.night, "obstype": e.obstype, "tileid": e.tileid,
             "exptime": e.exptime, "cameras": e.cameras, "bad_cameras": e.bad_cameras,
             "status": e.status, "progress": exposure_progress(e.status, steps),
-            "reason": e.quarantine_reason, "jobs": steps,
+            "reason": e.quarantine_reason, "jobs": steps, "laststep": e.laststep,
             "arrived_at": _iso(e.arrived_at)})
     out["rejections"] = [{"path": r.path, "reason": r.reason} for r in s.scalars(
         select(Rejection).where(Rejection.production_id == prod.id, Rejection.night == night))]

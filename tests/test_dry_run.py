@@ -3,6 +3,7 @@ before and after is identical (jobs, attempts, events, requested resources)."""
 
 from __future__ import annotations
 
+import pytest
 from sqlalchemy import create_engine, func, select
 
 from desinight.db.models import Attempt, Job, StateEvent
@@ -45,3 +46,28 @@ def test_dry_run_resubmit_and_cancel_change_nothing(tmp_path):
     real = cli(conf, "cancel", str(N)).stdout
     assert real.replace("cancelled", "", 1) == dry.replace("dry run: would cancel", "", 1)
     assert _snapshot(tmp_path) != before
+
+
+@pytest.mark.slow
+def test_dry_run_ingest_changes_nothing_and_matches_the_real_one(tmp_path):
+    from desinight.db.models import Exposure, Night
+    conf = write_config(tmp_path, templates=fast_templates(tmp_path / "tpl"))
+    cli(conf, "init")
+    write_night(tmp_path / "raw")
+
+    def dump() -> tuple:
+        engine = create_engine(f"sqlite:///{tmp_path / 'state' / 'desinight.db'}")
+        with engine.connect() as c:
+            n = tuple(c.execute(select(func.count()).select_from(t)).scalar() for t in (Exposure, Night))
+        engine.dispose()
+        return _snapshot(tmp_path), n
+
+    before = dump()
+    dry = cli(conf, "ingest", str(N), "--dry-run").stdout
+    assert dump() == before
+    assert f"dry run: night {N}: would ingest 5 exposures" in dry
+    assert "would plan 11 jobs" in dry and "would submit 11 jobs now" in dry
+    assert f"  {N}/redshift/1000/{(N - 20000000) * 100 + 4:08d} planned" in dry
+    real = cli(conf, "ingest", str(N)).stdout
+    assert "5 exposures ingested" in real and "11 jobs submitted" in real
+    cli(conf, "cancel", str(N), check=False)

@@ -29,6 +29,8 @@ class Resources:
     constraint: str | None = None
     gres: str | None = None            # e.g. "gpu:4" for GPU kinds
     reservation: str | None = None
+    #: nodes this job must not run on (sbatch --exclude): set after a NODE_FAIL (learn.py)
+    exclude: str | None = None
 
     @property
     def cpus(self) -> int:

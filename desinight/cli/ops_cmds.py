@@ -114,14 +114,17 @@ def _progress(ctx, night: int) -> tuple[int, int]:
 @click.option("--adopt", is_flag=True,
               help="Record completed, without running it, a job whose outputs all exist and "
                    "match the checksums recorded when they were written.")
+@click.option("--dry-run", is_flag=True, help="Print the exposures it would ingest and the jobs "
+              "it would plan and submit; change nothing.")
 @click.pass_obj
 def ingest(obj, night: str, wait: bool, still_open: bool, backend: str | None,
-           timeout: float | None, adopt: bool) -> None:
+           timeout: float | None, adopt: bool, dry_run: bool) -> None:
     """Scan a night's raw data once, plan its jobs and submit them.
 
     \b
     Example:
       desinight ingest 20261124 --wait
+      desinight ingest 20261124 --dry-run
     """
     from ..app import open_context
     from .status_cmd import print_status
@@ -129,6 +132,9 @@ def ingest(obj, night: str, wait: bool, still_open: bool, backend: str | None,
     cfg = obj.cfg.with_overrides(backend=backend)
     ctx = open_context(cfg)
     ctx.adopt = adopt
+    if dry_run:
+        _ingest_dry_run(ctx, n, closed=not still_open)
+        return
     console = Console()
     problems: list[tuple[str, str]] = []
     out = process_night(ctx, n, wait, closed=not still_open, timeout=timeout, console=console,
@@ -147,6 +153,19 @@ def ingest(obj, night: str, wait: bool, still_open: bool, backend: str | None,
     # With --open an exposure still in transfer is expected; anything else is bad data.
     if any(kind != "incomplete" or not still_open for kind, _ in problems):
         raise SystemExit(BAD_DATA_EXIT)
+
+
+def _ingest_dry_run(ctx, night: int, closed: bool) -> None:
+    from ..dryrun import ingest_preview
+    p = ingest_preview(ctx, night, closed)
+    click.echo(f"dry run: night {night}: would ingest {len(p['exposures'])} exposures"
+               + "".join(f"\n  {e} {t} {st}" + (f" (laststep {ls})" if ls != "all" else "")
+                         for e, t, st, ls in p["exposures"]))
+    click.echo(f"dry run: would plan {len(p['jobs'])} jobs"
+               + "".join(f"\n  {k} {st}" + (f" ({why})" if why else "") for k, st, why in p["jobs"]))
+    click.echo(f"dry run: would submit {len(p['submit'])} jobs now")
+    for line in p["problems"]:
+        click.echo("desinight: ingest: " + " ".join(line.split()), err=True)
 
 
 def _raise_if_failed(data: dict, what: str, look: str) -> None:

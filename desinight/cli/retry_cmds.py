@@ -27,13 +27,15 @@ def _selection(target: str | None, job: str | None, night: str | None):
 @click.option("--mem", "mem_mb", type=click.IntRange(1), help="Memory in MB for the new attempts.")
 @click.option("--qos", help="QOS for the new attempts.")
 @click.option("--partition", help="Partition for the new attempts.")
+@click.option("--force", is_flag=True, help="Re-run completed jobs too, and everything "
+              "downstream of them.")
 @click.option("--dry-run", is_flag=True, help="Print what would be resubmitted; change nothing.")
 @click.option("--adopt", is_flag=True,
               help="Record completed, without running it, a job whose outputs all exist and "
                    "match the checksums recorded when they were written.")
 @click.pass_obj
 def resubmit(obj, target, job, night, failed, backend, time_minutes, mem_mb, qos, partition,
-             dry_run, adopt) -> None:
+             force, dry_run, adopt) -> None:
     """Retry what failed for TARGET (an EXPID, a night or a job) and everything downstream,
     re-linking dependents.
 
@@ -46,23 +48,27 @@ def resubmit(obj, target, job, night, failed, backend, time_minutes, mem_mb, qos
     --time/--mem/--qos/--partition say otherwise; what changed is printed and kept in the
     job's history.
 
+    With --force, completed jobs of TARGET are re-run as well, with everything downstream
+    of them (refused while one of those is queued or running).
+
     \b
     Examples:
       desinight resubmit 26112403
       desinight resubmit 20261124/psfnight
       desinight resubmit --night 20261124 --failed
       desinight resubmit 20261124/redshift/1000 --time 90
+      desinight resubmit 26112403 --force
     """
     from .. import orchestrate as O
     from ..app import open_context
     from ..retry import resubmit as do_resubmit
-    if night and not failed:
-        raise DesinightError("--night needs --failed (resubmit only what failed)")
+    if night and not (failed or force):
+        raise DesinightError("--night needs --failed (resubmit only what failed) or --force")
     tgt, j, n = _selection(target, job, night)
     ctx = open_context(obj.cfg.with_overrides(backend=backend))
     res = do_resubmit(ctx, job=j, night=n, target=tgt,
                       overrides={"time_minutes": time_minutes, "mem_mb": mem_mb, "qos": qos,
-                                 "partition": partition}, dry_run=dry_run)
+                                 "partition": partition}, dry_run=dry_run, force=force)
     if dry_run:
         for key, why in res.refused.items():
             click.echo(f"would refuse {key}: {why}", err=True)

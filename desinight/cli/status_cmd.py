@@ -60,6 +60,8 @@ def render(data: dict, console: Console) -> None:
     for e in data["exposures"]:
         cams = _word(e["cameras"]) + (f" -{_word(e['bad_cameras'])}" if e["bad_cameras"] else "")
         status = PROGRESS_STYLE.get(e["progress"], "{}").format(e["progress"])
+        if e.get("laststep", "all") != "all":   # an edit or a [laststep] rule stops it early
+            status += f" (to {e['laststep']})"
         steps = " ".join(f"{SHORT[k]}{GLYPH.get(e['jobs'][k], '?')}" for k in K.names()
                          if k in e["jobs"])
         t.add_row(str(e["expid"]), e["obstype"], "" if e["tileid"] is None else str(e["tileid"]),
@@ -330,6 +332,7 @@ def show_exposure(obj, expid: int, as_json: bool) -> None:
     from ..db import repo
     from ..db.engine import transaction
     from ..db.models import Job, JobExposure
+    from ..exposure_edit import edits_of
     from .ops_cmds import _NoBackend
     ctx = open_context(obj.cfg, backend=_NoBackend())
     with transaction(ctx.sessions) as s:
@@ -341,6 +344,11 @@ def show_exposure(obj, expid: int, as_json: bool) -> None:
                 "tileid": e.tileid, "exptime": e.exptime, "program": e.program,
                 "seqnum": e.seqnum, "seqtot": e.seqtot, "cameras": e.cameras,
                 "bad_cameras": e.bad_cameras, "raw_path": e.raw_path, "status": e.status,
+                "laststep": e.laststep, "laststep_reason": e.laststep_reason,
+                "bad_amps": e.bad_amps, "flags": e.flags,
+                "edits": [{"at": x.at.isoformat(), "actor": x.actor, "comment": x.comment,
+                           "changes": x.changes, "effects": x.effects}
+                          for x in edits_of(s, e)],
                 "reason": e.quarantine_reason,
                 "arrived_at": e.arrived_at and e.arrived_at.isoformat(),
                 "ingested_at": e.ingested_at and e.ingested_at.isoformat(),
@@ -358,6 +366,14 @@ def show_exposure(obj, expid: int, as_json: bool) -> None:
     console.print(f"cameras {_word(e.cameras)}" + (f"  bad {_word(e.bad_cameras)}" if e.bad_cameras else ""))
     console.print(f"raw {e.raw_path}", markup=False, highlight=False)
     console.print(f"status {e.status}" + (f"  [red]{e.quarantine_reason}[/]" if e.quarantine_reason else ""))
+    extra = [f"laststep {e.laststep}" + (f" ({e.laststep_reason})" if e.laststep_reason else "")]
+    extra += [f"bad amps {e.bad_amps}"] if e.bad_amps else []
+    extra += [f"flags {e.flags}"] if e.flags else []
+    console.print("  ".join(extra), markup=False, highlight=False)
+    for x in data["edits"]:
+        what = ", ".join(f"{k} {o or '-'} -> {n or '-'}" for k, (o, n) in x["changes"].items())
+        console.print(f"edit {x['at'][:19]} by {x['actor']}: {what or 'no change'}"
+                      + (f" -- {x['comment']}" if x["comment"] else ""), markup=False, highlight=False)
     t = Table()
     for col in ("id", "job", "state", "attempts", "backend id", "reason"):
         t.add_column(col, overflow="fold")

@@ -29,8 +29,9 @@ def _comm():
 @click.option("--tile", "tileid", type=int, default=None)
 @click.option("--cameras", default=None, help="e.g. b0,r0,z0 or a0123")
 @click.option("--calib-night", type=int, default=None, help="use this night's calibnight files")
+@click.option("--bad-amps", default="", help="amplifiers preproc masks (zero ivar), e.g. b7D,z8A")
 def run_cmd(kind: str, night: int, expids: str, tileid: int | None, cameras: str | None,
-            calib_night: int | None) -> None:
+            calib_night: int | None, bad_amps: str) -> None:
     """Run one job of KIND; exit 0 only if every camera succeeded."""
     import os
 
@@ -41,7 +42,8 @@ def run_cmd(kind: str, night: int, expids: str, tileid: int | None, cameras: str
     import_kind_modules(os.environ.get("DESINIGHT_KIND_MODULES", "").split(","),
                         "$DESINIGHT_KIND_MODULES")
     ids = [int(e) for e in expids.split(",") if e.strip()]
-    rc = run_job(kind, night, ids, tileid, cameras, calib_night=calib_night, comm=_comm())
+    rc = run_job(kind, night, ids, tileid, cameras, calib_night=calib_night, comm=_comm(),
+                 bad_amps=[a for a in bad_amps.split(",") if a])
     sys.exit(rc)
 
 

@@ -40,6 +40,12 @@ WATCH_NIGHTS = 1
 #: The daemon takes a truncated raw file younger than this (seconds) for a transfer still
 #: under way; older, it is quarantined as truncated (and re-inspected if it changes later).
 SETTLE_S = 120.0
+#: [laststep] rules applied at ingest (DESI's): a SCIENCE exposure shorter than this (s) is
+#: processed through sky subtraction only (no flux calibration, no coadd); 0 turns it off
+LASTSTEP_MIN_EXPTIME_S = 60.0
+#: [laststep] PROGRAM header values (case-insensitive) of exposures processed through sky
+#: subtraction only: dither and other engineering sequences
+LASTSTEP_SKYSUB_PROGRAMS = ("dither",)
 #: Backend poll interval: starts short so fast jobs settle quickly, backs off to the max when
 #: nothing changes, so an idle night costs slurmctld almost nothing.
 POLL_MIN_S = 2.0
@@ -130,3 +136,8 @@ RETRY_GROWTH = 1.5
 #: sites' longest QOS ends near a day).
 RETRY_MAX_TIME_MINUTES = 24 * 60
 RETRY_MAX_MEM_MB = 512 * 1024
+#: The daemon retries by itself (up to max_attempts) what failed for the machine's reasons:
+#: NODE_FAIL (excluding that node), TIMEOUT and OUT_OF_MEMORY (grown). A science step's own
+#: non-zero exit (FAILED) is never retried automatically: the same input fails the same way.
+#: Off by default: [desinight] auto_retry = true turns it on.
+AUTO_RETRY = False

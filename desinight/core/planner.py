@@ -39,6 +39,20 @@ class ExposureInfo:
     cameras: tuple[str, ...] = ()      # good cameras: present minus bad
     seqnum: int | None = None
     seqtot: int | None = None
+    #: how far it is processed (DESI's LASTSTEP): "ignore" drops it from every job, "skysub"
+    #: stops after the science job (no stdstars/fluxcalib/coadd), "fluxcal" keeps it out of
+    #: the tile's redshift (coadd), "all" is everything
+    laststep: str = "all"
+
+
+#: LASTSTEP values, least to most processing
+LASTSTEPS = ("ignore", "skysub", "fluxcal", "all")
+
+
+def _upto(exps: Iterable[ExposureInfo], step: str) -> list[ExposureInfo]:
+    """The exposures processed at least through ``step``."""
+    need = LASTSTEPS.index(step)
+    return [e for e in exps if LASTSTEPS.index(e.laststep) >= need]
 
 
 @dataclass(frozen=True)
@@ -112,10 +126,10 @@ def _sequence_ended(e: ExposureInfo) -> bool:
 
 def plan_night(night: int, exposures: Iterable[ExposureInfo], existing: Iterable[str] = (),
                closed: bool = False, fallback: Mapping[str, CalibRef] | None = None,
-               held: Iterable[str] = ()) -> Plan:
+               held: Iterable[str] = (), redefine: bool = False) -> Plan:
     """The built-in kinds' rules (below), then the generic rule of every declared kind."""
     exposures, existing = list(exposures), set(existing)
-    plan = _plan_builtin(night, exposures, existing, closed, fallback, held)
+    plan = _plan_builtin(night, exposures, existing, closed, fallback, held, redefine)
     if kinds.declared():
         _plan_declared(plan, night, exposures, existing, closed, set(held))
     return plan
@@ -123,7 +137,7 @@ def plan_night(night: int, exposures: Iterable[ExposureInfo], existing: Iterable
 
 def _plan_builtin(night: int, exposures: Iterable[ExposureInfo], existing: Iterable[str] = (),
                   closed: bool = False, fallback: Mapping[str, CalibRef] | None = None,
-                  held: Iterable[str] = ()) -> Plan:
+                  held: Iterable[str] = (), redefine: bool = False) -> Plan:
     """New jobs for ``night``.
 
     exposures: the night's ingested (not quarantined) exposures.
@@ -134,6 +148,8 @@ def _plan_builtin(night: int, exposures: Iterable[ExposureInfo], existing: Itera
     held: keys of existing jobs held for missing calibrations. Those the data now allow (late
       arcs tonight, or an earlier night's calibrations processed since) come back in
       ``Plan.released`` with their new parents.
+    redefine: also return the jobs whose keys exist, as the data now define them (an
+      exposure edit re-plans the jobs that have not run from this).
     """
     existing = set(existing)
     held = set(held)
@@ -162,12 +178,12 @@ def _plan_builtin(night: int, exposures: Iterable[ExposureInfo], existing: Itera
     def add(job: PlannedJob) -> None:
         if job.key in held and job.hold_reason is None:
             plan.released.append(job)
-        elif job.key not in existing and job.key not in out:
+        elif (redefine or job.key not in existing) and job.key not in out:
             out[job.key] = job
 
     def nightly(kind: str, types: tuple[ObsType, ...]) -> tuple[bool, CalibRef | None]:
         """(decided, reference) for one nightly calibration: tonight's, an earlier one, or None."""
-        mine = n.of(*types)
+        mine = _upto(n.of(*types), "skysub")
         if not n.phase_done(*types):
             if mine:
                 plan.waiting.append(f"{kind}: waiting for the rest of the "
@@ -178,7 +194,7 @@ def _plan_builtin(night: int, exposures: Iterable[ExposureInfo], existing: Itera
         return True, fallback.get(kind)
 
     # --- bias -------------------------------------------------------------------------
-    zeros = n.of(ObsType.ZERO, ObsType.DARK)
+    zeros = _upto(n.of(ObsType.ZERO, ObsType.DARK), "skysub")
     bias_ok, bias = nightly("biasnight", (ObsType.ZERO, ObsType.DARK))
     if bias_ok and zeros:
         add(PlannedJob(bias.key, "biasnight", night, None, tuple(e.expid for e in zeros),
@@ -189,7 +205,7 @@ def _plan_builtin(night: int, exposures: Iterable[ExposureInfo], existing: Itera
         return plan
 
     # --- arcs -> psfnight ---------------------------------------------------------------
-    arcs = n.of(ObsType.ARC)
+    arcs = _upto(n.of(ObsType.ARC), "skysub")
     for e in arcs:
         add(PlannedJob(job_key(night, "arc", e.expid), "arc", night, None, (e.expid,),
                        e.cameras, bias_deps))
@@ -202,7 +218,7 @@ def _plan_builtin(night: int, exposures: Iterable[ExposureInfo], existing: Itera
         return plan
 
     # --- flats -> fiberflatnight --------------------------------------------------------
-    flats = n.of(ObsType.FLAT)
+    flats = _upto(n.of(ObsType.FLAT), "skysub")
     no_psf = None if psf else f"no PSF calibration (no arcs) on night {night} or any earlier night"
     for e in flats:
         add(PlannedJob(job_key(night, "flat", e.expid), "flat", night, None, (e.expid,),
@@ -227,13 +243,17 @@ def _plan_builtin(night: int, exposures: Iterable[ExposureInfo], existing: Itera
     calib_deps = tuple(ref.key for ref in (bias, psf, ff) if ref is not None)
     tiles: dict[int, list[ExposureInfo]] = defaultdict(list)
     for e in n.of(ObsType.SCIENCE):
-        add(PlannedJob(job_key(night, "science", e.expid), "science", night, e.tileid,
-                       (e.expid,), e.cameras, calib_deps, calib_night, hold))
+        if e.laststep != "ignore":
+            add(PlannedJob(job_key(night, "science", e.expid), "science", night, e.tileid,
+                           (e.expid,), e.cameras, calib_deps, calib_night, hold))
         tiles[e.tileid if e.tileid is not None else -1].append(e)
 
-    for tile, texps in tiles.items():
-        if not _tile_done(n, tile, texps):
+    for tile, every in tiles.items():
+        if not _tile_done(n, tile, every):
             plan.waiting.append(f"tile {tile}: waiting for the rest of its exposures")
+            continue
+        texps = _upto(every, "fluxcal")
+        if not texps:
             continue
         std_key = f"{night}/stdstars/{tile}"
         add(PlannedJob(std_key, "stdstars", night, tile, tuple(e.expid for e in texps),
@@ -244,12 +264,16 @@ def _plan_builtin(night: int, exposures: Iterable[ExposureInfo], existing: Itera
             add(PlannedJob(job_key(night, "fluxcalib", e.expid), "fluxcalib", night, tile,
                            (e.expid,), e.cameras, (job_key(night, "science", e.expid), std_key),
                            calib_night, hold))
-        z_key = f"{night}/redshift/{tile}/{texps[-1].expid:08d}"
+        zexps = _upto(texps, "all")
+        if not zexps:
+            continue
+        # Keyed by the tile's last exposure whatever its LASTSTEP: an edit never renames it.
+        z_key = f"{night}/redshift/{tile}/{every[-1].expid:08d}"
         earlier = sorted(k for k in existing | set(out)
                          if k.startswith(f"{night}/redshift/{tile}/") and k < z_key)
-        add(PlannedJob(z_key, "redshift", night, tile, tuple(e.expid for e in texps),
-                       _union_cameras(texps),
-                       (*(job_key(night, "fluxcalib", e.expid) for e in texps), *earlier[-1:]),
+        add(PlannedJob(z_key, "redshift", night, tile, tuple(e.expid for e in zexps),
+                       _union_cameras(zexps),
+                       (*(job_key(night, "fluxcalib", e.expid) for e in zexps), *earlier[-1:]),
                        calib_night, hold))
 
     plan.jobs = list(out.values())

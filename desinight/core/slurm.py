@@ -101,7 +101,7 @@ def sbatch_argv(req: _SubmitLike, sbatch: str = "sbatch", kill_on_invalid_dep: b
              f"--time={r.time_minutes}"]
     if r.mem_mb:
         argv.append(f"--mem={r.mem_mb}M")
-    for opt in ("account", "qos", "partition", "constraint", "gres", "reservation"):
+    for opt in ("account", "qos", "partition", "constraint", "gres", "reservation", "exclude"):
         value = getattr(r, opt, None)
         if value:
             argv.append(f"--{opt}={value}")

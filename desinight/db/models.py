@@ -76,6 +76,12 @@ class Exposure(Base):
     seqtot: Mapped[int | None] = mapped_column(Integer, nullable=True)
     cameras: Mapped[str] = mapped_column(String(512), default="")      # present, comma list
     bad_cameras: Mapped[str] = mapped_column(String(512), default="")  # excluded from processing
+    #: how far it is processed (ignore | skysub | fluxcal | all), set by an operator's
+    #: `desinight exposure` edit or by the [laststep] rules at ingest (laststep_reason says which)
+    laststep: Mapped[str] = mapped_column(String(16), default="all", server_default="all")
+    laststep_reason: Mapped[str | None] = mapped_column(Text, nullable=True)
+    bad_amps: Mapped[str] = mapped_column(String(512), default="", server_default="")   # b7D,z8A
+    flags: Mapped[str] = mapped_column(String(128), default="", server_default="")     # short,test
     raw_path: Mapped[str] = mapped_column(Text)
     status: Mapped[str] = mapped_column(String(16))                    # ExposureStatus
     quarantine_reason: Mapped[str | None] = mapped_column(Text, nullable=True)
@@ -189,6 +195,22 @@ class Attempt(Base):
     started_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
     ended_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
     job: Mapped[Job] = relationship(back_populates="attempts")
+
+
+class ExposureEdit(Base):
+    """One operator edit of an exposure (`desinight exposure`): what changed (field ->
+    [old, new]), what it did to the jobs (cancelled / re-planned keys), who, when and why."""
+
+    __tablename__ = "exposure_edit"
+    __table_args__ = (Index("ix_exposure_edit_exposure", "exposure_id"),)
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    production_id: Mapped[int] = mapped_column(ForeignKey("production.id"))
+    exposure_id: Mapped[int] = mapped_column(ForeignKey("exposure.id"))
+    changes: Mapped[dict] = mapped_column(JSON, default=dict)
+    effects: Mapped[dict] = mapped_column(JSON, default=dict)
+    comment: Mapped[str | None] = mapped_column(Text, nullable=True)
+    actor: Mapped[str] = mapped_column(String(128))
+    at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
 
 
 class ServiceState(Base):

@@ -72,10 +72,23 @@ def exposure_infos(s: Session, prod: Production, night: int) -> list[ExposureInf
     rows = s.scalars(select(Exposure).where(
         Exposure.production_id == prod.id, Exposure.night == night,
         Exposure.status != ExposureStatus.QUARANTINED.value).order_by(Exposure.expid)).all()
-    return [ExposureInfo(e.expid, e.night, e.obstype, e.tileid,
-                         tuple(subtract(e.cameras.split(",") if e.cameras else [],
-                                        e.bad_cameras.split(",") if e.bad_cameras else [])),
-                         e.seqnum, e.seqtot) for e in rows]
+    out = []
+    for e in rows:
+        good = tuple(subtract(e.cameras.split(",") if e.cameras else [],
+                              e.bad_cameras.split(",") if e.bad_cameras else []))
+        # every camera bad: nothing of it to process, as if ignored (its tile goes on without it)
+        laststep = "ignore" if e.cameras and not good else (e.laststep or "all")
+        out.append(ExposureInfo(e.expid, e.night, e.obstype, e.tileid, good, e.seqnum, e.seqtot,
+                                laststep))
+    return out
+
+
+def bad_amps_for(s: Session, prod: Production, kind: str, expids: Sequence[int]) -> str:
+    """The bad amplifiers preproc masks in a per-exposure job (``b7D,z8A``), else ""."""
+    if kind not in ("arc", "flat", "science") or len(expids) != 1:
+        return ""
+    return s.scalar(select(Exposure.bad_amps).where(
+        Exposure.production_id == prod.id, Exposure.expid == expids[0])) or ""
 
 
 def get_exposure(s: Session, prod: Production, expid: int) -> Exposure:

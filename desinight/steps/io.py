@@ -7,7 +7,9 @@ into place, so a reader never sees half a file and a crash leaves no partial out
 from __future__ import annotations
 
 import os
+from contextlib import contextmanager
 from pathlib import Path
+from typing import Iterator
 
 import numpy as np
 
@@ -75,8 +77,24 @@ def write_fits(path: Path, hdus: list[tuple[str, np.ndarray, list[dict] | None]]
     return path
 
 
+class InputFileError(Exception):
+    """A step could not read one of its inputs; the message names the file (a bare
+    UnicodeDecodeError or fitsio error does not say which of a job's many files it was)."""
+
+
+@contextmanager
+def reading(path: Path | str) -> Iterator[None]:
+    """Name ``path`` in any error raised while reading it."""
+    try:
+        yield
+    except InputFileError:
+        raise
+    except Exception as e:  # noqa: BLE001 - any reader error, re-raised with the file named
+        raise InputFileError(f"reading {path}: {type(e).__name__}: {e}") from e
+
+
 def read_hdu(path: Path, ext: str) -> tuple[np.ndarray, dict]:
     import fitsio
 
-    with fitsio.FITS(str(path)) as f:
+    with reading(path), fitsio.FITS(str(path)) as f:
         return f[ext].read(), dict(f[ext].read_header())

@@ -30,7 +30,8 @@ KINDS = K.view("name")
 def _raw_cameras(night: int, expid: int) -> list[str]:
     import fitsio
 
-    hdr = fitsio.read_header(str(io.raw_path(night, expid)), 0)
+    with io.reading(io.raw_path(night, expid)):
+        hdr = fitsio.read_header(str(io.raw_path(night, expid)), 0)
     return parse_cameras(str(hdr["CAMERAS"]))
 
 
@@ -44,10 +45,15 @@ def _task_biasnight(night, expids, tileid, cam, calib_night):
     preproc.biasnight_camera(raws, cam, io.calibnight_path("biasnight", night, cam))
 
 
+#: amplifiers the job masks (``b7D``...), from `step run --bad-amps`: one job per process
+_BAD_AMPS: list[str] = []
+
+
 def _task_preproc_each(night, expids, tileid, cam, calib_night):
+    amps = [a[-1] for a in _BAD_AMPS if a[:-1] == cam]
     for e in expids:
         preproc.preproc_camera(io.raw_path(night, e), cam, _bias_for(night, cam, calib_night),
-                               io.preproc_path(night, e, cam))
+                               io.preproc_path(night, e, cam), bad_amps=amps)
 
 
 def _calib(prefix: str, night: int, cam: str, calib_night: int | None) -> Path:
@@ -110,7 +116,8 @@ def sky_fibers(night: int, expid: int, cam: str, nfiber: int) -> np.ndarray:
     fa_files = sorted(expdir.glob("fiberassign-*.fits"))
     if not fa_files:
         raise FileNotFoundError(f"no fiberassign file in {expdir}")
-    fa = fitsio.read(str(fa_files[0]), "FIBERASSIGN")
+    with io.reading(fa_files[0]):
+        fa = fitsio.read(str(fa_files[0]), "FIBERASSIGN")
     spectro = int(cam[1:])
     isky = np.zeros(nfiber, bool)
     sel = fa["FIBER"] // nfiber == spectro
@@ -144,7 +151,8 @@ def _read_fa(night: int, expid: int) -> np.ndarray:
     fa_files = sorted(expdir.glob("fiberassign-*.fits"))
     if not fa_files:
         raise FileNotFoundError(f"no fiberassign file in {expdir}")
-    return fitsio.read(str(fa_files[0]), "FIBERASSIGN")
+    with io.reading(fa_files[0]):
+        return fitsio.read(str(fa_files[0]), "FIBERASSIGN")
 
 
 def _task_stdstars(night, expids, tileid, unit, calib_night):
@@ -187,8 +195,9 @@ def task_of(kind: str) -> Callable:
 
 def run_job(kind: str, night: int, expids: Sequence[int], tileid: int | None,
             cameras: Sequence[str] | str | None, calib_night: int | None = None,
-            comm=None) -> int:
+            comm=None, bad_amps: Sequence[str] = ()) -> int:
     """Run one job; 0 when every camera succeeded, 1 otherwise (same answer on every rank)."""
+    _BAD_AMPS[:] = list(bad_amps)
     if kind not in KINDS:
         raise DesinightError(f"unknown step kind {kind!r} (one of {', '.join(KINDS)})")
     task = task_of(kind)
@@ -259,5 +268,5 @@ def _write_status(kind, night, expids, tileid, rank, results) -> None:
                                "rank": rank, "tasks": results}, indent=1))
     os.replace(tmp, path)
     for r in results:
-        state = "ok" if r["ok"] else f"FAILED ({r['error'].splitlines()[0][:100]})"
+        state = "ok" if r["ok"] else f"FAILED ({r['error'].splitlines()[0][:400]})"  # room for a path
         print(f"{kind} {night} {r['camera']}: {state} {r['seconds']:.1f}s", flush=True)

@@ -8,6 +8,7 @@ pattern the overscan cannot see) and the dark current, and flag saturated pixels
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Sequence
 
 import numpy as np
 
@@ -28,7 +29,7 @@ def read_raw(raw: Path, cam: str) -> tuple[np.ndarray, dict, dict]:
     """(raw image, camera header, primary header) of one camera."""
     import fitsio
 
-    with fitsio.FITS(str(raw)) as f:
+    with io.reading(raw), fitsio.FITS(str(raw)) as f:
         prim = dict(f[0].read_header())
         hdu = f[cam.upper()]
         return hdu.read().astype(np.float32), dict(hdu.read_header()), prim
@@ -72,7 +73,9 @@ def find_cosmics(img: np.ndarray, var: np.ndarray) -> np.ndarray:
     return hit
 
 
-def preproc_camera(raw: Path, cam: str, bias: Path | None, out: Path) -> Path:
+def preproc_camera(raw: Path, cam: str, bias: Path | None, out: Path,
+                   bad_amps: Sequence[str] = ()) -> Path:
+    """bad_amps: amplifiers (A-D) an operator marked bad: their quadrant gets zero ivar."""
     data, hdr, prim = read_raw(raw, cam)
     img, rdn, sat = overscan_correct(data, hdr)
     var_bias = np.zeros_like(img)
@@ -90,6 +93,9 @@ def preproc_camera(raw: Path, cam: str, bias: Path | None, out: Path) -> Path:
     mask = np.zeros(img.shape, np.int16)
     mask[sat] |= MASK_SATURATED
     mask[find_cosmics(img, var)] |= MASK_COSMIC
+    for amp in bad_amps:
+        cy0, cy1, cx0, cx1 = I.parse_section(hdr[f"CCDSEC{amp}"])
+        mask[cy0:cy1, cx0:cx1] |= MASK_BADIVAR
     ivar = np.where(mask == 0, 1.0 / var, 0.0).astype(np.float32)
     keep = {k: prim[k] for k in ("EXPID", "NIGHT", "OBSTYPE", "TILEID", "EXPTIME", "PROGRAM",
                                  "MJD-OBS", "SEQNUM", "SEQTOT") if k in prim}

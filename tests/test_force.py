@@ -1,0 +1,51 @@
+"""`resubmit --force JOB|EXPID|NIGHT` re-runs completed work and everything downstream of it
+(new attempts, dependents re-linked), with `--dry-run` (database unchanged). Local backend."""
+
+from __future__ import annotations
+
+import pytest
+from sqlalchemy import create_engine, select
+
+from desinight.db.models import Attempt, Job
+from tests.daemonkit import cli, fast_templates, write_config
+from tests.rawfixture import N, write_night
+from tests.test_dry_run import _snapshot
+
+E3, E4 = (N - 20000000) * 100 + 3, (N - 20000000) * 100 + 4
+
+
+def _attempts(root) -> dict[str, tuple[str, int]]:
+    engine = create_engine(f"sqlite:///{root / 'state' / 'desinight.db'}")
+    with engine.connect() as c:
+        rows = c.execute(select(Job.key, Job.state, Attempt.number).join(Attempt)).all()
+    engine.dispose()
+    out: dict[str, tuple[str, int]] = {}
+    for key, state, n in rows:
+        out[key] = (state, max(n, out.get(key, ("", 0))[1]))
+    return out
+
+
+@pytest.mark.slow
+def test_force_reruns_a_completed_exposure_and_its_downstream(tmp_path):
+    conf = write_config(tmp_path, templates=fast_templates(tmp_path / "tpl"))
+    cli(conf, "init")
+    write_night(tmp_path / "raw")
+    cli(conf, "ingest", str(N), "--wait", "--timeout", "120")
+    r = cli(conf, "resubmit", str(E3), check=False)
+    assert r.returncode == 1 and "--force re-runs completed ones" in r.stderr
+
+    before = _snapshot(tmp_path)
+    dry = cli(conf, "resubmit", str(E3), "--force", "--dry-run").stdout
+    assert _snapshot(tmp_path) == before
+    redo = [f"{N}/science/{E3:08d}", f"{N}/stdstars/1000", f"{N}/fluxcalib/{E3:08d}",
+            f"{N}/fluxcalib/{E4:08d}", f"{N}/redshift/1000/{E4:08d}"]
+    assert dry.strip() == "dry run: would resubmit 5 jobs: " + ", ".join(redo)
+    night = cli(conf, "resubmit", str(N), "--force", "--dry-run").stdout
+    assert "would resubmit 11 jobs" in night
+
+    real = cli(conf, "resubmit", str(E3), "--force").stdout
+    assert real.strip() == "resubmitted 5 jobs (5 submitted now): " + ", ".join(redo)
+    cli(conf, "ingest", str(N), "--wait", "--timeout", "60")    # waits for the night's end
+    att = _attempts(tmp_path)
+    assert {k: v for k, v in att.items() if v[0] != "completed"} == {}
+    assert {k for k, (_, n) in att.items() if n == 2} == set(redo)
