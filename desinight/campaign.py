@@ -195,7 +195,11 @@ def _check_inputs(s: Session, pv: Preview, inp: Production) -> None:
     m = pv.manifest
     done = dict(s.execute(select(Job.key, Job.state).where(
         Job.production_id == inp.id, Job.key.in_(sorted(pv.inputs)))).all())
-    for key, needed_by in sorted(pv.inputs.items()):
+    def order(key: str) -> tuple:     # pipeline order: the root of a missing chain first
+        night, kind, *rest = key.split("/")
+        return night, JOB_KINDS.index(kind), rest
+
+    for key, needed_by in sorted(pv.inputs.items(), key=lambda kv: order(kv[0])):
         state = done.get(key)
         if state != JobState.COMPLETED.value:
             raise m.error("steps.input_production",
