@@ -328,7 +328,10 @@ def show(s: Session, cfg: Config, prod: Production, night: int) -> dict[str, Any
     held = s.execute(select(Job.key, Job.hold_reason).where(
         Job.production_id == prod.id, Job.night == night,
         Job.state == JobState.HELD.value).order_by(Job.key)).all()
-    return {"night": night, "production": prod.name,
+    used = sorted({cn or night for (cn,) in s.execute(select(Job.calib_night).where(
+        Job.production_id == prod.id, Job.night == night, Job.kind == "science",
+        Job.state != JobState.HELD.value))})
+    return {"night": night, "production": prod.name, "science_calib_nights": used,
             "choice": None if choice is None else {
                 "from": choice.ref_night, "origin": choice.origin, "comment": choice.comment,
                 "include_expids": sorted(choice.include), "exclude_expids": sorted(choice.exclude)},

@@ -95,6 +95,9 @@ def show_cmd(obj, night: str, as_json: bool) -> None:
     for cam, v in data["cameras"].items():
         t.add_row(cam, str(v["psfnight"] or "-"), str(v["fiberflatnight"] or "-"), v["source"])
     console.print(t)
+    if data["science_calib_nights"]:
+        console.print("planned science jobs use the calibrations of night "
+                      + ", ".join(map(str, data["science_calib_nights"])))
     for h in data["held"]:
         console.print(f"held {h['job']}: {h['reason']}")
 
