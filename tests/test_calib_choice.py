@@ -160,3 +160,20 @@ def test_max_calib_age_nights_is_range_checked(tmp_path):
     r = cli(conf, "status", check=False)
     assert r.returncode == 2
     assert "calib.max_calib_age_nights must be between 0 and 366, got -1" in r.stderr
+
+
+def test_override_file_include_expids_keeps_only_those(ctx, cfg):
+    """include_expids: the night's own calibrations are built from these exposures only."""
+    write_night(cfg.raw_root, N)
+    write_exposure(cfg.raw_root, N, 6, "ARC")
+    arc1, arc2 = (N - 20000000) * 100 + 1, (N - 20000000) * 100 + 6
+    cfg.calib_overrides.mkdir(parents=True)
+    (cfg.calib_overrides / f"calib-{N}.toml").write_text(f"night = {N}\ninclude_expids = [{arc1}, "
+                                                         f"{arc1 + 1}, {arc1 - 1}]\n")
+    ingest_night(ctx, N, O.utc_now())
+    O.plan(ctx, N, closed=True)
+    with transaction(ctx.sessions) as s:
+        prod = repo.get_production(s, "test")
+        assert repo.get_job(s, prod, f"{N}/psfnight").expids == [arc1]
+        assert f"{N}/arc/{arc2:08d}" not in repo.job_keys(s, prod, N)
+        assert repo.get_job(s, prod, f"{N}/science/{arc1 + 2:08d}").calib_night is None
