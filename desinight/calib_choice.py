@@ -176,8 +176,7 @@ def auto_fallback(s: Session, cfg: Config, prod: Production, night: int,
             out.update(recent[n].refs())
             return out, None
     cams = camera_word(needed) if needed else "any camera"
-    why = (f"no night of the {k} before it (calib.max_calib_age_nights) has psfnight and "
-           f"fiberflatnight covering {cams}")
+    why = f"none within {k} nights before (calib.max_calib_age_nights) covers {cams}"
     older = _calib_nights(s, prod, 0, lo - 1)
     both = [n for n in sorted(older, reverse=True) if older[n].covers(needed)]
     if both:

@@ -314,8 +314,8 @@ def _plan(pv: Preview, rows: list[dict], keys_by_night: dict[int, set[str]],
         if pair is not None and age(night, pair) <= max_age:
             fb.update({k: CalibRef(f"{pair}/{k}", pair) for k in ("psfnight", "fiberflatnight")})
         else:
-            why = (f"no night of the {max_age} before it (calib.max_calib_age_nights) in the "
-                   "campaign has psfnight and fiberflatnight covering its cameras")
+            why = (f"none of the campaign's nights within {max_age} nights before "
+                   "(calib.max_calib_age_nights) covers its cameras")
         p = plan_night(night, by_night.get(night, []), existing, closed=True, fallback=fb,
                        no_fallback=why)
         pv.quarantine.update(p.quarantine)

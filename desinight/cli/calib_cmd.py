@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import click
 from rich.console import Console
@@ -84,8 +85,11 @@ def show_cmd(obj, night: str, as_json: bool) -> None:
         return
     console = Console(width=160)
     c = data["choice"]
-    console.print(f"night {n}: " + (f"override from {c['from']} ({c['origin']})" if c and c["from"]
-                                     else "no override") + f"; override file {data['override_file']}")
+    console.print(f"night {n}: " + (f"calibrations from {c['from']}, {c['origin']}" if c and c["from"]
+                                     else "no reference night chosen")
+                  + (f" ({c['comment']})" if c and c["comment"] else ""))
+    console.print(f"override file: {data['override_file']}"
+                  + ("" if Path(data["override_file"]).is_file() else " (none)"))
     if c and (c["include_expids"] or c["exclude_expids"]):
         console.print(f"calibration exposures: include {c['include_expids'] or 'all'}, "
                       f"exclude {c['exclude_expids'] or 'none'}")
