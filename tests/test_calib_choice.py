@@ -178,3 +178,21 @@ def test_override_file_include_expids_keeps_only_those(ctx, cfg):
         assert repo.get_job(s, prod, f"{N}/psfnight").expids == [arc1]
         assert f"{N}/arc/{arc2:08d}" not in repo.job_keys(s, prod, N)
         assert repo.get_job(s, prod, f"{N}/science/{arc1 + 2:08d}").calib_night is None
+
+
+def test_calib_use_leaves_submitted_jobs_alone(ctx, cfg):
+    """Jobs already submitted keep their calibrations: listed, not re-planned."""
+    N4 = N + 3
+    write_night(cfg.raw_root, N)
+    write_night(cfg.raw_root, N4, tile=4000)
+    for n in (N, N4):
+        ingest_night(ctx, n, O.utc_now())
+        O.plan(ctx, n, closed=True)
+    O.submit_ready(ctx, O.utc_now())
+    with transaction(ctx.sessions) as s:
+        prod = repo.get_production(s, "test")
+        sci = f"{N4}/science/{(N4 - 20000000) * 100 + 3:08d}"
+        assert repo.get_job(s, prod, sci).state == "submitted"
+        change = CC.use(s, cfg, prod, N4, N, "operator:test")
+        assert change.replanned == [] and f"{sci} (submitted)" in change.untouched
+        assert repo.get_job(s, prod, sci).calib_night is None
