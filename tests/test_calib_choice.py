@@ -58,6 +58,9 @@ def test_too_old_calibrations_hold_then_calib_use_releases(tmp_path):
     shown = json.loads(cli(conf, "calib", "show", str(N2), "--json").stdout)
     assert shown["cameras"]["b0"]["psfnight"] is None
     assert shown["cameras"]["b0"]["source"].startswith("held: none within 1 nights before")
+    text = cli(conf, "calib", "show", str(N2)).stdout
+    assert "no reference night chosen" in text and "held (below)" in text
+    assert f"held, 6 jobs ({N2}/fluxcalib/" in text and "(nearest: 20261124" in text
 
     db = tmp_path / "state" / "desinight.db"
     before = _dump(db)
@@ -90,6 +93,8 @@ def test_too_old_calibrations_hold_then_calib_use_releases(tmp_path):
                                               "fiberflatnight in production test (not planned, "
                                               "or failed)\n")
     assert _dump(db) == before
+    r = cli(conf, "calib", "use", "20261201", "--from", str(N), check=False)
+    assert r.returncode == 3 and "night 20261201 has no exposures in production test" in r.stderr
 
 
 def test_automatic_fallback_takes_one_night_covering_the_cameras(ctx, cfg):

@@ -97,13 +97,18 @@ def show_cmd(obj, night: str, as_json: bool) -> None:
     for col in ("camera", "psfnight", "fiberflatnight", "source"):
         t.add_column(col, overflow="fold")
     for cam, v in data["cameras"].items():
-        t.add_row(cam, str(v["psfnight"] or "-"), str(v["fiberflatnight"] or "-"), v["source"])
+        src = "held (below)" if v["source"].startswith("held: ") else v["source"]
+        t.add_row(cam, str(v["psfnight"] or "-"), str(v["fiberflatnight"] or "-"), src)
     console.print(t)
     if data["science_calib_nights"]:
         console.print("planned science jobs use the calibrations of night "
                       + ", ".join(map(str, data["science_calib_nights"])))
+    by_reason: dict[str, list[str]] = {}
     for h in data["held"]:
-        console.print(f"held {h['job']}: {h['reason']}")
+        by_reason.setdefault(h["reason"] or "", []).append(h["job"])
+    for reason, jobs in by_reason.items():    # one reason, many jobs: said once
+        console.print(f"held, {len(jobs)} jobs ({jobs[0]}{', ...' if len(jobs) > 1 else ''}): "
+                      f"{reason}")
 
 
 COMMANDS = [calib]
