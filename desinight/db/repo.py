@@ -11,7 +11,7 @@ from sqlalchemy.orm import Session, selectinload
 
 from ..core.errors import NotFound
 from ..core.planner import ExposureInfo, Plan, PlannedJob
-from ..core.states import ACTIVE, BROKEN, ExposureStatus, JobState
+from ..core.states import ACTIVE, ExposureStatus, JobState
 from .models import Attempt, Exposure, Job, JobEdge, Night, Production, ServiceState, utcnow
 
 
