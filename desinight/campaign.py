@@ -63,6 +63,8 @@ class Preview:
     existing: dict[str, dict[str, int]] = field(default_factory=dict)   # kind -> state -> n
     resources: dict[str, dict[str, Any]] = field(default_factory=dict)
     waiting: list[str] = field(default_factory=list)
+    #: partial campaign: input job key (a step not run) -> the first planned job needing it
+    inputs: dict[str, str] = field(default_factory=dict)
 
     @property
     def new_by_kind(self) -> dict[str, int]:
@@ -181,8 +183,38 @@ def preview(s: Session, cfg: Config, m: Manifest) -> Preview:
                 Job.production_id == mine.id).group_by(Job.kind, Job.state)):
             pv.existing.setdefault(kind, {})[state] = n
     pv.new_exposures = [r for r in rows if r["expid"] not in have_exp]
-    _plan(pv, rows, keys_by_night)
+    _plan(pv, rows, keys_by_night, cfg.max_calib_age_nights)
+    if m.partial:
+        _check_inputs(s, pv, prods[m.input_production or source])
     return pv
+
+
+def _check_inputs(s: Session, pv: Preview, inp: Production) -> None:
+    """Every output a partial campaign takes from its input production must be there: the
+    job completed and its files on disk. Else the manifest is refused, naming what lacks."""
+    from . import partial_inputs
+    m = pv.manifest
+    done = dict(s.execute(select(Job.key, Job.state).where(
+        Job.production_id == inp.id, Job.key.in_(sorted(pv.inputs)))).all())
+    def order(key: str) -> tuple:     # pipeline order: the root of a missing chain first
+        night, kind, *rest = key.split("/")
+        return night, JOB_KINDS.index(kind), rest
+
+    for key, needed_by in sorted(pv.inputs.items(), key=lambda kv: order(kv[0])):
+        state = done.get(key)
+        if state != JobState.COMPLETED.value:
+            raise m.error("steps.input_production",
+                          f"production {inp.name} has no completed {key} "
+                          f"({state or 'no such job'}; needed by {needed_by})",
+                          m.input_production)
+    cams = dict(s.execute(select(Job.key, Job.cameras).where(
+        Job.production_id == inp.id, Job.key.in_(sorted(pv.inputs)))).all())
+    for key in sorted(pv.inputs):
+        missing = partial_inputs.missing(Path(inp.redux_dir), key, cams[key])
+        if missing:
+            raise m.error("steps.input_production",
+                          f"production {inp.name}'s {key} output {missing} is missing",
+                          m.input_production)
 
 
 def _source_rows(s: Session, src: Production, nights: list[int], m: Manifest) -> list[dict]:
@@ -254,8 +286,12 @@ def _good_cameras(cameras: str, bad: str) -> tuple[str, ...]:
     return tuple(subtract(cameras.split(",") if cameras else [], bad.split(",") if bad else []))
 
 
-def _plan(pv: Preview, rows: list[dict], keys_by_night: dict[int, set[str]]) -> None:
-    """Plan every night in order; the nearest earlier night's calibrations are the fallback."""
+def _plan(pv: Preview, rows: list[dict], keys_by_night: dict[int, set[str]],
+          max_age: int) -> None:
+    """Plan every night in order. The fallback is the nearest earlier night whose psfnight
+    and fiberflatnight both exist and cover the night's cameras, at most ``max_age`` nights
+    back (calib_choice's rule, on the campaign's own nights)."""
+    from .calib_choice import age, needed_cameras
     m = pv.manifest
     steps = set(m.steps)
     skip_calibs = not set(NIGHTLY_CALIBS) <= steps
@@ -268,25 +304,44 @@ def _plan(pv: Preview, rows: list[dict], keys_by_night: dict[int, set[str]]) -> 
                                                                             r["bad_cameras"] or ""),
                                                  r["seqnum"], r["seqtot"]))
     fallback: dict[str, CalibRef] = {}
+    pairs: list[tuple[int, set[str]]] = []       # (night, cameras) with both psf and fiberflat
+    cams_of: dict[str, set[str]] = {}
     for night in pv.nights:
         existing = keys_by_night.get(night, set())
-        p = plan_night(night, by_night.get(night, []), existing, closed=True, fallback=fallback)
+        needed = needed_cameras(by_night.get(night, []))
+        fb = {k: v for k, v in fallback.items() if k == "biasnight"}
+        why = None
+        pair = next((n for n, c in reversed(pairs) if needed <= c), None)
+        if pair is not None and age(night, pair) <= max_age:
+            fb.update({k: CalibRef(f"{pair}/{k}", pair) for k in ("psfnight", "fiberflatnight")})
+        else:
+            why = (f"none of the campaign's nights within {max_age} nights before "
+                   "(calib.max_calib_age_nights) covers its cameras")
+        p = plan_night(night, by_night.get(night, []), existing, closed=True, fallback=fb,
+                       no_fallback=why)
         pv.quarantine.update(p.quarantine)
         pv.waiting.extend(f"{night}: {w}" for w in p.waiting)
         for pj in p.jobs:
+            cams_of[pj.key] = set(pj.cameras)
             if pj.kind not in steps:
                 continue
             deps = tuple(d for d in pj.deps if d.split("/")[1] in steps)
+            for d in pj.deps:
+                # the outputs of a step not run come from the input production
+                if d not in deps and d.split("/")[1] != "redshift":
+                    pv.inputs.setdefault(d, pj.key)
             hold = None if skip_calibs else pj.hold_reason
             if deps != pj.deps or hold != pj.hold_reason:
                 pj = PlannedJob(pj.key, pj.kind, pj.night, pj.tileid, pj.expids, pj.cameras,
                                 deps, pj.calib_night, hold)
             pv.jobs.append(pj)
         tonight = existing | {pj.key for pj in p.jobs}
-        for kind in NIGHTLY_CALIBS:
-            key = f"{night}/{kind}"
-            if key in tonight:
-                fallback[kind] = CalibRef(key, night)
+        if f"{night}/biasnight" in tonight:
+            fallback["biasnight"] = CalibRef(f"{night}/biasnight", night)
+        if all(f"{night}/{k}" in tonight for k in ("psfnight", "fiberflatnight")):
+            pairs.append((night, cams_of.get(f"{night}/psfnight", set())
+                          & cams_of.get(f"{night}/fiberflatnight", set())
+                          if f"{night}/psfnight" in cams_of else needed))
 
 
 # --- writing ----------------------------------------------------------------------------------
@@ -308,6 +363,11 @@ def enqueue(sessions, cfg: Config, m: Manifest) -> Preview:
         ccfg = campaign_config(cfg, m.name, pv.redux_dir, pv.raw_root, m.settings())
         bulk.save_jobs(s, prod, pv.jobs, job_resources(ccfg, pv.jobs, pv.resources),
                        campaign_actor(m.name), campaign=m.name)
+        if pv.inputs:
+            from . import partial_inputs
+            inp = s.scalar(select(Production).where(
+                Production.name == (m.input_production or pv.source)))
+            partial_inputs.link(Path(inp.redux_dir), pv.redux_dir, pv.inputs)
     return pv
 
 

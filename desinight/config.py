@@ -18,7 +18,7 @@ from .core import defaults as D
 from .core.errors import ConfigError
 
 _SECTIONS = {"desinight", "local", "slurm", "daemon", "kinds", "readers", "check", "notify",
-             "laststep"}
+             "laststep", "calib"}
 
 
 @dataclass(frozen=True)
@@ -76,6 +76,9 @@ class Config:
     notify_night_summary: bool = True
     laststep_min_exptime_s: float = D.LASTSTEP_MIN_EXPTIME_S
     laststep_skysub_programs: tuple[str, ...] = D.LASTSTEP_SKYSUB_PROGRAMS
+    # calibration choice (desinight/calib_choice.py)
+    max_calib_age_nights: int = D.MAX_CALIB_AGE_NIGHTS
+    calib_overrides_dir: Path | None = None   # None: STATE_DIR/calib-overrides
     kinds: dict[str, dict[str, Any]] = field(default_factory=dict)   # per-kind resource overrides
     #: modules declaring more job kinds (core/kinds.py register), imported when the config loads
     kind_modules: tuple[str, ...] = ()
@@ -93,6 +96,11 @@ class Config:
     def prod_dir(self) -> Path:
         """$DESI_SPECTRO_REDUX/$SPECPROD: where the production's outputs and run scripts go."""
         return self.redux_root / self.production
+
+    @property
+    def calib_overrides(self) -> Path:
+        """Where the per-night calibration override files (calib-NIGHT.toml) live."""
+        return self.calib_overrides_dir or self.state_dir / D.CALIB_OVERRIDES_SUBDIR
 
     def with_overrides(self, **kw: Any) -> "Config":
         return replace(self, **{k: v for k, v in kw.items() if v is not None})
@@ -151,6 +159,8 @@ _KEYS: dict[tuple[str, str], tuple[str, type]] = {
     ("notify", "night_summary"): ("notify_night_summary", bool),
     ("laststep", "min_exptime_s"): ("laststep_min_exptime_s", float),
     ("laststep", "skysub_programs"): ("laststep_skysub_programs", tuple),
+    ("calib", "max_calib_age_nights"): ("max_calib_age_nights", int),
+    ("calib", "overrides_dir"): ("calib_overrides_dir", Path),
 }
 _CHOICES = {"backend": ("local", "slurm"), "watch_mode": ("auto", "native", "polling")}
 
@@ -356,7 +366,8 @@ def _RANGES(cfg: Config) -> list[tuple[str, float, float, float]]:  # noqa: N802
             ("daemon.watch_poll_s", cfg.watch_poll_s, 0.05, 60.0),
             ("readers.workers", cfg.reader_workers, 1, 64),
             ("readers.timeout_s", cfg.reader_timeout_s, 0.1, 3600.0),
-            ("readers.memory_mb", cfg.reader_memory_mb, 256, 1 << 20)]
+            ("readers.memory_mb", cfg.reader_memory_mb, 256, 1 << 20),
+            ("calib.max_calib_age_nights", cfg.max_calib_age_nights, 0, 366)]
 
 
 def _check_paths(cfg: Config, where: str) -> None:

@@ -153,15 +153,18 @@ def _replan(ctx: Context, s: Session, prod: Production, exp: Exposure, res: Edit
     scancel (after the commit)."""
     night = exp.night
     nrow = repo.ensure_night(s, prod, night)
+    from .calib_choice import plan_inputs   # the same calibration choice as the night's plan
+    exps, calibs = plan_inputs(s, ctx.cfg, prod, night, repo.exposure_infos(s, prod, night))
     fresh = {pj.key: pj for pj in plan_night(
-        night, repo.exposure_infos(s, prod, night), repo.job_keys(s, prod, night),
-        closed=nrow.closed, fallback=repo.fallback_calibs(s, prod, night), redefine=True).jobs}
+        night, exps, repo.job_keys(s, prod, night), closed=nrow.closed, redefine=True,
+        **calibs).jobs}
     # Jobs the edit calls for anew (LASTSTEP raised again): new keys are added the planner's
     # way; those an earlier edit cancelled are planned again (below, as re-planned).
-    from .orchestrate import resources_for
+    from .orchestrate import job_resources, resources_for
     have = repo.job_keys(s, prod, night)
-    bulk.save_jobs(s, prod, [pj for k, pj in fresh.items() if k not in have],
-                   {k: resources_for(ctx.cfg, k).__dict__ for k in JOB_KINDS}, actor)
+    new_jobs = [pj for k, pj in fresh.items() if k not in have]
+    bulk.save_jobs(s, prod, new_jobs, job_resources(
+        ctx.cfg, new_jobs, {k: resources_for(ctx.cfg, k).__dict__ for k in JOB_KINDS}), actor)
     res.replanned += sorted(k for k in fresh if k not in have)
     jobs = list(s.scalars(select(Job).where(Job.production_id == prod.id, Job.night == night)
                           .order_by(Job.id)))

@@ -120,9 +120,10 @@ def plan(ctx: Context, night: int, closed: bool | None = None) -> int:
 
 def _plan_one(ctx: Context, s: Session, prod: Production, night: int, closed: bool,
               res: dict) -> int:
-    p = plan_night(night, repo.exposure_infos(s, prod, night), repo.job_keys(s, prod, night),
-                   closed=closed, fallback=repo.fallback_calibs(s, prod, night),
-                   held=repo.held_keys(s, prod, night))
+    from .calib_choice import plan_inputs   # chosen, override file, or the checked fallback
+    exps, calibs = plan_inputs(s, ctx.cfg, prod, night, repo.exposure_infos(s, prod, night))
+    p = plan_night(night, exps, repo.job_keys(s, prod, night), closed=closed,
+                   held=repo.held_keys(s, prod, night), **calibs)
     n = repo.save_plan(s, prod, p, job_resources(ctx.cfg, p.jobs, res), ctx.actor)
     if n or p.released:
         ctx.event("planned", night=night, jobs=n, released=len(p.released))

@@ -124,8 +124,17 @@ def test_steps_from_extract_and_bad_cameras(nightly, tmp_path):
     body = (f'[selection.bad_cameras]\n"{sci}" = "b0"\n\n[steps]\nfrom = "extract"\n'
             '[kinds.science]\ntime_minutes = 45\n')
     m = parse_manifest(manifest(tmp_path, body, nights=(N,)).read_text(), "c.toml")
+    # the source has not run its calibrations yet: refused, naming what is missing
+    with pytest.raises(ManifestError, match=f"production test has no completed {N}/biasnight "
+                                            r"\(planned; needed by"):
+        C.enqueue(ctx.sessions, ctx.cfg, m)
+    _run_calibrations(ctx, N)
     pv = C.enqueue(ctx.sessions, ctx.cfg, m)
     assert pv.new_by_kind == {"science": 2, "stdstars": 1, "fluxcalib": 2, "redshift": 1}
+    # their outputs are linked into the campaign's directory, where its steps read them
+    link = ctx.cfg.redux_root / "reproc" / "calibnight" / str(N) / f"psfnight-b0-{N}.fits"
+    assert link.is_symlink() and link.resolve() == (ctx.cfg.prod_dir / "calibnight" / str(N) /
+                                                    f"psfnight-b0-{N}.fits").resolve()
     with transaction(ctx.sessions) as s:
         from desinight.db import repo
         prod = repo.get_production(s, "reproc")
@@ -134,6 +143,27 @@ def test_steps_from_extract_and_bad_cameras(nightly, tmp_path):
         assert repo.parents_of(s, [job.id])[job.id] == []   # calibrations come from 'test'
         assert prod.settings["input_production"] == "test"
         assert prod.settings["steps"] == ["science", "stdstars", "fluxcalib", "redshift"]
+
+
+def _run_calibrations(ctx, night: int) -> None:
+    """Complete the source's calibration jobs of ``night`` on the fake backend and write
+    their (empty) outputs, as a finished nightly production would have them."""
+    calibs = ("biasnight", "arc", "psfnight", "flat", "fiberflatnight")
+    for _ in range(10):
+        O.submit_ready(ctx, O.utc_now())
+        for bid, req in ctx.backend.requests.items():
+            if any(req.name.endswith("-" + k) for k in calibs):
+                ctx.backend.finish(bid)
+        O.poll(ctx, O.utc_now())
+    with transaction(ctx.sessions) as s:
+        states = dict(s.execute(select(Job.key, Job.state).where(
+            Job.night == night, Job.kind.in_(calibs))).all())
+    assert set(states.values()) == {"completed"}, states
+    for kind in ("biasnight", "psfnight", "fiberflatnight"):
+        for cam in ("b0", "r0", "z0"):
+            f = ctx.cfg.prod_dir / "calibnight" / str(night) / f"{kind}-{cam}-{night}.fits"
+            f.parent.mkdir(parents=True, exist_ok=True)
+            f.write_bytes(b"")
 
 
 def test_tile_selection_keeps_only_its_nights(nightly, tmp_path):

@@ -79,13 +79,28 @@ def test_late_exposure_adds_only_its_jobs():
 
 
 def test_night_without_arcs_uses_earlier_calibrations():
+    """psfnight and fiberflatnight come from one night: tonight's flats (extracted through an
+    earlier night's traces) give way to that night's pair; without the pair, science is held."""
     ex = [exp(0, "ZERO"), exp(2, "FLAT"), exp(3, "SCIENCE", 1000, 1, 1)]
-    fb = {"psfnight": CalibRef("20261120/psfnight", 20261120)}
+    fb = {"psfnight": CalibRef("20261120/psfnight", 20261120),
+          "fiberflatnight": CalibRef("20261120/fiberflatnight", 20261120)}
     jobs = keys(plan_night(N, ex, fallback=fb))
     sci = jobs[f"{N}/science/26112403"]
-    assert "20261120/psfnight" in sci.deps and sci.calib_night == 20261120
-    assert sci.hold_reason is None
+    assert {"20261120/psfnight", "20261120/fiberflatnight"} <= set(sci.deps)
+    assert sci.calib_night == 20261120 and sci.hold_reason is None
     assert "20261120/psfnight" in jobs[f"{N}/flat/26112402"].deps
+    half = keys(plan_night(N, ex, fallback={"psfnight": fb["psfnight"]}))[f"{N}/science/26112403"]
+    assert "psfnight of 20261120 and fiberflatnight of 20261124 are never mixed" in half.hold_reason
+
+
+def test_chosen_calibrations_win_over_tonights():
+    chosen = {"psfnight": CalibRef("20261120/psfnight", 20261120),
+              "fiberflatnight": CalibRef("20261120/fiberflatnight", 20261120)}
+    sci = keys(plan_night(N, full_night(), chosen=chosen))[f"{N}/science/26112403"]
+    assert {"20261120/psfnight", "20261120/fiberflatnight"} <= set(sci.deps)
+    assert f"{N}/psfnight" not in sci.deps and sci.calib_night == 20261120
+    held = keys(plan_night(N, full_night(), chosen={}, no_fallback="the chosen night has none"))
+    assert held[f"{N}/science/26112403"].hold_reason.endswith("; the chosen night has none")
 
 
 def test_night_without_any_calibrations_holds_science_with_reason():

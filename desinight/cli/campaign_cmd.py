@@ -10,8 +10,8 @@ import click
 from rich.console import Console
 from rich.table import Table
 
-from ..core.errors import BackendError, DesinightError
 from ..core import kinds as K
+from ..core.errors import BackendError, DesinightError, JobsFailed
 
 
 @click.group()
@@ -151,6 +151,14 @@ def run_cmd(obj, name: str, backend: str | None, timeout: float | None, poll_s: 
             time.sleep(poll_s)
     click.echo(f"campaign {name}: {submitted} jobs submitted; {p['completed']}/{p['jobs']} "
                f"completed, {p['failed']} failed, {p['held']} held, {p['queued']} queued")
+    _raise_if_failed(p)
+
+
+def _raise_if_failed(p: dict) -> None:
+    """Exit code 5 when jobs failed: a script must not read success from a failed campaign."""
+    if p["failed"]:
+        raise JobsFailed(f"campaign {p['campaign']}: {p['failed']} jobs failed "
+                         f"(desinight campaign status {p['campaign']})")
 
 
 def _name(text: str) -> str:
@@ -181,6 +189,7 @@ def status_cmd(obj, name: str, as_json: bool, failures: int) -> None:
         p = C.progress(s, name, failures=failures)
     if as_json:
         click.echo(json.dumps(p, indent=1, sort_keys=True))
+        _raise_if_failed(p)
         return
     console = Console()
     pct = 100 * p["completed"] / p["jobs"] if p["jobs"] else 0.0
@@ -205,3 +214,4 @@ def status_cmd(obj, name: str, as_json: bool, failures: int) -> None:
         for x in p["failures"]:
             f.add_row(str(x["id"]), x["job"], f"[red]{x['state']}[/]", x["reason"] or "")
         console.print(f)
+    _raise_if_failed(p)

@@ -51,10 +51,11 @@ def cli(ctx: click.Context, config_path: str | None, production: str | None, ver
 
 
 def _register() -> None:
-    from . import check_cmd, exposure_cmd, history_cmd, logs_cmd, ops_cmds, retry_cmds, status_cmd
+    from . import (calib_cmd, check_cmd, exposure_cmd, history_cmd, logs_cmd, ops_cmds,
+                   retry_cmds, status_cmd)
     for cmd in (*ops_cmds.COMMANDS, *retry_cmds.COMMANDS, *status_cmd.COMMANDS,
                 *check_cmd.COMMANDS, *history_cmd.COMMANDS, *logs_cmd.COMMANDS,
-                *exposure_cmd.COMMANDS):
+                *exposure_cmd.COMMANDS, *calib_cmd.COMMANDS):
         cli.add_command(cmd)
     for module, name in (("sim_cmd", "sim"), ("step_cmd", "step"), ("campaign_cmd", "campaign"),
                          ("graph_cmd", "graph")):

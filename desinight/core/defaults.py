@@ -141,3 +141,11 @@ RETRY_MAX_MEM_MB = 512 * 1024
 #: non-zero exit (FAILED) is never retried automatically: the same input fails the same way.
 #: Off by default: [desinight] auto_retry = true turns it on.
 AUTO_RETRY = False
+
+#: The automatic calibration fallback (a night without its own arcs/flats) takes psfnight and
+#: fiberflatnight together from the nearest earlier night at most this many nights back whose
+#: calibrations cover every camera needed; beyond it the night's science is held. The
+#: spectrograph drifts: week-old traces are usable, month-old ones are not.
+MAX_CALIB_AGE_NIGHTS = 7
+#: Per-night calibration override files (calib-NIGHT.toml), relative to the state directory.
+CALIB_OVERRIDES_SUBDIR = "calib-overrides"

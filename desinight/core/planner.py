@@ -126,10 +126,13 @@ def _sequence_ended(e: ExposureInfo) -> bool:
 
 def plan_night(night: int, exposures: Iterable[ExposureInfo], existing: Iterable[str] = (),
                closed: bool = False, fallback: Mapping[str, CalibRef] | None = None,
-               held: Iterable[str] = (), redefine: bool = False) -> Plan:
+               held: Iterable[str] = (), redefine: bool = False,
+               chosen: Mapping[str, CalibRef] | None = None,
+               no_fallback: str | None = None) -> Plan:
     """The built-in kinds' rules (below), then the generic rule of every declared kind."""
     exposures, existing = list(exposures), set(existing)
-    plan = _plan_builtin(night, exposures, existing, closed, fallback, held, redefine)
+    plan = _plan_builtin(night, exposures, existing, closed, fallback, held, redefine, chosen,
+                         no_fallback)
     if kinds.declared():
         _plan_declared(plan, night, exposures, existing, closed, set(held))
     return plan
@@ -137,7 +140,9 @@ def plan_night(night: int, exposures: Iterable[ExposureInfo], existing: Iterable
 
 def _plan_builtin(night: int, exposures: Iterable[ExposureInfo], existing: Iterable[str] = (),
                   closed: bool = False, fallback: Mapping[str, CalibRef] | None = None,
-                  held: Iterable[str] = (), redefine: bool = False) -> Plan:
+                  held: Iterable[str] = (), redefine: bool = False,
+                  chosen: Mapping[str, CalibRef] | None = None,
+                  no_fallback: str | None = None) -> Plan:
     """New jobs for ``night``.
 
     exposures: the night's ingested (not quarantined) exposures.
@@ -150,6 +155,9 @@ def _plan_builtin(night: int, exposures: Iterable[ExposureInfo], existing: Itera
       ``Plan.released`` with their new parents.
     redefine: also return the jobs whose keys exist, as the data now define them (an
       exposure edit re-plans the jobs that have not run from this).
+    chosen: psfnight and fiberflatnight picked by an operator (`calib use`, an override file):
+      science uses them whatever tonight has.
+    no_fallback: why ``fallback`` holds no calibrations (age, cameras): the held jobs' reason.
     """
     existing = set(existing)
     held = set(held)
@@ -235,8 +243,11 @@ def _plan_builtin(night: int, exposures: Iterable[ExposureInfo], existing: Itera
         return plan
 
     # --- science, per exposure, then per tile ---------------------------------------------
+    psf, ff, mixed = _one_calib_night(psf, ff, fallback, chosen)
     missing = [k for k, ref in (("psfnight", psf), ("fiberflatnight", ff)) if ref is None]
-    hold = (f"no {' or '.join(missing)} calibration on night {night} or any earlier night"
+    hold = (f"no {' or '.join(missing)} calibration on night {night}"
+            + (f" ({mixed})" if mixed else "")
+            + (f"; {no_fallback}" if no_fallback else " or any earlier night")
             if missing else None)
     calib_nights = {ref.night for ref in (psf, ff) if ref is not None} - {night}
     calib_night = min(calib_nights) if calib_nights else None
@@ -278,6 +289,23 @@ def _plan_builtin(night: int, exposures: Iterable[ExposureInfo], existing: Itera
 
     plan.jobs = list(out.values())
     return plan
+
+
+def _one_calib_night(psf: CalibRef | None, ff: CalibRef | None, fallback: Mapping[str, CalibRef],
+                     chosen: Mapping[str, CalibRef] | None
+                     ) -> tuple[CalibRef | None, CalibRef | None, str | None]:
+    """psfnight and fiberflatnight for science, always from one night: the fiberflat is
+    measured through that night's traces. Tonight's half (arcs without flats) gives way to a
+    fallback night holding both; without one, neither is used (the science is held)."""
+    if chosen is not None:      # an operator's choice; empty: the chosen night has none (hold)
+        return chosen.get("psfnight"), chosen.get("fiberflatnight"), None
+    if psf is None or ff is None or psf.night == ff.night:
+        return psf, ff, None
+    fb_psf, fb_ff = fallback.get("psfnight"), fallback.get("fiberflatnight")
+    if fb_psf and fb_ff and fb_psf.night == fb_ff.night:
+        return fb_psf, fb_ff, None
+    return None, None, (f"psfnight of {psf.night} and fiberflatnight of {ff.night} "
+                        "are never mixed")
 
 
 def _tile_done(n: _Night, tile: int, texps: list[ExposureInfo]) -> bool:

@@ -243,3 +243,18 @@ class StateEvent(Base):
     actor: Mapped[str] = mapped_column(String(128))    # daemon | operator:LOGIN | campaign:NAME
     host: Mapped[str] = mapped_column(String(128))
     at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+
+class CalibChoice(Base):
+    """An operator's choice of calibrations for one night (`desinight calib use`): psfnight
+    and fiberflatnight both from ``ref_night``. One row per night; a new choice replaces it."""
+
+    __tablename__ = "calib_choice"
+    __table_args__ = (UniqueConstraint("production_id", "night"),)
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    production_id: Mapped[int] = mapped_column(ForeignKey("production.id"))
+    night: Mapped[int] = mapped_column(Integer)
+    ref_night: Mapped[int] = mapped_column(Integer)
+    actor: Mapped[str] = mapped_column(String(128))    # operator:LOGIN
+    reason: Mapped[str | None] = mapped_column(Text, nullable=True)
+    at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)

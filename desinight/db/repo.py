@@ -10,8 +10,8 @@ from sqlalchemy import and_, func, or_, select
 from sqlalchemy.orm import Session, selectinload
 
 from ..core.errors import NotFound
-from ..core.planner import NIGHTLY_CALIBS, CalibRef, ExposureInfo, Plan, PlannedJob
-from ..core.states import ACTIVE, BROKEN, ExposureStatus, JobState
+from ..core.planner import ExposureInfo, Plan, PlannedJob
+from ..core.states import ACTIVE, ExposureStatus, JobState
 from .models import Attempt, Exposure, Job, JobEdge, Night, Production, ServiceState, utcnow
 
 
@@ -104,18 +104,6 @@ def get_exposure(s: Session, prod: Production, expid: int) -> Exposure:
 # --- planning -----------------------------------------------------------------------------
 def job_keys(s: Session, prod: Production, night: int) -> set[str]:
     return set(s.scalars(select(Job.key).where(Job.production_id == prod.id, Job.night == night)))
-
-
-def fallback_calibs(s: Session, prod: Production, night: int) -> dict[str, CalibRef]:
-    """Nearest earlier night's nightly calibration job of each kind that is not broken."""
-    out: dict[str, CalibRef] = {}
-    for kind in NIGHTLY_CALIBS:
-        row = s.execute(select(Job.key, Job.night).where(
-            Job.production_id == prod.id, Job.kind == kind, Job.night < night,
-            Job.state.not_in([st.value for st in BROKEN])).order_by(Job.night.desc()).limit(1)).first()
-        if row is not None:
-            out[kind] = CalibRef(row.key, row.night)
-    return out
 
 
 def save_plan(s: Session, prod: Production, plan: Plan, resources: dict[str, dict], actor: str,
