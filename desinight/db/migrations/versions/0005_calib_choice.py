@@ -1,7 +1,7 @@
 """calib_choice: an operator's choice of a night's calibrations (issue 15, `calib use`)
 
-Revision ID: 0004
-Revises: 0003
+Revision ID: 0005
+Revises: 0004_exposure_edits
 Create Date: 2026-11-30
 """
 from alembic import op
