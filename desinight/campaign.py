@@ -198,7 +198,7 @@ def _check_inputs(s: Session, pv: Preview, inp: Production) -> None:
         Job.production_id == inp.id, Job.key.in_(sorted(pv.inputs)))).all())
     def order(key: str) -> tuple:     # pipeline order: the root of a missing chain first
         night, kind, *rest = key.split("/")
-        return night, JOB_KINDS.index(kind), rest
+        return night, K.names().index(kind), rest
 
     for key, needed_by in sorted(pv.inputs.items(), key=lambda kv: order(kv[0])):
         state = done.get(key)
