@@ -117,6 +117,11 @@ def test_automatic_fallback_takes_one_night_covering_the_cameras(ctx, cfg):
         assert {f"{N}/psfnight", f"{N}/fiberflatnight"} <= parents
         with pytest.raises(DesinightError, match=f"night {N}'s psfnight lacks b1"):
             CC.use(s, cfg, prod, N + 1, N, "operator:test")
+        assert CC.show(s, cfg, prod, N + 2)["cameras"]["b0"] == {
+            "psfnight": N, "fiberflatnight": N, "source": "automatic fallback (2 nights before)"}
+        assert CC.show(s, cfg, prod, N)["cameras"]["z0"]["source"] == \
+            "own (this night's arcs and flats)"
+        assert CC.show(s, cfg, prod, N + 1)["cameras"]["b1"]["psfnight"] is None
 
 
 def test_override_file_takes_a_reference_night_and_drops_an_arc(ctx, cfg):
