@@ -150,6 +150,20 @@ def test_override_file_takes_a_reference_night_and_drops_an_arc(ctx, cfg):
     assert shown["cameras"]["b0"]["source"].startswith(f"chosen (file {cfg.calib_overrides}")
 
 
+def test_broken_override_file_holds_the_science_with_its_error(ctx, cfg):
+    write_night(cfg.raw_root, N)
+    cfg.calib_overrides.mkdir(parents=True)
+    (cfg.calib_overrides / f"calib-{N}.toml").write_text(f"night = {N}\nfrom = 2026\n")
+    ingest_night(ctx, N, O.utc_now())
+    O.plan(ctx, N, closed=True)
+    with transaction(ctx.sessions) as s:
+        prod = repo.get_production(s, "test")
+        sci = repo.get_job(s, prod, f"{N}/science/{(N - 20000000) * 100 + 3:08d}")
+        assert sci.state == "held" and "calibration override refused: " in sci.hold_reason
+        assert "from must be a YYYYMMDD night, got 2026" in sci.hold_reason
+        assert repo.get_job(s, prod, f"{N}/psfnight").state == "planned"   # the rest goes on
+
+
 @pytest.mark.parametrize("body,expect", [
     ("night = 20261126\nfrom = 20261124\nfrm = 1\n", "unknown key frm"),
     ("night = 20261127\n", "night = 20261127 but the file is for night 20261126"),
