@@ -95,6 +95,13 @@ def test_too_old_calibrations_hold_then_calib_use_releases(tmp_path):
     assert _dump(db) == before
     r = cli(conf, "calib", "use", "20261201", "--from", str(N), check=False)
     assert r.returncode == 3 and "night 20261201 has no exposures in production test" in r.stderr
+    bad = tmp_path / "state" / "calib-overrides" / f"calib-{N}.toml"
+    bad.parent.mkdir(parents=True, exist_ok=True)
+    bad.write_text(f"night = {N}\nform = {N2}\n")
+    r = cli(conf, "calib", "show", str(N), check=False)
+    assert r.returncode == 2 and r.stderr == (f"desinight: error: {bad}: unknown key form (known: "
+                                              "comment, exclude_expids, from, include_expids, "
+                                              "night)\n")
 
 
 def test_automatic_fallback_takes_one_night_covering_the_cameras(ctx, cfg):
