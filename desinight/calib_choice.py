@@ -193,8 +193,16 @@ def _nearest_bias(s: Session, prod: Production, night: int) -> dict[str, CalibRe
 
 def plan_inputs(s: Session, cfg: Config, prod: Production, night: int,
                 exps: list[ExposureInfo]) -> tuple[list[ExposureInfo], dict[str, Any]]:
-    """The exposures and the calibration arguments ``plan_night`` gets for this night."""
-    choice = choice_for(s, cfg, prod, night)
+    """The exposures and the calibration arguments ``plan_night`` gets for this night.
+
+    A broken override file holds the night's science with the file's error as the reason:
+    the operator meant to choose, so no guess is made, and the daemon's other nights go on."""
+    try:
+        choice = choice_for(s, cfg, prod, night)
+    except ConfigError as e:
+        fallback, _ = auto_fallback(s, cfg, prod, night, needed_cameras(exps))
+        return exps, {"fallback": fallback, "chosen": {},
+                      "no_fallback": f"calibration override refused: {e}"}
     if choice is not None and (choice.include or choice.exclude):
         exps = [e for e in exps if e.obstype not in _CALIB_TYPES
                 or ((not choice.include or e.expid in choice.include)

@@ -95,6 +95,13 @@ def test_too_old_calibrations_hold_then_calib_use_releases(tmp_path):
     assert _dump(db) == before
     r = cli(conf, "calib", "use", "20261201", "--from", str(N), check=False)
     assert r.returncode == 3 and "night 20261201 has no exposures in production test" in r.stderr
+    bad = tmp_path / "state" / "calib-overrides" / f"calib-{N}.toml"
+    bad.parent.mkdir(parents=True, exist_ok=True)
+    bad.write_text(f"night = {N}\nform = {N2}\n")
+    r = cli(conf, "calib", "show", str(N), check=False)
+    assert r.returncode == 2 and r.stderr == (f"desinight: error: {bad}: unknown key form (known: "
+                                              "comment, exclude_expids, from, include_expids, "
+                                              "night)\n")
 
 
 def test_automatic_fallback_takes_one_night_covering_the_cameras(ctx, cfg):
@@ -117,6 +124,11 @@ def test_automatic_fallback_takes_one_night_covering_the_cameras(ctx, cfg):
         assert {f"{N}/psfnight", f"{N}/fiberflatnight"} <= parents
         with pytest.raises(DesinightError, match=f"night {N}'s psfnight lacks b1"):
             CC.use(s, cfg, prod, N + 1, N, "operator:test")
+        assert CC.show(s, cfg, prod, N + 2)["cameras"]["b0"] == {
+            "psfnight": N, "fiberflatnight": N, "source": "automatic fallback (2 nights before)"}
+        assert CC.show(s, cfg, prod, N)["cameras"]["z0"]["source"] == \
+            "own (this night's arcs and flats)"
+        assert CC.show(s, cfg, prod, N + 1)["cameras"]["b1"]["psfnight"] is None
 
 
 def test_override_file_takes_a_reference_night_and_drops_an_arc(ctx, cfg):
@@ -143,6 +155,20 @@ def test_override_file_takes_a_reference_night_and_drops_an_arc(ctx, cfg):
         shown = CC.show(s, cfg, prod, N2)
     assert shown["choice"]["exclude_expids"] == [arc2]
     assert shown["cameras"]["b0"]["source"].startswith(f"chosen (file {cfg.calib_overrides}")
+
+
+def test_broken_override_file_holds_the_science_with_its_error(ctx, cfg):
+    write_night(cfg.raw_root, N)
+    cfg.calib_overrides.mkdir(parents=True)
+    (cfg.calib_overrides / f"calib-{N}.toml").write_text(f"night = {N}\nfrom = 2026\n")
+    ingest_night(ctx, N, O.utc_now())
+    O.plan(ctx, N, closed=True)
+    with transaction(ctx.sessions) as s:
+        prod = repo.get_production(s, "test")
+        sci = repo.get_job(s, prod, f"{N}/science/{(N - 20000000) * 100 + 3:08d}")
+        assert sci.state == "held" and "calibration override refused: " in sci.hold_reason
+        assert "from must be a YYYYMMDD night, got 2026" in sci.hold_reason
+        assert repo.get_job(s, prod, f"{N}/psfnight").state == "planned"   # the rest goes on
 
 
 @pytest.mark.parametrize("body,expect", [

@@ -91,6 +91,10 @@ def test_night_without_arcs_uses_earlier_calibrations():
     assert "20261120/psfnight" in jobs[f"{N}/flat/26112402"].deps
     half = keys(plan_night(N, ex, fallback={"psfnight": fb["psfnight"]}))[f"{N}/science/26112403"]
     assert "psfnight of 20261120 and fiberflatnight of 20261124 are never mixed" in half.hold_reason
+    # arcs but no flats: not tonight's psfnight with 20261120's fiberflat, both from 20261120
+    arcs_only = [exp(0, "ZERO"), exp(1, "ARC"), exp(3, "SCIENCE", 1000, 1, 1)]
+    sci = keys(plan_night(N, arcs_only, fallback=fb))[f"{N}/science/26112403"]
+    assert sci.calib_night == 20261120 and f"{N}/psfnight" not in sci.deps
 
 
 def test_chosen_calibrations_win_over_tonights():
