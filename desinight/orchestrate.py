@@ -247,6 +247,7 @@ def _submit_waves(ctx: Context, now: datetime, budget: list[int] | None) -> int:
                                "submission intent", ctx.actor, expect=[JobState.PLANNED],
                                values={"reason": None},
                                attempts={job.id: len(job.attempts) + 1 for job, _ in ready}).moved_ids
+            amps = repo.bad_amps_by_expid(s, prod) if moved else {}
             for job, deps in ready:
                 if job.id not in moved:
                     continue
@@ -255,7 +256,7 @@ def _submit_waves(ctx: Context, now: datetime, budget: list[int] | None) -> int:
                 script = adir / "job.sh"
                 cmd = step_command(python, job.kind, job.night, job.expids, job.tileid,
                                    job.cameras, job.calib_night,
-                                   repo.bad_amps_for(s, prod, job.kind, job.expids))
+                                   repo.bad_amps_for(amps, job.kind, job.expids))
                 res = Resources(**job.resources) if job.resources else resources_for(ctx.cfg, job.kind)
                 name = job_name(ctx.production, job.id, job.kind)
                 write_script(script, render_script(

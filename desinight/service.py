@@ -27,6 +27,7 @@ from . import orchestrate as O
 from . import readers, watch
 from .core import defaults as D
 from .ingest import ingest_night, note_sightings
+from .retry import auto_retry
 from .core.errors import BackendError, DesinightError
 from .db import repo
 from .db.engine import transaction
@@ -159,8 +160,7 @@ class Daemon:
 
     def tick_poll(self) -> None:
         changes = O.poll(self.ctx, self.now())
-        from .retry import auto_retry     # [desinight] auto_retry: NODE_FAIL/TIMEOUT/OOM only
-        if auto_retry(self.ctx):
+        if auto_retry(self.ctx):     # [desinight] auto_retry: NODE_FAIL/TIMEOUT/OOM only
             changes = changes or {"auto_retry": 1}
         if changes:
             self.poll_interval = self.cfg.poll_min_s

@@ -49,3 +49,21 @@ def test_force_reruns_a_completed_exposure_and_its_downstream(tmp_path):
     att = _attempts(tmp_path)
     assert {k: v for k, v in att.items() if v[0] != "completed"} == {}
     assert {k for k, (_, n) in att.items() if n == 2} == set(redo)
+
+
+def test_force_is_refused_while_a_job_to_rerun_is_queued(ctx, raw_night, fake_backend):
+    from desinight import orchestrate as O
+    from desinight.core.errors import DesinightError
+    from desinight.ingest import ingest_night
+    from desinight.retry import resubmit
+    ingest_night(ctx, N, O.utc_now())
+    O.plan(ctx, N, closed=True)
+    O.submit_ready(ctx, O.utc_now())
+    bias = fake_backend.by_name("biasnight")[0]
+    fake_backend.finish(bias)
+    O.poll(ctx, O.utc_now())
+    # the completed bias may be forced, but its dependents are queued: refused, nothing moved
+    with pytest.raises(DesinightError, match=f"--force: {N}/arc/.* is (pending|submitted); "
+                                             "wait for it to end or cancel it first"):
+        resubmit(ctx, job=f"{N}/biasnight", force=True)
+    assert fake_backend.calls["cancel"] == 0

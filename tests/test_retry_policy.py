@@ -7,6 +7,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pytest
+
 from sqlalchemy import select
 
 from desinight import orchestrate as O
@@ -95,3 +97,39 @@ def test_exclude_argv():
     res, note = next_resources({"time_minutes": 10}, {"time_minutes": 10, "exclude": "nid1"},
                                "failed", {}, node="nid2")
     assert res["exclude"] == "nid1" and note is None     # only a NODE_FAIL adds its node
+
+
+@pytest.mark.slow
+def test_daemon_retries_a_timeout_by_itself(tmp_path, monkeypatch):
+    """The daemon with auto_retry: a TIMEOUT is resubmitted with 1.5x the time, up to
+    max_attempts, with no operator (local backend, time limits scaled down)."""
+    from sqlalchemy import create_engine
+
+    from desinight.db.models import Attempt
+    from tests.daemonkit import cli, fast_templates, start_daemon, stop_daemon, wait_for, \
+        write_config
+    from tests.rawfixture import write_night
+    from tests.test_learn import _script_time
+    monkeypatch.setenv("DESINIGHT_LOCAL_TIME_SCALE", "0.005")     # 2 min -> 0.6 s
+    conf = write_config(tmp_path, templates=fast_templates(tmp_path / "tpl",
+                                                           overrides={"stdstars": "sleep 60"}),
+                        extra="[kinds.stdstars]\ntime_minutes = 2\n")
+    conf.write_text(conf.read_text().replace(
+        'backend = "local"', 'backend = "local"\nmax_attempts = 2\nauto_retry = true'))
+    cli(conf, "init")
+    write_night(tmp_path / "raw")
+    std = f"{N}/stdstars/1000"
+    proc = start_daemon(conf, tmp_path / "daemon.log")
+    try:
+        engine = create_engine(f"sqlite:///{tmp_path / 'state' / 'desinight.db'}")
+
+        def two_timeouts() -> bool:     # read the database, not a CLI per look: cheap
+            with engine.connect() as c:
+                return list(c.scalars(select(Attempt.state).join(Job).where(Job.key == std)
+                                      .order_by(Attempt.number))) == ["timeout", "timeout"]
+        wait_for(two_timeouts, timeout=180, interval=0.5, what="stdstars timed out twice")
+        engine.dispose()
+    finally:
+        stop_daemon(proc)
+    assert _script_time(tmp_path, std, 1) == 2 and _script_time(tmp_path, std, 2) == 3
+    assert "time 2 -> 3 min (timed out)" in cli(conf, "history", std).stdout

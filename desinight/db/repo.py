@@ -83,12 +83,17 @@ def exposure_infos(s: Session, prod: Production, night: int) -> list[ExposureInf
     return out
 
 
-def bad_amps_for(s: Session, prod: Production, kind: str, expids: Sequence[int]) -> str:
-    """The bad amplifiers preproc masks in a per-exposure job (``b7D,z8A``), else ""."""
+def bad_amps_by_expid(s: Session, prod: Production) -> dict[int, str]:
+    """{expid: "b7D,z8A"} of the exposures with bad amplifiers (one query, usually empty)."""
+    return dict(s.execute(select(Exposure.expid, Exposure.bad_amps).where(
+        Exposure.production_id == prod.id, Exposure.bad_amps != "")).all())
+
+
+def bad_amps_for(amps: dict[int, str], kind: str, expids: Sequence[int]) -> str:
+    """The bad amplifiers preproc masks in a per-exposure job (arc, flat, science), else ""."""
     if kind not in ("arc", "flat", "science") or len(expids) != 1:
         return ""
-    return s.scalar(select(Exposure.bad_amps).where(
-        Exposure.production_id == prod.id, Exposure.expid == expids[0])) or ""
+    return amps.get(expids[0], "")
 
 
 def get_exposure(s: Session, prod: Production, expid: int) -> Exposure:
