@@ -318,8 +318,11 @@ def test_bad_manifest_cli(tmp_path, conf):
 
 
 @pytest.mark.slow
+@pytest.mark.parametrize("db_url", ["sqlite"], indirect=True)
 def test_end_to_end_local_backend(tmp_path, conf):
-    """Two nights processed nightly, then reprocessed by a campaign into its own directory."""
+    """Two nights processed nightly, then reprocessed by a campaign into its own directory.
+    SQLite only: the campaign's database work is proven on PostgreSQL by the tests above and
+    by the daemon + `campaign run` test below; this one is about the flow (~25 s each)."""
     for n in (N, N2):
         write_night(tmp_path / "raw", n)
         cli(conf, "ingest", str(n), "--wait", "--timeout", "120")
