@@ -115,13 +115,13 @@ def env_without_slurm() -> dict[str, str]:
     return {k: v for k, v in os.environ.items() if not k.startswith("SLURM_")}
 
 
-def attempts_per_job(root: Path) -> dict[int, int]:
-    """{job id: attempts that reached the backend} in the production's SQLite database:
-    one per job means nothing was submitted twice."""
+def attempts_per_job(root: Path, db_url: str | None = None) -> dict[int, int]:
+    """{job id: attempts that reached the backend} in the production's database (its SQLite
+    file under ``root`` unless ``db_url``): one per job means nothing was submitted twice."""
     from sqlalchemy import create_engine, func, select
 
     from desinight.db.models import Attempt
-    engine = create_engine(f"sqlite:///{root / 'state' / 'desinight.db'}")
+    engine = create_engine(db_url or f"sqlite:///{root / 'state' / 'desinight.db'}")
     with engine.connect() as c:
         rows = dict(c.execute(select(Attempt.job_id, func.count()).where(
             Attempt.backend_id.is_not(None)).group_by(Attempt.job_id)).all())
@@ -129,8 +129,10 @@ def attempts_per_job(root: Path) -> dict[int, int]:
     return rows
 
 
-def init_production(root: Path, backend: str = "local") -> tuple[Path, Path]:
-    """(root, config) of an initialised production whose jobs sleep briefly."""
-    conf = write_config(root, backend=backend, templates=fast_templates(root / "templates"))
+def init_production(root: Path, backend: str = "local", db_url: str | None = None) -> tuple[Path, Path]:
+    """(root, config) of an initialised production whose jobs sleep briefly (database:
+    ``db_url``, else SQLite under ``root``)."""
+    conf = write_config(root, backend=backend, templates=fast_templates(root / "templates"),
+                        db_url=db_url)
     cli(conf, "init")
     return root, conf
