@@ -22,13 +22,13 @@ def prod(tmp_path):
 
 
 @pytest.fixture(scope="module")
-def processed(tmp_path_factory):
+def processed(tmp_path_factory, module_db_url):
     """Nights N and N+1 processed once for the read-only views below (their set-up, two
     `ingest --wait`, was most of each test's time): stdstars fails, its 3 dependents
     dep_fail, the TWILIGHT exposure is quarantined. Tests using it must not change it."""
     root = tmp_path_factory.mktemp("processed")
     tpl = fast_templates(root / "templates", overrides={"stdstars": "exit 3"})
-    conf = write_config(root, templates=tpl)
+    conf = write_config(root, templates=tpl, db_url=module_db_url)
     cli(conf, "init")
     write_night(root / "raw")
     write_exposure(root / "raw", N, 7, "TWILIGHT")
