@@ -148,3 +148,45 @@ def test_campaign_run_once_and_timeout_exit_codes(tmp_path):
     r = cli(conf, "campaign", "run", "reproc", "--timeout", "1", "--poll", "0.2", check=False)
     assert r.returncode == 1 and r.stderr.count("\n") == 1, r.stderr
     assert "campaign reproc not finished after 1 s" in r.stderr
+
+
+def test_exit_4_when_the_batch_system_does_not_answer(tmp_path):
+    """A SLURM that does not answer (sbatch failing on PATH: the shared cluster is left alone)
+    makes `ingest --no-wait` exit 4 with sbatch's one line."""
+    fake = tmp_path / "bin"
+    fake.mkdir()
+    for tool in ("sbatch", "squeue", "sacct", "scancel", "scontrol", "sinfo"):
+        (fake / tool).write_text(f'#!/bin/sh\necho "{tool}: error: Unable to contact slurm '
+                                 'controller (connect failure)" >&2\nexit 1\n')
+        (fake / tool).chmod(0o755)
+    conf = write_config(tmp_path, backend="slurm", templates=fast_templates(tmp_path / "tpl"))
+    cli(conf, "init")
+    write_night(tmp_path / "raw")
+    r = subprocess.run([sys.executable, "-m", "desinight", "--config", str(conf), "ingest", str(N),
+                        "--no-wait"], capture_output=True, text=True, timeout=120,
+                       env={**os.environ, "PATH": f"{fake}:{os.environ['PATH']}"})
+    assert r.returncode == 4, (r.returncode, r.stderr)
+    assert r.stderr == "desinight: error: sbatch: error: Unable to contact slurm controller " \
+                       "(connect failure)\n"
+
+
+@pytest.mark.slow
+def test_exit_130_when_interrupted(tmp_path):
+    """Ctrl-C (SIGINT) during `ingest --wait`: exit 130, no traceback."""
+    conf = write_config(tmp_path, templates=fast_templates(tmp_path / "tpl", run="sleep 30"))
+    cli(conf, "init")
+    write_night(tmp_path / "raw")
+    proc = subprocess.Popen([sys.executable, "-m", "desinight", "--config", str(conf), "ingest",
+                             str(N), "--wait"], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            text=True)
+    try:
+        wait_for(lambda: any(j["state"] == "running" for j in
+                             json.loads(cli_inproc(conf, "status", "--json").stdout)["jobs"]),
+                 60, interval=0.3, what="a job running while ingest waits")
+        proc.send_signal(signal.SIGINT)
+        out, err = proc.communicate(timeout=30)
+        assert proc.returncode == 130 and "Traceback" not in err, (proc.returncode, err)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    cli(conf, "cancel", str(N))   # the queued jobs keep running otherwise
