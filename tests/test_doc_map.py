@@ -110,16 +110,17 @@ def mapped() -> set[tuple[str, str]]:
 
 
 @cache
-def test_functions(path: str) -> set[str]:
+def defined_tests(path: str) -> set[str]:
     """'name' and 'Class::name' of every test function defined in a test file."""
     tree = ast.parse((REPO / path).read_text())
     names = set()
     for node in tree.body:
-        if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
+        if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)) and node.name.startswith("test"):
             names.add(node.name)
-        elif isinstance(node, ast.ClassDef):
+        elif isinstance(node, ast.ClassDef) and node.name.startswith("Test"):
             names.update(f"{node.name}::{f.name}" for f in node.body
-                         if isinstance(f, (ast.FunctionDef, ast.AsyncFunctionDef)))
+                         if isinstance(f, (ast.FunctionDef, ast.AsyncFunctionDef))
+                         and f.name.startswith("test"))
     return names
 
 
@@ -130,7 +131,7 @@ def test_every_row_is_complete_and_names_tests_that_exist():
         for nid in (t.strip().strip("`") for t in cells[3].split(",")):
             path, _, name = nid.partition("::")
             assert path.startswith("tests/test_") and (REPO / path).is_file(), f"test-map.md:{n}: no file {path}"
-            assert re.sub(r"\[.*\]$", "", name) in test_functions(path), f"test-map.md:{n}: no test {nid}"
+            assert re.sub(r"\[.*\]$", "", name) in defined_tests(path), f"test-map.md:{n}: no test {nid}"
 
 
 def test_every_documented_command_and_option_has_a_row():
