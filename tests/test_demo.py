@@ -30,7 +30,8 @@ def check_demo(tmp_path, r):
     assert subprocess.run(again, capture_output=True, text=True, timeout=120).returncode == 0
     conf = tmp_path / "demo" / "desinight.toml"
     data = status_json(conf)
-    assert data["jobs"] and {j["state"] for j in data["jobs"]} == {"completed"}
+    # the small night: 1 zero, 1 arc, 1 flat, 3 science exposures of one tile -> 13 jobs
+    assert len(data["jobs"]) == 13 and {j["state"] for j in data["jobs"]} == {"completed"}
     zcat = list((tmp_path / "demo" / "redux" / "demo").rglob("redrock-*.fits"))
     assert zcat, "no redshift catalogue"
     return data
