@@ -20,10 +20,23 @@ def _pg_url() -> str | None:
     return os.environ.get("DESINIGHT_TEST_PG_URL")
 
 
-@pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
+DATABASES = ["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)]
+
+
+@pytest.fixture(params=DATABASES)
 def db_url(request, tmp_path):
     """A fresh, empty database URL: SQLite file, or a new PostgreSQL schema-per-test database."""
-    if request.param == "sqlite":
+    yield from _fresh_database(request.param, tmp_path)
+
+
+@pytest.fixture(scope="module", params=DATABASES)
+def module_db_url(request, tmp_path_factory):
+    """As ``db_url``, shared by one module's tests (for a set-up done once per module)."""
+    yield from _fresh_database(request.param, tmp_path_factory.mktemp("db"))
+
+
+def _fresh_database(kind: str, tmp_path: Path):
+    if kind == "sqlite":
         yield f"sqlite:///{tmp_path / 'state' / 'desinight.db'}"
         return
     base = _pg_url()

@@ -16,7 +16,7 @@ from desinight.core.manifest import ManifestError, parse_manifest
 from desinight.core.states import JobState
 from desinight.db.engine import transaction
 from desinight.db.models import Attempt, Exposure, Job, Production
-from tests.daemonkit import cli, fast_templates, start_daemon, stop_daemon, wait_for, write_config
+from tests.daemonkit import cli, cli_inproc, fast_templates, start_daemon, stop_daemon, wait_for, write_config
 from tests.rawfixture import N, write_night
 
 N2 = 20261125
@@ -310,42 +310,49 @@ def conf(tmp_path, cfg):
     return c
 
 
-@pytest.mark.parametrize("kind", ["unknown_key", "bad_night", "missing_night", "overlap",
-                                  "unreadable", "malformed"])
-def test_bad_manifest_cli(tmp_path, conf, kind):
+#: each bad manifest (the text edit that makes it bad) and the one error line it must give
+BAD_MANIFESTS = {
+    "unknown_key": (("throttle = 3", "throttle = 3\nthrotle = 4"),
+                    "campaign.toml:6: campaign.throtle: unknown key"),
+    "bad_night": ((f"[{N}]", "[2026113]"),
+                  "campaign.toml:8: selection.nights: 2026113 is not a YYYYMMDD night"),
+    "missing_night": ((f"[{N}]", "[20250101]"),
+                      "campaign.toml:8: selection.nights: night 20250101 is not in production test"),
+    "overlap": (('name = "reproc"', 'name = "test"'),
+                "campaign.toml:2: campaign.name: 'test' is already a nightly production"),
+    "unreadable": (None, "cannot read manifest: no such file"),
+    "malformed": (("[selection]", "[selection"), "campaign.toml:7: not valid TOML"),
+}
+
+
+def test_bad_manifest_cli(tmp_path, conf):
+    """Every kind of bad manifest, on one ingested production per database (the set-up is
+    most of the cost): one line, exit 2, from both plan and submit, and nothing recorded."""
     write_night(tmp_path / "raw", N)
     cli(conf, "ingest", str(N))
-    p = manifest(tmp_path, nights=(N,))
-    text = p.read_text()
-    if kind == "unknown_key":
-        p.write_text(text.replace("throttle = 3", "throttle = 3\nthrotle = 4"))
-        expect = "campaign.toml:6: campaign.throtle: unknown key"
-    elif kind == "bad_night":
-        p.write_text(text.replace(f"[{N}]", "[2026113]"))
-        expect = "campaign.toml:8: selection.nights: 2026113 is not a YYYYMMDD night"
-    elif kind == "missing_night":
-        p.write_text(text.replace(f"[{N}]", "[20250101]"))
-        expect = "campaign.toml:8: selection.nights: night 20250101 is not in production test"
-    elif kind == "overlap":
-        p.write_text(text.replace('name = "reproc"', 'name = "test"'))
-        expect = "campaign.toml:2: campaign.name: 'test' is already a nightly production"
-    elif kind == "unreadable":
-        p = tmp_path / "nope.toml"
-        expect = "cannot read manifest: no such file"
-    else:
-        p.write_text(text.replace("[selection]", "[selection"))
-        expect = "campaign.toml:7: not valid TOML"
-    for cmd in ("plan", "submit"):
-        rc, out, err = _run(conf, "campaign", cmd, str(p))
-        assert rc == 2, (rc, out, err)
-        assert err.count("\n") == 1 and expect in err, err
+    good = manifest(tmp_path, nights=(N,)).read_text()
+    for kind, (edit, expect) in BAD_MANIFESTS.items():
+        if edit is None:
+            p = tmp_path / "nope.toml"
+        else:
+            p = tmp_path / kind / "campaign.toml"
+            p.parent.mkdir()
+            p.write_text(good.replace(*edit))
+        for cmd in ("plan", "submit"):
+            r = cli_inproc(conf, "campaign", cmd, str(p))
+            rc, out, err = r.returncode, r.stdout, r.stderr
+            assert rc == 2, (kind, rc, out, err)
+            assert err.count("\n") == 1 and expect in err, (kind, err)
     rc, out, err = _run(conf, "status", "--json", "--production", "reproc")
     assert rc == 3 and "no production named 'reproc'" in err   # nothing was recorded
 
 
 @pytest.mark.slow
+@pytest.mark.parametrize("db_url", ["sqlite"], indirect=True)
 def test_end_to_end_local_backend(tmp_path, conf):
-    """Two nights processed nightly, then reprocessed by a campaign into its own directory."""
+    """Two nights processed nightly, then reprocessed by a campaign into its own directory.
+    SQLite only: the campaign's database work is proven on PostgreSQL by the tests above and
+    by the daemon + `campaign run` test below; this one is about the flow (~25 s each)."""
     for n in (N, N2):
         write_night(tmp_path / "raw", n)
         cli(conf, "ingest", str(n), "--wait", "--timeout", "120")

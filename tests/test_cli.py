@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from tests.daemonkit import cli, fast_templates, write_config
+from tests.daemonkit import cli, cli_inproc, fast_templates, write_config
 from tests.rawfixture import N, write_exposure, write_night
 
 
@@ -19,6 +19,31 @@ def prod(tmp_path):
     write_night(tmp_path / "raw")
     write_exposure(tmp_path / "raw", N, 7, "TWILIGHT")
     return tmp_path, conf
+
+
+@pytest.fixture(scope="module")
+def processed(tmp_path_factory, module_db_url):
+    """Nights N and N+1 processed once for the read-only views below (their set-up, two
+    `ingest --wait`, was most of each test's time): stdstars fails, its 3 dependents
+    dep_fail, the TWILIGHT exposure is quarantined. Tests using it must not change it."""
+    root = tmp_path_factory.mktemp("processed")
+    tpl = fast_templates(root / "templates", overrides={"stdstars": "exit 3"})
+    conf = write_config(root, templates=tpl, db_url=module_db_url)
+    cli(conf, "init")
+    write_night(root / "raw")
+    write_exposure(root / "raw", N, 7, "TWILIGHT")
+    write_night(root / "raw", night=20261125)
+    for night in (N, 20261125):   # exit 5: TWILIGHT quarantined, stdstars failed
+        r = cli(conf, "ingest", str(night), "--wait", "--timeout", "120", check=False)
+        assert r.returncode == 5, r.stdout + r.stderr
+    return root, conf
+
+
+def view(conf, *args: str, rc: int = 0):
+    """A read-only command through the CLI's entry point, in-process (no start-up cost)."""
+    r = cli_inproc(conf, *args)
+    assert r.returncode == rc, (args, r.returncode, r.stdout, r.stderr)
+    return r
 
 
 def test_ingest_wait_status_show_resubmit(prod):
@@ -121,35 +146,31 @@ def test_rerun_here_leaves_production_alone_unless_recorded(prod):
                      ("running", "completed", 2, "operator")]
 
 
-def test_status_views(prod):
-    root, conf = prod
-    write_night(root / "raw", night=20261125)
-    cli(conf, "ingest", str(N), "--wait", "--timeout", "120", check=False)
-    cli(conf, "ingest", "20261125", "--wait", "--timeout", "120", check=False)
-    latest = json.loads(cli(conf, "status", "--json").stdout)
+def test_status_views(processed):
+    root, conf = processed
+    latest = json.loads(view(conf, "status", "--json").stdout)
     assert latest["night"] == 20261125 and len(latest["nights"]) == 2
-    failed = json.loads(cli(conf, "status", "--night", str(N), "--failed", "--json").stdout)
+    failed = json.loads(view(conf, "status", "--night", str(N), "--failed", "--json").stdout)
     assert {j["state"] for j in failed["jobs"]} == {"failed", "dep_failed"}
     assert [e["expid"] for e in failed["exposures"]] == [26112403, 26112404, 26112407]
-    rng = json.loads(cli(conf, "status", "--range", f"{N}:20261125", "--json").stdout)
+    rng = json.loads(view(conf, "status", "--range", f"{N}:20261125", "--json").stdout)
     assert rng["range"] == [N, 20261125] and rng["exposures"] == []
     assert {f["night"] for f in rng["failures"] if f["kind"] == "stdstars"} == {N, 20261125}
-    one = json.loads(cli(conf, "status", "--expid", "26112403", "--json").stdout)
+    one = json.loads(view(conf, "status", "--expid", "26112403", "--json").stdout)
     assert [e["expid"] for e in one["exposures"]] == [26112403]
     assert all(26112403 in j["expids"] for j in one["jobs"])
-    text = cli(conf, "status", "--night", str(N)).stdout
+    text = cli(conf, "status", "--night", str(N)).stdout     # the table, as a terminal-less pipe shows it
     assert "26112403" in text and "std✘" in text and "jobs: completed 7, dep_failed 3, failed 1" in text
-    r = cli(conf, "status", "--production", "nope", check=False)
-    assert r.returncode == 3 and "no production named 'nope'" in r.stderr
+    r = view(conf, "status", "--production", "nope", rc=3)
+    assert "no production named 'nope'" in r.stderr
 
 
-def test_report_renders_in_a_browser(prod):
+def test_report_renders_in_a_browser(processed, tmp_path):
     import shutil
     import subprocess
-    root, conf = prod
-    cli(conf, "ingest", str(N), "--wait", "--timeout", "120", check=False)  # 5: TWILIGHT quarantined
-    out = root / "night.html"
-    r = cli(conf, "report", str(N), "-o", str(out))
+    root, conf = processed
+    out = tmp_path / "night.html"
+    r = view(conf, "report", str(N), "-o", str(out))
     assert "wrote" in r.stdout and "11 jobs" in r.stdout
     html = out.read_text()
     # the 3 dep_failed jobs never ran: no bar for them
@@ -162,24 +183,23 @@ def test_report_renders_in_a_browser(prod):
     dom = subprocess.run(
         [browser, "--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
          "--disable-component-update", "--disable-sync", "--no-first-run",
-         f"--user-data-dir={root / 'chrome'}", "--dump-dom", out.as_uri()],
+         f"--user-data-dir={tmp_path / 'chrome'}", "--dump-dom", out.as_uri()],
         capture_output=True, text=True, timeout=120).stdout
     assert f"Night {N}" in dom and "7 completed" in dom and "1 failed" in dom
     assert dom.count("<rect") == 8 and "stdstars/1000" in dom
     assert "exit code 3" in dom
 
 
-def test_show_exposure(prod):
-    root, conf = prod
-    cli(conf, "ingest", str(N), "--wait", "--timeout", "120", check=False)  # 5: TWILIGHT quarantined
-    data = json.loads(cli(conf, "show", "exposure", "26112403", "--json").stdout)
+def test_show_exposure(processed):
+    root, conf = processed
+    data = json.loads(view(conf, "show", "exposure", "26112403", "--json").stdout)
     assert data["obstype"] == "SCIENCE" and data["tileid"] == 1000 and data["raw_path"].endswith(".fits.fz")
     assert {j["kind"]: j["state"] for j in data["jobs"]} == {
         "science": "completed", "stdstars": "failed", "fluxcalib": "dep_failed", "redshift": "dep_failed"}
-    text = cli(conf, "show", "exposure", "26112407").stdout
+    text = view(conf, "show", "exposure", "26112407").stdout
     assert "quarantined" in text and "unknown OBSTYPE" in text
-    r = cli(conf, "show", "exposure", "26112499", check=False)
-    assert r.returncode == 3 and "nearest: 26112407" in r.stderr
+    r = view(conf, "show", "exposure", "26112408", rc=3)
+    assert "nearest: 26112407" in r.stderr
 
 
 def test_planted_timeout_shows_in_status_and_show(tmp_path):

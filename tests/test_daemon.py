@@ -25,8 +25,10 @@ def all_completed(conf):
 
 
 @pytest.fixture
-def prod(tmp_path):
-    return init_production(tmp_path)
+def prod(tmp_path, db_url):
+    """On SQLite and PostgreSQL: the daemon's state writes and kill -9 recovery are the
+    database's job (docs/daemon.md recommends PostgreSQL for production)."""
+    return init_production(tmp_path, db_url=db_url)
 
 
 def test_daemon_processes_a_night_as_it_arrives(prod):
@@ -61,6 +63,7 @@ def _pid_at(proc) -> str:
     return f"{proc.pid}@{socket.gethostname()}"
 
 
+@pytest.mark.parametrize("db_url", ["sqlite"], indirect=True)   # PostgreSQL: test_standby.py
 def test_second_daemon_on_same_production_is_refused(prod):
     root, conf = prod
     proc = start_daemon(conf, root / "daemon.out")
@@ -73,7 +76,7 @@ def test_second_daemon_on_same_production_is_refused(prod):
         stop_daemon(proc)
 
 
-def test_sigkill_at_random_moments_never_duplicates_or_loses(prod):
+def test_sigkill_at_random_moments_never_duplicates_or_loses(prod, db_url):
     root, conf = prod
     rng = random.Random(7)
     kills = 0
@@ -98,12 +101,12 @@ def test_sigkill_at_random_moments_never_duplicates_or_loses(prod):
         wait_for(lambda: all_completed(conf), 120, what="the night to complete after the crashes")
     finally:
         stop_daemon(proc) if proc.poll() is None else None
-    engine = create_engine(f"sqlite:///{root / 'state' / 'desinight.db'}")
+    engine = create_engine(db_url)
     with engine.connect() as c:
         assert c.scalar(select(func.count()).select_from(Exposure)) == len(NIGHT)
         assert c.scalar(select(func.count()).select_from(Job)) == 11
     engine.dispose()
-    per_job = attempts_per_job(root)    # exactly one attempt that reached the backend per job
+    per_job = attempts_per_job(root, db_url)    # exactly one attempt that reached the backend per job
     assert len(per_job) == 11 and set(per_job.values()) == {1}
     # and the backend itself ran each job once
     import json

@@ -4,11 +4,16 @@
 
 from __future__ import annotations
 
+import json
 import os
+import re
+import signal
 import subprocess
 import sys
 
-from tests.daemonkit import cli, fast_templates, write_config
+import pytest
+
+from tests.daemonkit import cli, cli_inproc, fast_templates, stop_daemon, wait_for, write_config
 from tests.rawfixture import N, write_night
 
 FIVE_LINES = "for i in 1 2 3 4 5; do echo line-$i; done; exit 3"
@@ -59,3 +64,129 @@ def test_config_precedence(tmp_path):
     assert init("--config", str(explicit), env_config=str(named)) == "explicit"   # --config
     assert init("--config", str(explicit), "--production", "flagged") == "flagged"  # flag > file
     assert local.exists()
+
+
+# --- options the doc-to-test map (docs/test-map.md) found untested ------------------------------
+
+@pytest.mark.slow
+def test_resubmit_resource_overrides_then_cancel_job(tmp_path):
+    """`resubmit --job J --mem/--qos/--partition` prints each override as the operator's and
+    renders the memory into the new attempt's script; `cancel --job J` stops that attempt."""
+    flag = tmp_path / "second-attempt-hangs"
+    conf = write_config(tmp_path, templates=fast_templates(tmp_path / "tpl", overrides={
+        "stdstars": f"if [ -e {flag} ]; then sleep 120; fi; exit 3"}))
+    cli(conf, "init")
+    write_night(tmp_path / "raw")
+    assert cli(conf, "ingest", str(N), "--wait", "--timeout", "120", check=False).returncode == 5
+    std = f"{N}/stdstars/1000"
+    flag.touch()
+    out = cli(conf, "resubmit", "--job", std, "--mem", "999", "--qos", "debug",
+              "--partition", "short").stdout
+    lines = out.splitlines()
+    assert f"{std}: mem_mb None -> 999 (operator); qos None -> debug (operator); " \
+           "partition None -> short (operator)" in lines, out
+    # the job and its three dependents, re-linked to the new attempt and queued behind it
+    assert lines[-1].startswith("resubmitted 4 jobs (4 submitted now): "), out
+    script = tmp_path / "redux" / "test" / "run" / std / "attempt-2" / "job.sh"
+    assert "#SBATCH --mem=999M" in script.read_text()
+    r = cli(conf, "cancel", "--job", std)
+    assert std in r.stdout, r.stdout
+
+    def state():
+        return json.loads(cli_inproc(conf, "show", "job", std, "--json").stdout)["state"]
+    wait_for(lambda: state() == "cancelled", 60, what="the cancelled attempt to settle")
+
+
+@pytest.mark.slow
+def test_daemon_log_file_and_check_stale(tmp_path):
+    """`daemon --log-file F` logs to F (not state/daemon-PROD.log); `check --stale S` is
+    CRITICAL once the heartbeat is older than S and OK below (the daemon frozen by SIGSTOP)."""
+    conf = write_config(tmp_path)
+    (tmp_path / "raw").mkdir()
+    cli(conf, "init")
+    log = tmp_path / "elsewhere.log"
+    with open(tmp_path / "daemon.out", "ab") as out:
+        proc = subprocess.Popen([sys.executable, "-m", "desinight", "--config", str(conf), "daemon",
+                                 "--log-file", str(log)], stdout=out, stderr=subprocess.STDOUT)
+    try:
+        wait_for(lambda: log.exists() and "daemon_started" in log.read_text(), 60,
+                 interval=0.2, what="the daemon's start in --log-file")
+        assert not (tmp_path / "state" / "daemon-test.log").exists()
+        wait_for(lambda: cli_inproc(conf, "check", "--stale", "3600").returncode == 0, 30,
+                 interval=0.2, what="check OK with a fresh heartbeat")
+        proc.send_signal(signal.SIGSTOP)
+        try:
+            r = wait_for(lambda: (lambda r: r if r.returncode == 2 else None)(
+                cli_inproc(conf, "check", "--stale", "2")), 30, interval=0.5,
+                what="check CRITICAL once the heartbeat is older than 2 s")
+            assert r.stdout.startswith("DESINIGHT CRITICAL - daemon not running (last heartbeat") and len(r.stdout.strip().splitlines()) == 1, r.stdout
+            assert cli_inproc(conf, "check", "--stale", "3600").returncode == 0
+        finally:
+            proc.send_signal(signal.SIGCONT)
+        rc, _ = stop_daemon(proc)
+        assert rc == 0 and "daemon_stopped" in log.read_text()
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+
+
+@pytest.mark.slow
+def test_campaign_run_once_and_timeout_exit_codes(tmp_path):
+    """`campaign run NAME --once` does one round and exits 0 with jobs still queued;
+    `--timeout` exits 1 with one line when the campaign is not done in time."""
+    from tests.test_campaign import manifest
+    conf = write_config(tmp_path, templates=fast_templates(tmp_path / "tpl", run="sleep 2"))
+    cli(conf, "init")
+    write_night(tmp_path / "raw")
+    cli(conf, "ingest", str(N))
+    assert "new jobs: 11" in cli(conf, "campaign", "submit", str(manifest(tmp_path, nights=(N,)))).stdout
+    once = cli(conf, "campaign", "run", "reproc", "--once").stdout.strip()
+    submitted, queued = re.fullmatch(
+        r"campaign reproc: (\d+) jobs submitted; 0/11 completed, 0 failed, 0 held, (\d+) queued",
+        once).groups()
+    assert 1 <= int(submitted) == int(queued) <= 3, once     # the manifest's throttle is 3
+    r = cli(conf, "campaign", "run", "reproc", "--timeout", "1", "--poll", "0.2", check=False)
+    assert r.returncode == 1 and r.stderr.count("\n") == 1, r.stderr
+    assert "campaign reproc not finished after 1 s" in r.stderr
+
+
+def test_exit_4_when_the_batch_system_does_not_answer(tmp_path):
+    """A SLURM that does not answer (sbatch failing on PATH: the shared cluster is left alone)
+    makes `ingest --no-wait` exit 4 with sbatch's one line."""
+    fake = tmp_path / "bin"
+    fake.mkdir()
+    for tool in ("sbatch", "squeue", "sacct", "scancel", "scontrol", "sinfo"):
+        (fake / tool).write_text(f'#!/bin/sh\necho "{tool}: error: Unable to contact slurm '
+                                 'controller (connect failure)" >&2\nexit 1\n')
+        (fake / tool).chmod(0o755)
+    conf = write_config(tmp_path, backend="slurm", templates=fast_templates(tmp_path / "tpl"))
+    cli(conf, "init")
+    write_night(tmp_path / "raw")
+    r = subprocess.run([sys.executable, "-m", "desinight", "--config", str(conf), "ingest", str(N),
+                        "--no-wait"], capture_output=True, text=True, timeout=120,
+                       env={**os.environ, "PATH": f"{fake}:{os.environ['PATH']}"})
+    assert r.returncode == 4, (r.returncode, r.stderr)
+    assert r.stderr == "desinight: error: sbatch: error: Unable to contact slurm controller " \
+                       "(connect failure)\n"
+
+
+@pytest.mark.slow
+def test_exit_130_when_interrupted(tmp_path):
+    """Ctrl-C (SIGINT) during `ingest --wait`: exit 130, no traceback."""
+    conf = write_config(tmp_path, templates=fast_templates(tmp_path / "tpl", run="sleep 30"))
+    cli(conf, "init")
+    write_night(tmp_path / "raw")
+    proc = subprocess.Popen([sys.executable, "-m", "desinight", "--config", str(conf), "ingest",
+                             str(N), "--wait"], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            text=True)
+    try:
+        wait_for(lambda: any(j["state"] == "running" for j in
+                             json.loads(cli_inproc(conf, "status", "--json").stdout)["jobs"]),
+                 60, interval=0.3, what="a job running while ingest waits")
+        proc.send_signal(signal.SIGINT)
+        out, err = proc.communicate(timeout=30)
+        assert proc.returncode == 130 and "Traceback" not in err, (proc.returncode, err)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    cli(conf, "cancel", str(N))   # the queued jobs keep running otherwise

@@ -41,7 +41,12 @@ def maps_fitsio(pid: int) -> bool:
     return "fitsio" in Path(f"/proc/{pid}/maps").read_text()
 
 
-@pytest.mark.parametrize("mode", ["native", "polling"])
+#: both watch modes and both databases, each once (four combinations proved nothing the two
+#: don't: the watch mode and the database meet only through the ingest tick)
+MODE_DB = [("native", "sqlite"), pytest.param("polling", "postgres", marks=pytest.mark.postgres)]
+
+
+@pytest.mark.parametrize("mode,db_url", MODE_DB, indirect=["db_url"])
 def test_daemon_survives_a_hostile_realtime_night(tmp_path, mode, db_url):
     """On SQLite and PostgreSQL (where TILEID/SEQNUM = 2**40 would abort a transaction)."""
     root = tmp_path

@@ -1,4 +1,7 @@
-"""Ingest -> plan -> outbox submit -> poll, on SQLite and PostgreSQL, with the fake backend."""
+"""Ingest -> plan -> outbox submit -> poll, on SQLite and PostgreSQL, with the fake backend:
+the cases a real backend cannot be made to produce on demand (a submit that fails, a crash
+between the backend's id and its recording, listings that lag). Throttle, re-linking, cancel
+cascades, max_attempts and held nights run on the local backend: tests/test_sched_local.py."""
 
 from __future__ import annotations
 
@@ -96,8 +99,9 @@ def test_failure_fails_only_dependents(ctx, raw_night, fake_backend):
         assert js[k].state == "dep_failed"
         assert "stdstars" in js[k].reason
     assert js[f"{N}/science/26112403"].state == "completed"
-    # queued dependents were cancelled in the backend, not left pending forever
-    assert fake_backend.calls["cancel"] >= 1
+    # the 3 queued dependents were cancelled in the backend, not left pending forever
+    below = fake_backend.by_name("fluxcalib") + fake_backend.by_name("redshift")
+    assert len(below) == 3 and {fake_backend.jobs[b].state for b in below} == {JobState.CANCELLED}
 
 
 def test_crash_between_sbatch_and_recording_id_never_duplicates(ctx, raw_night, fake_backend):
@@ -188,35 +192,6 @@ def test_backend_outage_is_reported_not_fatal(ctx, raw_night, fake_backend):
     assert {j.state for j in jobs(ctx).values()} == {"completed"}
 
 
-def test_held_night_is_released_when_an_earlier_night_brings_calibrations(ctx, cfg, fake_backend):
-    """Science on a night with no calibrations anywhere waits, held with its reason; when an
-    earlier night is processed later (e.g. ingested by hand), the held jobs use its
-    calibrations and the later night completes too."""
-    from tests.rawfixture import write_night
-    N2 = 20261125
-    write_exposure(cfg.raw_root, N2, 3, "SCIENCE", 2000)
-    ingest_night(ctx, N2, O.utc_now())
-    O.plan(ctx, N2, closed=True)
-    O.submit_ready(ctx, O.utc_now())
-    held = {k: j for k, j in jobs(ctx).items() if k.startswith(str(N2))}
-    assert {j.state for j in held.values()} == {"held"} and fake_backend.calls["submit"] == 0
-    assert "no psfnight or fiberflatnight calibration" in held[f"{N2}/science/26112503"].hold_reason
-    write_night(cfg.raw_root, N)
-    ingest_night(ctx, N, O.utc_now())
-    assert O.plan(ctx, N, closed=True) == 11 + len(held)
-    sci = jobs(ctx)[f"{N2}/science/26112503"]
-    assert sci.state == "planned" and sci.hold_reason is None and sci.calib_night == N
-    run_all(ctx, fake_backend)
-    for _ in range(10):
-        if O.night_done(ctx, N2):
-            break
-        run_all(ctx, fake_backend)
-    assert {j.state for j in jobs(ctx).values()} == {"completed"}
-    with transaction(ctx.sessions) as s:
-        parents = {p.key for p in repo.parents_of(s, [sci.id])[sci.id]}
-    assert parents == {f"{N}/biasnight", f"{N}/psfnight", f"{N}/fiberflatnight"}
-
-
 def test_one_word_targets_an_exposure_a_night_or_a_job(ctx, raw_night, fake_backend):
     """`resubmit`/`cancel` TARGET: an EXPID, a night or a job (key or id), from the database."""
     from desinight.core.errors import NotFound
@@ -269,69 +244,6 @@ def test_failing_submit_stays_reported_while_polls_succeed(ctx, raw_night, fake_
     run_all(ctx, fake_backend)
     assert {j.state for j in jobs(ctx).values()} == {"completed"}
     assert backend_error() is None
-
-
-def test_resubmit_relinks_dependents_to_new_ids(ctx, raw_night, fake_backend):
-    from desinight.retry import resubmit
-    ingest_night(ctx, N, O.utc_now())
-    O.plan(ctx, N, closed=True)
-    run_all(ctx, fake_backend, fail={"stdstars"})
-    old_std = fake_backend.by_name("stdstars")[0]
-    res = resubmit(ctx, expid=26112403)
-    assert set(res.replanned) == {f"{N}/stdstars/1000", f"{N}/fluxcalib/26112403",
-                                  f"{N}/fluxcalib/26112404", f"{N}/redshift/1000/26112404"}
-    O.submit_ready(ctx, O.utc_now())
-    new_std = [b for b in fake_backend.by_name("stdstars") if b != old_std][0]
-    for bid in fake_backend.by_name("fluxcalib")[-2:]:
-        # completed science parents need no dependency; the new stdstars id is used
-        assert fake_backend.requests[bid].depends_on == (new_std,)
-    run_all(ctx, fake_backend)
-    js = jobs(ctx)
-    assert {j.state for j in js.values()} == {"completed"}
-    with transaction(ctx.sessions) as s:
-        std = s.scalar(select(Job).where(Job.key == f"{N}/stdstars/1000"))
-        assert [a.state for a in std.attempts] == ["failed", "completed"]
-
-
-def test_resubmit_stops_at_max_attempts(ctx, raw_night, fake_backend):
-    import pytest
-    from desinight.core.errors import DesinightError
-    from desinight.retry import resubmit
-    ingest_night(ctx, N, O.utc_now())
-    O.plan(ctx, N, closed=True)
-    run_all(ctx, fake_backend, fail={"redshift"})
-    for _ in range(2):
-        resubmit(ctx, job=f"{N}/redshift/1000/26112404", max_attempts=3)
-        run_all(ctx, fake_backend, fail={"redshift"})
-    res = resubmit(ctx, job=f"{N}/redshift/1000/26112404", max_attempts=3)
-    assert res.replanned == [] and "limit 3" in res.refused[f"{N}/redshift/1000/26112404"]
-    with pytest.raises(DesinightError, match="no failed job"):
-        resubmit(ctx, job=f"{N}/psfnight")
-
-
-def test_cancel_takes_downstream_along(ctx, raw_night, fake_backend):
-    from desinight.retry import cancel
-    ingest_night(ctx, N, O.utc_now())
-    O.plan(ctx, N, closed=True)
-    O.submit_ready(ctx, O.utc_now())
-    keys = cancel(ctx, job=f"{N}/fiberflatnight")
-    assert f"{N}/redshift/1000/26112404" in keys and f"{N}/psfnight" not in keys
-    assert fake_backend.jobs[fake_backend.by_name("redshift")[0]].state is JobState.CANCELLED
-    assert jobs(ctx)[f"{N}/science/26112403"].state == "cancelled"
-    assert jobs(ctx)[f"{N}/psfnight"].state == "submitted"   # untouched
-
-
-def test_throttle_limits_jobs_queued_at_once(ctx, raw_night, fake_backend):
-    ingest_night(ctx, N, O.utc_now())
-    O.plan(ctx, N, closed=True)
-    ctx.max_queued = 2
-    O.submit_ready(ctx, O.utc_now())
-    assert fake_backend.calls["submit"] == 2
-    O.submit_ready(ctx, O.utc_now())
-    assert fake_backend.calls["submit"] == 2       # still full
-    run_all(ctx, fake_backend)
-    assert {j.state for j in jobs(ctx).values()} == {"completed"}
-    assert fake_backend.calls["submit"] == 11
 
 
 @pytest.mark.parametrize("status,steps,expect", [

@@ -119,9 +119,9 @@ def test_realtime_partial_file_then_request(tmp_path):
     expdir = tmp_path / str(NIGHT) / f"{e.expid:08d}"
     raw = expdir / f"desi-{e.expid:08d}.fits.fz"
     deadline = time.time() + 10
-    while not raw.exists() and time.time() < deadline:
+    # the first bytes written (the writer paces the rest over 1.5 s)
+    while not (raw.exists() and raw.stat().st_size > 0) and time.time() < deadline:
         time.sleep(0.02)
-    time.sleep(0.2)
     partial = raw.stat().st_size
     assert not (expdir / f"request-{e.expid:08d}.json").exists()
     with pytest.raises(Incomplete):

@@ -154,3 +154,27 @@ def test_stdstars_and_fluxcalib_recover_star_fluxes(env):
     std = truth[np.char.strip(truth["TRUESUBTYPE"].astype(str)) == "STD"]
     ratio = [np.median(flux[s["FIBER"], band]) / nmgy_to_flambda(s["FLUX_R"], 6400) for s in std]
     assert np.all(np.abs(np.array(ratio) - 1) < 0.1)
+
+
+@pytest.mark.slow
+def test_step_fiberflat_and_run_calib_night(env, tmp_path):
+    """`step fiberflat --frame F` reproduces the flat job's fiberflat; `step run --calib-night M`
+    takes the nightly calibrations of night M (none for a night never processed: exit 1)."""
+    from desinight.cli.step_cmd import step
+    _nightly_calibrations(env)
+    flat = env["FLAT"][0]
+    out = tmp_path / "fiberflat.fits"
+    r = CliRunner().invoke(step, ["fiberflat", "--frame", str(io.exposure_path("frame", NIGHT, flat, "b0")),
+                                  "--camera", "b0", "--out", str(out)])
+    assert r.exit_code == 0, (r.output, r.exception)
+    np.testing.assert_allclose(fitsio.read(str(out)),
+                               fitsio.read(str(io.exposure_path("fiberflat", NIGHT, flat, "b0"))),
+                               rtol=1e-6, atol=1e-6)
+    sci = str(env["SCIENCE"][0])
+    base = ["run", "science", "--night", str(NIGHT), "--expids", sci, "--cameras", "b0"]
+    io.exposure_path("sframe", NIGHT, int(sci), "b0").unlink(missing_ok=True)   # remade below
+    assert CliRunner().invoke(step, base + ["--calib-night", "20261001"]).exit_code == 1
+    assert not io.exposure_path("sframe", NIGHT, int(sci), "b0").exists()
+    r = CliRunner().invoke(step, base + ["--calib-night", str(NIGHT)])
+    assert r.exit_code == 0, (r.output, r.exception)
+    assert io.exposure_path("sframe", NIGHT, int(sci), "b0").exists()

@@ -277,7 +277,10 @@ def test_marker_close_or_rename_marks_complete_other_changes_do_not(tmp_path, mo
 @pytest.mark.slow
 @pytest.mark.parametrize("mode", ["native", "polling"])
 def test_symlink_loops_are_not_followed_and_memory_stays_bounded(tmp_path, mode):
-    root, conf = init_production(tmp_path, extra=f'watch = "{mode}"')
+    # full scans every 1 s and poller looks every 0.2 s: the 3 s window below holds 3 scans
+    # and ~15 looks (the old 12 s window at the default 5 s / 1 s held 2 and 12)
+    root, conf = init_production(tmp_path, extra=f'watch = "{mode}"\nwatch_poll_s = 0.2')
+    conf.write_text(conf.read_text().replace("full_scan_s = 5.0", "full_scan_s = 1.0"))
     raw = root / "raw"
     loopdir = raw / str(N) / "00000123"
     loopdir.mkdir(parents=True)
@@ -292,8 +295,8 @@ def test_symlink_loops_are_not_followed_and_memory_stays_bounded(tmp_path, mode)
         (d / "loop").symlink_to("../..")
         wait_for(lambda: status_json(conf, N)["exposures"], 30, what="the good exposure ingested")
         start_rss = rss_mb(proc.pid)
-        # several looks of the poller (1 s) and full scans (5 s): memory must not grow
-        peak, deadline = start_rss, time.monotonic() + 12
+        # several looks of the poller and full scans: memory must not grow
+        peak, deadline = start_rss, time.monotonic() + 3
         while time.monotonic() < deadline:
             peak = max(peak, rss_mb(proc.pid))
             time.sleep(0.5)
