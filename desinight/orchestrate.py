@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import logging
 import sys
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
@@ -58,6 +59,9 @@ class Context:
     loud: bool = False
     #: who the state moves of this context's ticks are recorded as (daemon, campaign:NAME)
     actor: str = field(default_factory=daemon_actor)
+    #: seconds the last poll's backend query took (None: no query); the daemon's poll
+    #: budget keeps 5x this between queries (``pollclock.py``)
+    poll_latency_s: float | None = None
 
     def event(self, name: str, **fields) -> None:
         log.log(alerts.level_of(name) if self.loud else logging.INFO, name, extra={"fields": fields})
@@ -166,6 +170,7 @@ def submit_ready(ctx: Context, now: datetime) -> int:
     Raises ``BackendError`` (after recording it for `status`) when the backend refuses."""
     total = 0
     python = sys.executable
+    submitted_now: set[str] = set()   # backend ids of this call's earlier waves
     while True:
         with transaction(ctx.sessions) as s:
             prod = repo.get_production(s, ctx.production)
@@ -176,8 +181,14 @@ def submit_ready(ctx: Context, now: datetime) -> int:
                 room = max(0, ctx.max_queued - repo.count_active(s, prod))
             ready = _ready(s, prod, room) if room != 0 else []
             # Parents asked in the backend right before sbatch: no afterok on a purged id.
-            asked = any(deps for _, deps in ready)      # check_parents polls only then
-            ready, _waiting = check_parents(ctx.backend, ready)
+            # Not parents this call submitted moments ago (an earlier wave): SLURM keeps an
+            # ended id for MinJobAge (300 s), so asking would only load slurmctld (2 calls
+            # per wave, most of a production-cadence night's queries).
+            fresh = [(job, deps) for job, deps in ready if deps and set(deps) <= submitted_now]
+            ask = [(job, deps) for job, deps in ready if not (deps and set(deps) <= submitted_now)]
+            asked = any(deps for _, deps in ask)      # check_parents polls only then
+            checked, _waiting = check_parents(ctx.backend, ask)
+            ready = sorted(checked + fresh, key=lambda jd: jd[0].id)
             if asked and ctx.backend.poll_warning:
                 # The parent check found SLURM half-down (slurmctld not answering): say so in
                 # status now. The sbatch that follows may block until the controller is back,
@@ -236,6 +247,7 @@ def submit_ready(ctx: Context, now: datetime) -> int:
                 att = s.get(Attempt, att_id)
                 att.backend_id, att.submitted_at = bid, now
             total += 1
+            submitted_now.add(bid)
             ctx.event("submitted", job=req.name, backend_id=bid)
         with transaction(ctx.sessions) as s:   # this wave went through: sbatch works again
             repo.clear_backend_error(s, repo.get_production(s, ctx.production), "submit", now)
@@ -353,16 +365,21 @@ def poll(ctx: Context, now: datetime) -> dict[str, int]:
     """One look at every active attempt: one backend call, then exit records for what the
     backend cannot tell (lag, purge, outage)."""
     changes: dict[str, int] = {}
+    ctx.poll_latency_s = None
     with transaction(ctx.sessions) as s:
         prod = repo.get_production(s, ctx.production)
         # Active attempts, and operator cancels not yet confirmed by the backend (SLURM says
         # how they really ended: cancelled, or completed before the scancel arrived).
         active = [a for a in repo.active_attempts(s, prod, unconfirmed_cancels=True) if a.backend_id]
-        if not active:
+        if not active:   # nothing to ask: every state the database holds is current
             repo.set_service(s, prod, "last_poll", now.isoformat(), now)
+            repo.set_service(s, prod, "states_as_of", now.isoformat(), now)
             return changes
         try:
+            t0 = time.monotonic()
             seen = ctx.backend.poll([a.backend_id for a in active])
+            ctx.poll_latency_s = time.monotonic() - t0
+            repo.set_service(s, prod, "states_as_of", now.isoformat(), now)
             # Half an answer (sacct or squeue down) still gets used, but shows in status.
             if ctx.backend.poll_warning:
                 repo.set_service(s, prod, "backend_error", f"poll: {ctx.backend.poll_warning}", now)
@@ -451,6 +468,16 @@ def _cancel_orphaned_dependents(ctx: Context, s: Session, prod: Production) -> N
             repo.set_service(s, prod, "backend_error", f"cancel: {e}", None)
         else:
             repo.clear_backend_error(s, prod, "cancel", utcnow())
+
+
+def active_attempt_dirs(ctx: Context) -> set[Path]:
+    """Directories of attempts queued or running in the backend: where an exit record
+    appearing means a job ended (the daemon's cue for an early poll)."""
+    with transaction(ctx.sessions) as s:
+        prod = repo.get_production(s, ctx.production)
+        return {Path(d) for d in s.scalars(select(Attempt.attempt_dir).join(Job).where(
+            Job.production_id == prod.id, Attempt.backend_id.is_not(None),
+            Attempt.state.in_([st.value for st in ACTIVE])))}
 
 
 def night_done(ctx: Context, night: int) -> bool:
