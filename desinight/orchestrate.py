@@ -470,6 +470,21 @@ def _cancel_orphaned_dependents(ctx: Context, s: Session, prod: Production) -> N
             repo.clear_backend_error(s, prod, "cancel", utcnow())
 
 
+def submit_work_waiting(ctx: Context) -> bool:
+    """Is there anything for ``reconcile`` + ``submit_ready`` to do: a planned job, or an
+    intent without a backend id? Two indexed lookups; the daemon's idle submit pass runs only
+    then, instead of its full reads every few seconds of a night whose jobs are all queued."""
+    with transaction(ctx.sessions) as s:
+        prod = repo.get_production(s, ctx.production)
+        planned = s.scalar(select(Job.id).where(Job.production_id == prod.id,
+                                                Job.state == JobState.PLANNED.value).limit(1))
+        if planned is not None:
+            return True
+        return s.scalar(select(Attempt.id).join(Job).where(
+            Job.production_id == prod.id, Attempt.backend_id.is_(None),
+            Attempt.state.in_([st.value for st in ACTIVE])).limit(1)) is not None
+
+
 def active_attempt_dirs(ctx: Context) -> set[Path]:
     """Directories of attempts queued or running in the backend: where an exit record
     appearing means a job ended (the daemon's cue for an early poll)."""

@@ -144,11 +144,14 @@ class Daemon:
                 self.dirty_nights.add(row.night)
 
     def tick_plan_submit(self) -> None:
+        planned = 0
         for night in sorted(self.dirty_nights):
-            O.plan(self.ctx, night)
+            planned += O.plan(self.ctx, night)
         self.dirty_nights.clear()
         if time.monotonic() < self.submit_backoff_until:
             return
+        if not planned and not O.submit_work_waiting(self.ctx):
+            return      # nothing planned, no intent to settle: skip the full reads
         now = self.now()
         try:
             O.reconcile(self.ctx, now)
