@@ -235,10 +235,11 @@ def _flatten(d: dict, prefix: str = ""):
 
 
 def _result(lines: list[str]) -> dict:
-    """The last line's JSON object (unwrapped if it has one key), else the printed lines."""
-    if lines and lines[-1].startswith("{"):
+    """The last JSON line's object (unwrapped if it has one key), else the printed lines."""
+    last = next((l for l in reversed(lines) if l.startswith("{")), None)   # its last JSON line
+    if last is not None:
         try:
-            obj = json.loads(lines[-1])
+            obj = json.loads(last)
             return next(iter(obj.values())) if len(obj) == 1 and isinstance(
                 next(iter(obj.values())), dict) else obj
         except ValueError:
