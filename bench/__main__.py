@@ -8,6 +8,8 @@ fails (e.g. no SLURM cluster up) is reported as such with the reason, never sile
     python -m bench                  # all
     python -m bench latency campaign # some
     python -m bench --markdown       # docs/benchmarks.md again from docs/benchmarks.json
+    python -m bench --record NAME OUTPUT_FILE   # a bench run by hand (its saved output) into
+                                                # the JSON, then the markdown again
 """
 
 from __future__ import annotations
@@ -34,8 +36,14 @@ BENCHES = {
     "archive": ("bench_archive.py", [], "1,000-night raw archive under the daemon: idle CPU, memory, "
                 "inotify watches, polling stats, per watch mode"),
     "poll": ("bench_poll.py", [], "SLURM poll cost with 200 active jobs"),
-    "campaign": ("bench_campaign.py", [], "1,000-night campaign planning time/memory, status latency"),
-    "overhead": ("bench_overhead.py", [], "manager overhead for a night, side by side with Snakemake"),
+    "campaign": ("bench_campaign.py", [], "1,000-night campaign on SQLite: planning time/memory, status, a round"),
+    "campaign_pg": ("bench_campaign.py", ["--pg"], "1,000-night campaign on PostgreSQL"),
+    "campaign_pg_10k": ("bench_campaign.py", ["--pg", "--nights", "10000"],
+                        "10,000-night campaign on PostgreSQL"),
+    "overhead": ("bench_overhead.py", ["--profile"], "one night: desinight at benchmark and production "
+                 "cadence, Snakemake at defaults and tuned; the daemon's CPU profile; load between events"),
+    "night": ("bench_night.py", [], "a full-size night through the daemon on SLURM (MPI jobs through "
+              "srun): wall time, seconds per kind, daemon CPU, database size, MaxRSS per job"),
     "readers": ("bench_readers.py", [], "untrusted input in reader processes: start-up, per exposure, per poll"),
     "takeover": ("bench_takeover.py", [], "standby daemon takeover after SIGKILL (PostgreSQL)"),
     "monitor": ("bench_monitor.py", [], "heartbeat, check probe and metrics scrape cost; event -> POST latency"),
@@ -59,14 +67,76 @@ def machine() -> dict:
             "python": platform.python_version(), "os": platform.platform()}
 
 
+#: per benchmark: what a reader must know next to its figures (conditions, causes of misses)
+NOTES: dict[str, str] = {}
+
 #: per benchmark printing lines: the lines that carry its headline figure
 HEADLINE_LINES = {
     "sim": ("small night", "full science exposure"),
     "steps": ("preproc:", "extract (", "speed-up"),
     "redshift": ("fits/s", "seed "),
     "poll": ("poll of 200 ended",),
-    "campaign": ("campaign plan", "campaign submit", "status.collect", "campaign run ticks", "targets"),
 }
+
+
+def _get(results: dict, path: str):
+    """results["a"]["b"]... for "a.b...", None where missing."""
+    cur = results
+    for part in path.split("."):
+        if not isinstance(cur, dict) or part not in cur:
+            return None
+        cur = cur[part]
+    return cur
+
+
+def _poll_calls_per_minute(r: dict) -> float | None:
+    run = r.get("desinight_production") if isinstance(r, dict) else None
+    if not run or "calls" not in run:
+        return None
+    return round((run["calls"]["sacct"] + run["calls"]["squeue"]) * 60 / run["wall_s"], 1)
+
+
+#: (issue item, target in words, bench, figure: a dotted path or a function of that bench's
+#: result, test on the figure). Each is marked met / NOT met / not measured in the markdown.
+TARGETS = [
+    ("#18.0", "archive, native: idle CPU < 2% of a core", "archive", "native.idle_cpu_pct", lambda v: v < 2),
+    ("#18.0", "archive, polling: idle CPU < 2% of a core", "archive", "polling.idle_cpu_pct", lambda v: v < 2),
+    ("#18.0", "archive: no inotify overflow", "archive", "native.overflows", lambda v: v == 0),
+    ("#18.1", "reaction, native: median < 0.5 s", "latency", "native.median_s", lambda v: v < 0.5),
+    ("#18.1", "reaction, polling: max <= poll interval + 0.5 s (1.5 s)", "latency", "polling.max_s",
+     lambda v: v <= 1.5),
+    ("#18.2", "production cadence: <= 8 sacct+squeue calls a minute over a night (budget: 4 polls)",
+     "overhead", _poll_calls_per_minute, lambda v: v <= 8),
+    ("#18.2", "production cadence: the night's SLURM-side wall time within 10% of benchmark cadence",
+     "overhead", "budget.slurm_wall_production_over_benchmark", lambda v: v <= 1.1),
+    ("#18.3", "manager CPU per night: desinight (benchmark cadence) below Snakemake tuned", "overhead",
+     "ratio_snakemake_tuned_over_desinight_benchmark.manager_cpu", lambda v: v > 1),
+    ("#18.5", "10,000 nights on PostgreSQL: plan+save < 60 s", "campaign_pg_10k", "plan_and_save.wall_s",
+     lambda v: v < 60),
+    ("#18.5", "10,000 nights on PostgreSQL: plan+save < 2 GiB", "campaign_pg_10k",
+     "plan_and_save.peak_rss_mib", lambda v: v < 2048),
+    ("#18.5", "10,000 nights on PostgreSQL: status < 0.3 s", "campaign_pg_10k", "status_collect_latest_s",
+     lambda v: v < 0.3),
+    ("#18.5", "10,000 nights on PostgreSQL: a campaign round < 1 s", "campaign_pg_10k", "round_s",
+     lambda v: v < 1),
+    ("#18.5", "1,000 nights on PostgreSQL: status < 0.3 s", "campaign_pg", "status_collect_latest_s",
+     lambda v: v < 0.3),
+    ("#18.5", "1,000 nights on PostgreSQL: a campaign round < 1 s", "campaign_pg", "round_s", lambda v: v < 1),
+]
+
+
+def targets(results: dict) -> list[str]:
+    """The targets table: each target with its figure and met / NOT met / not measured."""
+    out = ["| issue | target | figure | |", "|---|---|---|---|"]
+    for issue, words, bench, figure, ok in TARGETS:
+        res = results.get(bench, {})
+        value = figure(res) if callable(figure) else _get(res, figure)
+        if value is None:
+            why = res.get("failed") or res.get("skipped") or "not run"
+            out.append(f"| {issue} | {words} | - | not measured ({bench}: {why}) |")
+        else:
+            out.append(f"| {issue} | {words} | {value} ({bench}) | {'met' if ok(value) else '**NOT met**'} |")
+    return out
 
 
 def headlines(results: dict) -> list[str]:
@@ -96,12 +166,26 @@ def headlines(results: dict) -> list[str]:
                    f"(2 nights watched), {arc['polling_ops_4_nights']['ops_per_minute']} (4 nights watched), "
                    f"whatever the archive's size")
     ov = results.get("overhead", {})
-    if "ratio_snakemake_over_desinight" in ov:
-        dn, sm, r = ov["desinight"], ov["snakemake"], ov["ratio_snakemake_over_desinight"]
-        out.append(f"- one night, desinight vs Snakemake (same graph, same SLURM): wall {dn['wall_s']} s vs "
-                   f"{sm['wall_s']} s ({r['wall']}x), manager CPU {dn['manager_cpu_s']} s vs "
-                   f"{sm['manager_cpu_s']} s ({r['manager_cpu']}x), scheduler calls "
-                   f"{sum(dn['calls'].values())} vs {sum(sm['calls'].values())} ({r['scheduler_calls']}x)")
+    runs = [(k, ov[k]) for k in ("desinight_benchmark", "desinight_production", "snakemake_defaults",
+                                 "snakemake_tuned") if isinstance(ov.get(k), dict) and "wall_s" in ov[k]]
+    if runs:
+        out.append("- one night, same graph and SLURM, in one run (wall to the manager knowing / SLURM side, "
+                   "manager CPU, scheduler calls): " + "; ".join(
+                       f"{k.replace('_', ' ')} {r['wall_s']} s / {r.get('slurm_wall_s')} s, "
+                       f"{r['manager_cpu_s']} s CPU, {sum(r['calls'].values())} calls" for k, r in runs))
+    for k in ("ratio_snakemake_tuned_over_desinight_benchmark", "ratio_snakemake_defaults_over_desinight_benchmark"):
+        if k in ov:
+            out.append(f"- {k.removeprefix('ratio_').replace('_', ' ')}: {ov[k]}")
+    if "budget" in ov:
+        out.append(f"- load budget, production over benchmark cadence: {ov['budget']}")
+    for name in ("campaign", "campaign_pg", "campaign_pg_10k"):
+        c = results.get(name, {})
+        if "plan_and_save" in c:
+            out.append(f"- {name}: {c['nights']} nights ({c.get('database', 'sqlite')}, {c['source_jobs']} jobs): "
+                       f"plan+save {c['plan_and_save']['wall_s']} s, peak RSS {c['plan_and_save']['peak_rss_mib']} MiB; "
+                       f"status {c['status_collect_latest_s']} s (CLI {c.get('cli_status_s')} s); campaign status "
+                       f"CLI {c.get('cli_campaign_status_s')} s; round {c.get('round_s')} s; database "
+                       f"{c.get('db_mib')} MiB")
     steady = ov.get("desinight_steady_state")
     if steady:
         out.append(f"- scheduler calls per hour while jobs wait and nothing changes: "
@@ -121,6 +205,11 @@ def to_markdown(results: dict, info: dict) -> str:
     heads = headlines(results)
     if heads:
         lines += ["## Headline figures", "", *heads, ""]
+    lines += ["## Targets", "", "Each target of the issues, with the figure of this run that decides it:", "",
+              *targets(results), ""]
+    notes = {k: v for k, v in NOTES.items() if k in results}
+    if notes:
+        lines += ["## Notes", "", *[f"- {k}: {v}" for k, v in notes.items()], ""]
     for name, res in results.items():
         lines += [f"## {name}: {BENCHES[name][2]}", ""]
         if "failed" in res or "skipped" in res:
@@ -146,10 +235,11 @@ def _flatten(d: dict, prefix: str = ""):
 
 
 def _result(lines: list[str]) -> dict:
-    """The last line's JSON object (unwrapped if it has one key), else the printed lines."""
-    if lines and lines[-1].startswith("{"):
+    """The last JSON line's object (unwrapped if it has one key), else the printed lines."""
+    last = next((l for l in reversed(lines) if l.startswith("{")), None)   # its last JSON line
+    if last is not None:
         try:
-            obj = json.loads(lines[-1])
+            obj = json.loads(last)
             return next(iter(obj.values())) if len(obj) == 1 and isinstance(
                 next(iter(obj.values())), dict) else obj
         except ValueError:
@@ -160,6 +250,17 @@ def _result(lines: list[str]) -> dict:
 def main(argv: list[str]) -> int:
     if argv == ["--markdown"]:     # rewrite docs/benchmarks.md from the JSON, running nothing
         data = json.loads((ROOT / "docs" / "benchmarks.json").read_text())
+        (ROOT / "docs" / "benchmarks.md").write_text(to_markdown(data["results"], data["machine"]))
+        return 0
+    if argv[:1] == ["--record"] and len(argv) == 3 and argv[1] in BENCHES:
+        out_json = ROOT / "docs" / "benchmarks.json"
+        data = json.loads(out_json.read_text())
+        path = Path(argv[2])
+        lines = [l for l in path.read_text().splitlines() if l.strip()]
+        data["results"][argv[1]] = {**_result(lines), "measured": (
+            f"{datetime.fromtimestamp(path.stat().st_mtime, timezone.utc):%Y-%m-%d %H:%M} UTC, by hand "
+            f"(python bench/{BENCHES[argv[1]][0]} {' '.join(BENCHES[argv[1]][1])}), machine shared and loaded")}
+        out_json.write_text(json.dumps(data, indent=1, default=str))
         (ROOT / "docs" / "benchmarks.md").write_text(to_markdown(data["results"], data["machine"]))
         return 0
     names = argv or list(BENCHES)
@@ -173,6 +274,7 @@ def main(argv: list[str]) -> int:
         script, args, what = BENCHES[name]
         print(f"== {name}: {what}", flush=True)
         t0 = time.monotonic()
+        load = os.getloadavg()[0]
         p = subprocess.run([sys.executable, str(ROOT / "bench" / script), *args], cwd=ROOT,
                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
         print(p.stdout, end="", flush=True)
@@ -181,6 +283,9 @@ def main(argv: list[str]) -> int:
             results[name] = {"failed": f"exit {p.returncode}: {lines[-1] if lines else ''}"}
         else:
             results[name] = _result(lines)
+        # the machine is shared: each figure carries when and under what load it was measured
+        results[name]["measured"] = (f"{datetime.now(timezone.utc):%Y-%m-%d %H:%M} UTC, load average "
+                                     f"{load:.1f} on {os.cpu_count()} cores at its start")
         print(f"   ({time.monotonic() - t0:.1f} s)", flush=True)
     info = {**machine(), "when": datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")}
     out_json.write_text(json.dumps({"machine": info, "results": results}, indent=1, default=str))

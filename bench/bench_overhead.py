@@ -1,20 +1,34 @@
-"""Manager overhead for one night, desinight vs Snakemake's SLURM executor, same cluster.
+"""Manager overhead for one night, side by side in one run: desinight at benchmark and at
+production cadence, Snakemake's SLURM executor at its defaults and tuned; same graph, same
+cluster.
 
 The same job graph (desinight's plan of a 33-job night: 3 arcs, 3 flats, 3 tiles x 3
-exposures) runs on the local SLURM cluster twice, every job `sleep 2`:
-  1. desinight's daemon, the exposures appearing in the raw directory at t0;
-  2. Snakemake with snakemake-executor-plugin-slurm, on a Snakefile generated from the same
-     graph (one rule per job, inputs = parents' outputs), started at t0.
-Reported per tool: wall time from t0 to the last job done, manager CPU seconds (the
-daemon's / snakemake's own rusage, children excluded), and scheduler calls counted by
-PATH shims around sbatch/sacct/squeue/scancel/scontrol (the same shims for both), in all and
-per hour of that run.
+exposures) runs on the local SLURM cluster four times, every job `sleep 2`:
+  1. desinight's daemon at benchmark cadence (poll_s 3, poll_min_s 1: Snakemake tuned's 3 s);
+  2. desinight's daemon at production cadence (the defaults: SchedMD's 30 s load budget,
+     docs/daemon.md "SLURM load budget");
+  3. Snakemake with snakemake-executor-plugin-slurm at its defaults (first status check after
+     40 s, then every 10 s);
+  4. Snakemake tuned: `--slurm-init-seconds-before-status-checks 3
+     --seconds-between-status-checks 3`.
+desinight's runs start when the exposures appear in the raw directory (t0); Snakemake's when
+it starts, on a Snakefile generated from the same graph (one rule per job, inputs = parents'
+outputs). Reported per run: wall time from t0 until the manager knows the last job is done,
+the SLURM-side wall time (t0 to the last job's End in sacct: what the poll cadence cannot
+change), manager CPU seconds (itself plus the commands and helper processes it ran: for
+Snakemake the whole process, from wait4; for desinight's long-running daemon the night's
+share, from t0 to the end, read in /proc for the daemon and its reader processes, and, as
+`with_startup_cpu_s`, the whole process like Snakemake's), and scheduler calls per command, counted by
+PATH shims around sbatch/sacct/squeue/scancel/scontrol (the same shims for all).
+
+`--profile`: one more production-cadence desinight night under cProfile (the ticks, on the
+daemon's worker thread) and the functions where its CPU goes.
 
 Then the load between events, the usual state of a night (jobs queued, nothing changing):
-desinight's daemon with its production poll settings (2 s backing off to 60 s), one long job
-running, calls counted over a window after the back-off has settled, per hour.
+desinight's daemon with its production poll settings, one long job running, calls counted
+over a window after the back-off has settled, per hour.
 
-    scripts/local-slurm up && python bench/bench_overhead.py
+    scripts/local-slurm up && python bench/bench_overhead.py [--profile] [--no-steady]
 """
 
 from __future__ import annotations
@@ -68,31 +82,113 @@ def cpu_of(proc: subprocess.Popen) -> float:
     return ru.ru_utime + ru.ru_stime
 
 
-def run_desinight(work: Path, env: dict) -> tuple[dict, list]:
+#: [daemon] poll keys per desinight cadence; production = none (the defaults)
+CADENCES = {"benchmark": "poll_s = 3.0\npoll_min_s = 1.0\npoll_max_s = 3.0\n", "production": ""}
+
+#: python code that runs the daemon with cProfile around each tick (the ticks run on the
+#: scheduler's worker thread, which a plain `python -m cProfile` does not see)
+PROFILED_DAEMON = """
+import atexit, cProfile, sys
+from desinight import service
+prof, out = cProfile.Profile(), sys.argv.pop(1)
+orig = service.Daemon._guard
+def _guard(self, fn, name=None):
+    run = orig(self, fn, name)
+    def profiled():
+        prof.enable()
+        try:
+            run()
+        finally:
+            prof.disable()
+    return profiled
+service.Daemon._guard = _guard
+atexit.register(lambda: prof.dump_stats(out))
+from desinight.cli.main import main
+main()
+"""
+
+
+def write_conf(work: Path, tpl: Path, cadence: str) -> Path:
+    conf = work / "desinight.toml"
+    conf.write_text('[desinight]\nproduction = "bench"\nraw_root = "raw"\nredux_root = "redux"\n'
+                    f'state_dir = "state"\nbackend = "slurm"\ntemplates_dir = "{tpl}"\n'
+                    f"[daemon]\nfull_scan_s = 60.0\n{CADENCES[cadence]}")
+    return conf
+
+
+def slurm_end(ids: list[str]) -> float | None:
+    """Epoch seconds of the last End among ``ids`` (sacct), None if sacct cannot say."""
+    from datetime import datetime
+    out = subprocess.run(["sacct", "-X", "-n", "-P", "-j", ",".join(ids), "-o", "End"],
+                         capture_output=True, text=True).stdout.split()
+    ends = [datetime.fromisoformat(e).timestamp() for e in out if e[:1].isdigit()]
+    return max(ends) if len(ends) == len(ids) else None
+
+
+def tree_cpu(pid: int) -> float:
+    """CPU seconds of ``pid`` and its live descendants so far, children they reaped included
+    (/proc: utime + stime + cutime + cstime)."""
+    tick = os.sysconf("SC_CLK_TCK")
+    stats: dict[int, tuple[int, float]] = {}
+    for d in Path("/proc").iterdir():
+        if d.name.isdigit():
+            try:
+                f = (d / "stat").read_text().rsplit(")", 1)[1].split()
+            except OSError:
+                continue
+            stats[int(d.name)] = (int(f[1]), sum(int(x) for x in f[11:15]) / tick)
+    tree, todo = set(), [pid]
+    while todo:
+        p = todo.pop()
+        tree.add(p)
+        todo += [c for c, (pp, _) in stats.items() if pp == p and c not in tree]
+    return sum(stats[p][1] for p in tree if p in stats)
+
+
+def run_desinight(work: Path, env: dict, cadence: str, profile: Path | None = None) -> tuple[dict, Path]:
     tpl = fast_templates(work / "tpl", run=f"sleep {JOB_SECONDS}")
-    conf = write_config(work, backend="slurm", templates=tpl)
+    conf = write_conf(work, tpl, cadence)
     cli(conf, "init")
     log = work / "calls.log"
     env = {**env, "PATH": f"{make_shims(work / 'shims', log)}:{env['PATH']}"}
-    proc = subprocess.Popen([sys.executable, "-m", "desinight", "--config", str(conf), "daemon"],
+    argv = ([sys.executable, "-c", PROFILED_DAEMON, str(profile)] if profile else [sys.executable, "-m", "desinight"])
+    proc = subprocess.Popen([*argv, "--config", str(conf), "daemon"],
                             env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    time.sleep(2)
+    wait_for(lambda: status_json(conf)["health"]["states_as_of"], 60, what="the daemon's first poll")
     log.write_text("")
-    t0 = time.monotonic()
+    t0, t0_wall, cpu0 = time.monotonic(), time.time(), tree_cpu(proc.pid)
     for i, spec in enumerate(night_spec()):
         write_exposure(work / "raw", N, i, *spec)
-    wait_for(lambda: night_completed(conf, N, 33), 900, interval=0.5, what="desinight night")
+    data = wait_for(lambda: night_completed(conf, N, 33), 900, interval=0.5, what="desinight night")
     wall = time.monotonic() - t0
     n_calls = calls(log)
+    night_cpu = tree_cpu(proc.pid) - cpu0
     proc.terminate()
     cpu = cpu_of(proc)
-    data = status_json(conf, N)
-    return {"wall_s": round(wall, 1), "manager_cpu_s": round(cpu, 2), "calls": n_calls,
-            "jobs": len(data["jobs"])}, conf
+    end = slurm_end([j["backend_id"] for j in data["jobs"]])
+    # manager_cpu_s: the night only (the daemon runs for weeks; its start-up is not a night's
+    # cost); with_startup_cpu_s: the whole process from its start, as Snakemake's figure is
+    return {"wall_s": round(wall, 1), "slurm_wall_s": round(end - t0_wall, 1) if end else None,
+            "manager_cpu_s": round(night_cpu, 2), "with_startup_cpu_s": round(cpu, 2),
+            "calls": n_calls, "jobs": len(data["jobs"])}, conf
+
+
+def profile_top(prof: Path, n: int = 12) -> list[str]:
+    """The functions with the most cumulative time, and the tick totals, as lines."""
+    import io
+    import pstats
+    buf = io.StringIO()
+    st = pstats.Stats(str(prof), stream=buf)
+    st.sort_stats("tottime").print_stats(n)
+    lines = [ln.rstrip() for ln in buf.getvalue().splitlines() if ln.strip()]
+    head = next((i for i, ln in enumerate(lines) if "ncalls" in ln), 0)
+    total = next((ln.strip() for ln in lines if "function calls" in ln), "")
+    return [total, *lines[head:head + n + 1]]
 
 
 def steady_state(work: Path, env: dict, settle_s: float = 100, window_s: float = 180) -> dict:
-    """Scheduler calls per hour while a job runs and nothing changes, default poll settings."""
+    """Scheduler calls per hour while a job runs and nothing changes, production poll settings
+    (the defaults: a 30 s poll backing off to 60 s)."""
     tpl = fast_templates(work / "tpl", run="sleep 900")
     conf = work / "desinight.toml"
     conf.write_text('[desinight]\nproduction = "steady"\nraw_root = "raw"\nredux_root = "redux"\n'
@@ -140,16 +236,20 @@ def snakefile_from(conf: Path) -> str:
     return "\n".join(rules)
 
 
-def run_snakemake(work: Path, conf: Path, env: dict) -> dict:
-    if shutil.which("snakemake") is None:
+SNAKEMAKE_TUNED = ["--slurm-init-seconds-before-status-checks", "3", "--seconds-between-status-checks", "3"]
+
+
+def run_snakemake(work: Path, conf: Path, env: dict, tuned: bool) -> dict:
+    snakemake = shutil.which("snakemake") or str(Path(sys.executable).parent / "snakemake")
+    if not Path(snakemake).exists():
         return {"skipped": "snakemake not installed (pip install '.[bench]')"}
     (work / "Snakefile").write_text(snakefile_from(conf))
     log = work / "calls.log"
     env = {**env, "PATH": f"{make_shims(work / 'shims', log)}:{env['PATH']}"}
-    t0 = time.monotonic()
-    proc = subprocess.Popen(["snakemake", "--executor", "slurm", "--jobs", "100", "--quiet",
+    t0, t0_wall = time.monotonic(), time.time()
+    proc = subprocess.Popen([snakemake, "--executor", "slurm", "--jobs", "100", "--quiet",
                              "--latency-wait", "5", "--default-resources", "slurm_account=root",
-                             "slurm_partition=debug"],
+                             "slurm_partition=debug", *(SNAKEMAKE_TUNED if tuned else [])],
                             cwd=work, env=env, stdout=open(work / "snakemake.out", "w"),
                             stderr=subprocess.STDOUT)
     cpu = cpu_of(proc)
@@ -158,8 +258,13 @@ def run_snakemake(work: Path, conf: Path, env: dict) -> dict:
     if proc.returncode != 0 or done != 33:
         tail = (work / "snakemake.out").read_text()[-600:]
         return {"skipped": f"snakemake failed (rc {proc.returncode}, {done}/33 done): {tail}"}
-    return {"wall_s": round(wall, 1), "manager_cpu_s": round(cpu, 2), "calls": calls(log),
-            "jobs": done}
+    ids = subprocess.run(["sacct", "-X", "-n", "-P", "-S", time.strftime("%Y-%m-%dT%H:%M:%S",
+                          time.localtime(t0_wall - 1)), "-o", "JobID,WorkDir"],
+                         capture_output=True, text=True).stdout.split()
+    ids = [line.split("|")[0] for line in ids if line.endswith(f"|{work}") or f"|{work}/" in line]
+    end = slurm_end(ids) if len(ids) == 33 else None
+    return {"wall_s": round(wall, 1), "slurm_wall_s": round(end - t0_wall, 1) if end else None,
+            "manager_cpu_s": round(cpu, 2), "calls": calls(log), "jobs": done}
 
 
 def main(argv: list[str] | None = None) -> dict:
@@ -180,37 +285,66 @@ def main(argv: list[str] | None = None) -> dict:
         default_conf.symlink_to(env["SLURM_CONF"])
         linked = True
     try:
-        return _compare(env)
+        return _compare(env, profile="--profile" in (argv or []), steady="--no-steady" not in (argv or []))
     finally:
         if linked:
             default_conf.unlink()
 
 
-def _compare(env: dict) -> dict:
+def _line(name: str, r: dict) -> str:
+    if "skipped" in r:
+        return f"{name:24s}: skipped: {r['skipped']}"
+    return (f"{name:24s}: wall {r['wall_s']} s (SLURM side {r['slurm_wall_s']} s), manager CPU "
+            f"{r['manager_cpu_s']} s, calls {sum(r['calls'].values())} {r['calls']}")
+
+
+def _compare(env: dict, profile: bool, steady: bool) -> dict:
     with tempfile.TemporaryDirectory() as tmp:
         work = Path(tmp)
-        (work / "dn").mkdir()
-        (work / "sm").mkdir()
-        dn, conf = run_desinight(work / "dn", env)
-        tot = lambda r: sum(r["calls"].values())  # noqa: E731
-        dn["calls_per_hour"] = round(tot(dn) * 3600 / dn["wall_s"])
-        print(f"desinight : wall {dn['wall_s']} s, manager CPU {dn['manager_cpu_s']} s, calls {dn['calls']}"
-              f" ({dn['calls_per_hour']}/h over the run)")
-        sm = run_snakemake(work / "sm", conf, env)
-        if "skipped" in sm:
-            print(f"snakemake : skipped: {sm['skipped']}")
-            result = {"desinight": dn, "snakemake": sm}
-        else:
-            sm["calls_per_hour"] = round(tot(sm) * 3600 / sm["wall_s"])
-            print(f"snakemake : wall {sm['wall_s']} s, manager CPU {sm['manager_cpu_s']} s, calls {sm['calls']}"
-                  f" ({sm['calls_per_hour']}/h over the run)")
-            ratios = {"wall": round(sm["wall_s"] / dn["wall_s"], 2),
-                      "manager_cpu": round(sm["manager_cpu_s"] / max(dn["manager_cpu_s"], 0.01), 2),
-                      "scheduler_calls": round(tot(sm) / max(tot(dn), 1), 2)}
-            print(f"snakemake / desinight: {ratios}")
-            result = {"desinight": dn, "snakemake": sm, "ratio_snakemake_over_desinight": ratios}
-        (work / "steady").mkdir()
-        result["desinight_steady_state"] = steady_state(work / "steady", env)
+        runs: dict[str, dict] = {}
+        conf = None
+        for cadence in CADENCES:
+            (work / cadence).mkdir()
+            runs[f"desinight_{cadence}"], c = run_desinight(work / cadence, env, cadence)
+            conf = conf or c
+            print(_line(f"desinight {cadence}", runs[f"desinight_{cadence}"]), flush=True)
+        for tuned in (False, True):
+            name = "snakemake_tuned" if tuned else "snakemake_defaults"
+            (work / name).mkdir()
+            runs[name] = run_snakemake(work / name, conf, env, tuned)
+            print(_line(name.replace("_", " "), runs[name]), flush=True)
+        result: dict = dict(runs)
+        for r in runs.values():
+            if "wall_s" in r:
+                r["calls_per_minute"] = round(sum(r["calls"].values()) * 60 / r["wall_s"], 1)
+        dn, dp = runs["desinight_benchmark"], runs["desinight_production"]
+        result["budget"] = {"wall_production_over_benchmark": round(dp["wall_s"] / dn["wall_s"], 2),
+                            "slurm_wall_production_over_benchmark":
+                                round(dp["slurm_wall_s"] / dn["slurm_wall_s"], 2)
+                                if dp["slurm_wall_s"] and dn["slurm_wall_s"] else None,
+                            "calls_production_over_benchmark":
+                                round(sum(dp["calls"].values()) / max(1, sum(dn["calls"].values())), 2)}
+        print(f"load budget: production / benchmark cadence: {result['budget']}", flush=True)
+        for sm_name in ("snakemake_tuned", "snakemake_defaults"):
+            sm = runs[sm_name]
+            if "skipped" not in sm:
+                result[f"ratio_{sm_name}_over_desinight_benchmark"] = {
+                    "wall": round(sm["wall_s"] / dn["wall_s"], 2),
+                    "manager_cpu": round(sm["manager_cpu_s"] / max(dn["manager_cpu_s"], 0.01), 2),
+                    "scheduler_calls": round(sum(sm["calls"].values()) / max(sum(dn["calls"].values()), 1), 2)}
+                print(f"{sm_name} / desinight benchmark: {result[f'ratio_{sm_name}_over_desinight_benchmark']}",
+                      flush=True)
+        if profile:
+            (work / "profile").mkdir()
+            prof = work / "profile" / "daemon.prof"
+            runs_p, _ = run_desinight(work / "profile", env, "production", profile=prof)
+            top = profile_top(prof)
+            result["profile"] = {"manager_cpu_s_profiled": runs_p["manager_cpu_s"], "top_tottime": top}
+            print("profile of the daemon's ticks over a production-cadence night (cProfile, tottime):")
+            print("\n".join("  " + ln for ln in top), flush=True)
+        if steady:
+            (work / "steady").mkdir()
+            result["desinight_steady_state"] = steady_state(work / "steady", env)
     print(json.dumps({"overhead": result}))
     return result
 

@@ -43,6 +43,7 @@ class Config:
     #: command prefix used to launch MPI steps inside jobs, e.g. "srun --mpi=pmi2" or "mpiexec"
     mpi_launcher: str = ""
     watch_mode: str = D.WATCH_MODE
+    poll_s: float = D.POLL_S
     poll_min_s: float = D.POLL_MIN_S
     poll_max_s: float = D.POLL_MAX_S
     full_scan_s: float = D.FULL_SCAN_S
@@ -128,6 +129,7 @@ _KEYS: dict[tuple[str, str], tuple[str, type]] = {
     ("slurm", "mpi_launcher"): ("mpi_launcher", str),
     ("slurm", "kill_on_invalid_dep"): ("slurm_kill_on_invalid_dep", bool),
     ("daemon", "watch"): ("watch_mode", str),
+    ("daemon", "poll_s"): ("poll_s", float),
     ("daemon", "poll_min_s"): ("poll_min_s", float),
     ("daemon", "poll_max_s"): ("poll_max_s", float),
     ("daemon", "full_scan_s"): ("full_scan_s", float),
@@ -353,6 +355,7 @@ def _RANGES(cfg: Config) -> list[tuple[str, float, float, float]]:  # noqa: N802
     day = 86400.0
     return [("daemon.poll_min_s", cfg.poll_min_s, 0.1, 3600.0),
             ("daemon.poll_max_s", cfg.poll_max_s, 0.1, day),
+            ("daemon.poll_s", cfg.poll_s, 0.1, day),
             ("daemon.full_scan_s", cfg.full_scan_s, 1.0, day),
             ("daemon.campaign_tick_s", cfg.campaign_tick_s, 0.5, day),
             ("daemon.settle_s", cfg.settle_s, 0.0, day),

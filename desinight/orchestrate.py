@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import logging
 import sys
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
@@ -63,6 +64,9 @@ class Context:
     campaign: bool = False
     #: record ready jobs whose outputs exist as recorded completed, not run (adopt.py; opt-in)
     adopt: bool = False
+    #: seconds the last poll's backend query took (None: no query); the daemon's poll
+    #: budget keeps 5x this between queries (``pollclock.py``)
+    poll_latency_s: float | None = None
 
     def event(self, name: str, **fields) -> None:
         log.log(alerts.level_of(name) if self.loud else logging.INFO, name, extra={"fields": fields})
@@ -221,6 +225,7 @@ def submit_ready(ctx: Context, now: datetime) -> int:
 def _submit_waves(ctx: Context, now: datetime, budget: list[int] | None) -> int:
     total = 0
     python = sys.executable
+    submitted_now: set[str] = set()   # backend ids of this call's earlier waves
     while True:
         with transaction(ctx.sessions) as s:
             prod = repo.get_production(s, ctx.production)
@@ -233,8 +238,14 @@ def _submit_waves(ctx: Context, now: datetime, budget: list[int] | None) -> int:
                 room = budget[0] if room is None else min(room, budget[0])
             ready = _ready(s, prod, room) if room != 0 else []
             # Parents asked in the backend right before sbatch: no afterok on a purged id.
-            asked = any(deps for _, deps in ready)      # check_parents polls only then
-            ready, _waiting = check_parents(ctx.backend, ready)
+            # Not parents this call submitted moments ago (an earlier wave): SLURM keeps an
+            # ended id for MinJobAge (300 s), so asking would only load slurmctld (2 calls
+            # per wave, most of a production-cadence night's queries).
+            fresh = [(job, deps) for job, deps in ready if deps and set(deps) <= submitted_now]
+            ask = [(job, deps) for job, deps in ready if not (deps and set(deps) <= submitted_now)]
+            asked = any(deps for _, deps in ask)      # check_parents polls only then
+            checked, _waiting = check_parents(ctx.backend, ask)
+            ready = sorted(checked + fresh, key=lambda jd: jd[0].id)
             adopted = _adopt(ctx, s, ready) if ctx.adopt else set()
             ready = [(job, deps) for job, deps in ready if job.id not in adopted]
             if asked and ctx.backend.poll_warning:
@@ -299,6 +310,7 @@ def _submit_waves(ctx: Context, now: datetime, budget: list[int] | None) -> int:
             total += 1
             if budget is not None:
                 budget[0] -= 1
+            submitted_now.add(bid)
             ctx.event("submitted", job=req.name, backend_id=bid)
         with transaction(ctx.sessions) as s:   # this wave went through: sbatch works again
             repo.clear_backend_error(s, repo.get_production(s, ctx.production), "submit", now)
@@ -429,16 +441,21 @@ def poll(ctx: Context, now: datetime) -> dict[str, int]:
     """One look at every active attempt: one backend call, then exit records for what the
     backend cannot tell (lag, purge, outage)."""
     changes: dict[str, int] = {}
+    ctx.poll_latency_s = None
     with transaction(ctx.sessions) as s:
         prod = repo.get_production(s, ctx.production)
         # Active attempts, and operator cancels not yet confirmed by the backend (SLURM says
         # how they really ended: cancelled, or completed before the scancel arrived).
         active = [a for a in repo.active_attempts(s, prod, unconfirmed_cancels=True) if a.backend_id]
-        if not active:
+        if not active:   # nothing to ask: every state the database holds is current
             repo.set_service(s, prod, "last_poll", now.isoformat(), now)
+            repo.set_service(s, prod, "states_as_of", now.isoformat(), now)
             return changes
         try:
+            t0 = time.monotonic()
             seen = ctx.backend.poll([a.backend_id for a in active])
+            ctx.poll_latency_s = time.monotonic() - t0
+            repo.set_service(s, prod, "states_as_of", now.isoformat(), now)
             # Half an answer (sacct or squeue down) still gets used, but shows in status.
             if ctx.backend.poll_warning:
                 repo.set_service(s, prod, "backend_error", f"poll: {ctx.backend.poll_warning}", now)
@@ -450,6 +467,9 @@ def poll(ctx: Context, now: datetime) -> dict[str, int]:
             ctx.event("poll_failed", error=str(e))
         records = read_exits(ctx.cfg, active)
         recancel: list[str] = []
+        # queued -> running moves, one compare-and-set per (read state, new state) after the
+        # loop instead of one per job: most of a night's moves, and of the daemon's CPU
+        live: dict[tuple[str, JobState], dict[int, int]] = {}
         for att in active:
             old = att.state
             bj = seen.get(att.backend_id)
@@ -480,7 +500,7 @@ def poll(ctx: Context, now: datetime) -> dict[str, int]:
                 att.started_at = bj.start or att.started_at
                 att.node = bj.node or att.node
                 if att.job.last_attempt is att and att.job.state != bj.state.value:
-                    move_job(s, att.job, bj.state, None, ctx.actor, attempt=att.number)
+                    live.setdefault((att.job.state, bj.state), {})[att.job.id] = att.number
             elif (not ctx.backend.capabilities.can_lag
                   or now - (att.submitted_at or att.intent_at) > FORGOTTEN_AFTER):
                 if not seen and ctx.backend.capabilities.can_lag:
@@ -492,6 +512,8 @@ def poll(ctx: Context, now: datetime) -> dict[str, int]:
                         None, None, None)
             if att.state != old:
                 changes[att.state] = changes.get(att.state, 0) + 1
+        for (read, to), numbers in live.items():
+            transition(s, list(numbers), to, None, ctx.actor, expect=[read], attempts=numbers)
         s.flush()
         if recancel:
             try:
@@ -527,6 +549,31 @@ def _cancel_orphaned_dependents(ctx: Context, s: Session, prod: Production) -> N
             repo.set_service(s, prod, "backend_error", f"cancel: {e}", None)
         else:
             repo.clear_backend_error(s, prod, "cancel", utcnow())
+
+
+def submit_work_waiting(ctx: Context) -> bool:
+    """Is there anything for ``reconcile`` + ``submit_ready`` to do: a planned job, or an
+    intent without a backend id? Two indexed lookups; the daemon's idle submit pass runs only
+    then, instead of its full reads every few seconds of a night whose jobs are all queued."""
+    with transaction(ctx.sessions) as s:
+        prod = repo.get_production(s, ctx.production)
+        planned = s.scalar(select(Job.id).where(Job.production_id == prod.id,
+                                                Job.state == JobState.PLANNED.value).limit(1))
+        if planned is not None:
+            return True
+        return s.scalar(select(Attempt.id).join(Job).where(
+            Job.production_id == prod.id, Attempt.backend_id.is_(None),
+            Attempt.state.in_([st.value for st in ACTIVE])).limit(1)) is not None
+
+
+def active_attempt_dirs(ctx: Context) -> set[Path]:
+    """Directories of attempts queued or running in the backend: where an exit record
+    appearing means a job ended (the daemon's cue for an early poll)."""
+    with transaction(ctx.sessions) as s:
+        prod = repo.get_production(s, ctx.production)
+        return {Path(d) for d in s.scalars(select(Attempt.attempt_dir).join(Job).where(
+            Job.production_id == prod.id, Attempt.backend_id.is_not(None),
+            Attempt.state.in_([st.value for st in ACTIVE])))}
 
 
 def night_done(ctx: Context, night: int) -> bool:

@@ -25,10 +25,13 @@ from sqlalchemy.exc import SQLAlchemyError
 from . import leader as L
 from . import orchestrate as O
 from . import readers, watch
+from .batch.exitfile import EXIT_FILE
+from .pollclock import PollClock
 from .core import defaults as D
 from .ingest import ingest_night, note_sightings
 from .retry import auto_retry
 from .core.errors import BackendError, DesinightError
+from .core.states import BROKEN, JobState
 from .db import repo
 from .db.engine import transaction
 from .monitor import DaemonMonitor
@@ -77,7 +80,11 @@ class Daemon:
         self.now = clock
         self.candidates = watch.Candidates()
         self.stability = watch.Stability()
-        self.poll_interval = self.cfg.poll_min_s
+        #: when to ask the backend next: the load budget (pollclock.py)
+        self.pollclock = PollClock.from_config(self.cfg, time.monotonic())
+        #: attempt dirs of queued/running jobs: an exit record there asks for an early poll
+        self.exit_dirs: set[Path] = set()
+        self.sched = None   # the running scheduler (``_loop``); None when ticks are driven by hand
         self.submit_backoff_until = 0.0
         self.submit_backoff = 0.0
         self.dirty_nights: set[int] = set()
@@ -138,11 +145,14 @@ class Daemon:
                 self.dirty_nights.add(row.night)
 
     def tick_plan_submit(self) -> None:
+        planned = 0
         for night in sorted(self.dirty_nights):
-            O.plan(self.ctx, night)
+            planned += O.plan(self.ctx, night)
         self.dirty_nights.clear()
         if time.monotonic() < self.submit_backoff_until:
             return
+        if not planned and not O.submit_work_waiting(self.ctx):
+            return      # nothing planned, no intent to settle: skip the full reads
         now = self.now()
         try:
             O.reconcile(self.ctx, now)
@@ -155,18 +165,46 @@ class Daemon:
                                                             "error": str(e)}})
             return
         self.submit_backoff = 0.0
-        if n:
-            self.poll_interval = self.cfg.poll_min_s
+        if n:   # confirm they reached the queue (a script that fails at once settles soon)
+            self.exit_dirs = O.active_attempt_dirs(self.ctx)
+            self._poll_soon("submitted")
 
     def tick_poll(self) -> None:
-        changes = O.poll(self.ctx, self.now())
-        if auto_retry(self.ctx):     # [desinight] auto_retry: NODE_FAIL/TIMEOUT/OOM only
-            changes = changes or {"auto_retry": 1}
-        if changes:
-            self.poll_interval = self.cfg.poll_min_s
-            self.tick_plan_submit()      # finished parents may release children
-        else:
-            self.poll_interval = min(self.poll_interval * D.POLL_BACKOFF, self.cfg.poll_max_s)
+        changes: dict[str, int] = {}
+        try:
+            changes = O.poll(self.ctx, self.now())
+        finally:   # a failed poll counts against the budget too: no hammering a sick slurmctld
+            self.pollclock.polled(time.monotonic(), self.ctx.poll_latency_s, changed=bool(changes))
+        retried = auto_retry(self.ctx)   # [desinight] auto_retry: NODE_FAIL/TIMEOUT/OOM only
+        self.exit_dirs = O.active_attempt_dirs(self.ctx)
+        if changes or retried:
+            if any(JobState(k) in BROKEN for k in changes):
+                self._poll_soon("failure")   # its dependents: cancelled now, confirmed soon
+            self.tick_plan_submit()      # finished parents (or retried jobs) may be submitted
+
+    def tick_exits(self) -> None:
+        """A job's exit record appeared: its end wants an early poll (one lstat per active
+        job, no scheduler call; the poll then asks SLURM, whose word is the truth)."""
+        ended = {d for d in self.exit_dirs if os.path.lexists(d / EXIT_FILE)}
+        if ended:
+            self.exit_dirs -= ended
+            self._poll_soon("ended")
+
+    def _poll_soon(self, reason: str) -> None:
+        """An answer is needed: poll early if the budget allows (``PollClock.want``)."""
+        if self.pollclock.want(time.monotonic(), reason):
+            log.debug("poll_soon", extra={"fields": {"reason": reason}})
+            self._reschedule_poll()
+
+    def _reschedule_poll(self) -> None:
+        from apscheduler.jobstores.base import JobLookupError
+        if self.sched is None:
+            return
+        try:
+            self.sched.reschedule_job("poll", trigger="interval",
+                                      seconds=max(0.05, self.pollclock.due - time.monotonic()))
+        except JobLookupError:
+            pass   # the scheduler is shutting down
 
     def tick_campaigns(self) -> None:
         """One poll + submit round per submitted campaign, under its throttle. A campaign
@@ -272,11 +310,15 @@ class Daemon:
                                                   "misfire_grace_time": 30})
         sched.add_job(self._guard(self.tick_ingest), "interval", seconds=1.0, id="ingest")
         sched.add_job(self._guard(self.tick_scan), "interval", seconds=self.cfg.full_scan_s, id="scan")
-        sched.add_job(self._guard(self._poll_and_reschedule(sched), "poll"), "interval",
-                      seconds=self.poll_interval, id="poll")
+        # the poll job re-arms itself at the budget's next due time after each run; its
+        # interval is only the fallback should that fail
+        sched.add_job(self._guard(self._poll_rearmed(), "poll"), "interval",
+                      seconds=max(0.05, self.pollclock.due - time.monotonic()), id="poll")
+        sched.add_job(self._guard(self.tick_exits), "interval", seconds=D.EXIT_LOOK_S, id="exits")
         sched.add_job(self._guard(self.tick_campaigns), "interval",
                       seconds=self.cfg.campaign_tick_s, id="campaigns")
         sched.add_job(self.check_leader, "interval", seconds=D.LEADER_CHECK_S, id="leader")
+        self.sched = sched
         sched.start()
         try:
             while not self.stop_event.is_set():
@@ -298,10 +340,12 @@ class Daemon:
             self.exit_code = 1
             self.stop_event.set()
 
-    def _poll_and_reschedule(self, sched):
-        def tick_poll() -> None:
-            self.tick_poll()
-            sched.reschedule_job("poll", trigger="interval", seconds=self.poll_interval)
+    def _poll_rearmed(self):
+        def tick_poll() -> None:   # named so: metrics and tick errors call it "poll"
+            try:
+                self.tick_poll()
+            finally:
+                self._reschedule_poll()
         return tick_poll
 
     def _guard(self, fn, name: str | None = None):

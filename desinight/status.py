@@ -194,6 +194,12 @@ def _health(s: Session, prod: Production, now: datetime | None,
     live = liveness.assess(out["heartbeat"], out["daemon_pid"], out["daemon_stopped"],
                            now or utcnow(), stale_s or D.HEARTBEAT_STALE_S)
     out["daemon_running"], out["daemon"] = live.running, live.text
+    # How fresh the job states are: the last poll the batch system answered (a failed poll
+    # updates last_poll but not this), e.g. "slurm states as of 12 s ago".
+    as_of = st["states_as_of"].value if "states_as_of" in st else None
+    out["states_as_of"] = as_of
+    out["states_age_s"] = (round(((now or utcnow()) - datetime.fromisoformat(as_of)).total_seconds(), 1)
+                           if as_of else None)
     return out
 
 

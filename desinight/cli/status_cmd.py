@@ -37,7 +37,9 @@ def status_data(ctx, **kw) -> dict:
     from ..db.engine import transaction
     kw.setdefault("stale_s", ctx.cfg.heartbeat_stale_s)
     with transaction(ctx.sessions) as s:
-        return S.collect(s, repo.get_production(s, ctx.production), **kw)
+        data = S.collect(s, repo.get_production(s, ctx.production), **kw)
+    data["health"]["backend"] = ctx.cfg.backend   # whose states "states_as_of" dates
+    return data
 
 
 def render(data: dict, console: Console) -> None:
@@ -86,10 +88,22 @@ def render(data: dict, console: Console) -> None:
             for state, c in n["jobs"].items():
                 counts[state] = counts.get(state, 0) + c
     console.print("jobs: " + (", ".join(f"{k} {v}" for k, v in sorted(counts.items())) or "none"))
-    console.print(f"daemon: {_daemon(h)} | last poll {_ago(h['last_poll'])} | "
+    console.print(f"daemon: {_daemon(h)} | {_freshness(h)} | last poll {_ago(h['last_poll'])} | "
                   f"last ingest {_ago(h['last_ingest'])} | "
                   + (f"[red]backend: {h['backend_error']}[/]" if h["backend_error"] else "backend ok")
                   + (f" | [red]daemon error: {h['tick_error']}[/]" if h.get("tick_error") else ""))
+
+
+def _freshness(h: dict) -> str:
+    """How old the job states shown are: the batch system's last answer to the daemon's poll
+    (production polls SLURM every 30-60 s, docs/daemon.md "SLURM load budget")."""
+    name = {"slurm": "SLURM"}.get(h.get("backend") or "", h.get("backend") or "backend")
+    age = h.get("states_age_s")
+    if age is None:
+        return f"{name} states never polled"
+    when = (f"{age:.0f} s" if age < 120 else f"{age / 60:.0f} min" if age < 7200
+            else f"{age / 3600:.1f} h")
+    return f"{name} states as of {when} ago"
 
 
 def _render_unfinished(data: dict, console: Console) -> None:

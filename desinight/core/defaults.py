@@ -46,11 +46,24 @@ LASTSTEP_MIN_EXPTIME_S = 60.0
 #: [laststep] PROGRAM header values (case-insensitive) of exposures processed through sky
 #: subtraction only: dither and other engineering sequences
 LASTSTEP_SKYSUB_PROGRAMS = ("dither",)
-#: Backend poll interval: starts short so fast jobs settle quickly, backs off to the max when
-#: nothing changes, so an idle night costs slurmctld almost nothing.
-POLL_MIN_S = 2.0
+#: Backend poll cadence, a load budget on slurmctld (desinight/pollclock.py). SchedMD asks
+#: for at least max(30 s, 5 x the last query's latency) between queries; with afterok chains
+#: SLURM starts the children itself, so the poll only keeps `status` fresh and settles failures.
+#: POLL_S: the regular interval, backing off by POLL_BACKOFF up to POLL_MAX_S while nothing
+#: changes. POLL_MIN_S: the least gap, for an early poll when an answer is needed (a
+#: submission to confirm, an exit record appeared, dependents of a failure to settle).
+#: Early polls spend tokens of a bucket of POLL_BURST that refills one per regular interval:
+#: at most POLL_BURST + W / POLL_S polls in any W seconds (4 a minute, <= 8 sacct/squeue).
+POLL_S = 30.0
+POLL_MIN_S = 10.0
 POLL_MAX_S = 60.0
 POLL_BACKOFF = 1.5
+POLL_BURST = 2.0
+#: Seconds between the daemon's looks for exit records of its active jobs (one stat per
+#: active attempt, no scheduler call): a record that appears asks for an early poll.
+EXIT_LOOK_S = 2.0
+#: No poll sooner than this many times the last poll's latency (SchedMD's advice).
+POLL_LATENCY_FACTOR = 5.0
 #: No `--kill-on-invalid-dep=yes` on sbatch unless a site opts in: NERSC asked DESI to stop
 #: using it after a SLURM bug with it produced runaway jobs (desispec #2658). Parents are
 #: checked before each sbatch instead, and DependencyNeverSatisfied is settled by the daemon.

@@ -1,4 +1,5 @@
-"""Bulk inserts for campaign-sized writes: Core ``INSERT`` with executemany, no ORM objects.
+"""Bulk inserts for campaign-sized writes: ``COPY`` on PostgreSQL, Core ``INSERT`` with
+executemany on SQLite, no ORM objects.
 
 One path for a night's plan (``repo.save_plan``) and a campaign (~100,000 jobs, ~250,000
 edges) alike: a few statements per table (jobs, then ``SELECT key, id`` to learn the new ids,
@@ -31,6 +32,32 @@ def _chunks(rows: Sequence[Any], n: int = CHUNK) -> Iterable[Sequence[Any]]:
         yield rows[i:i + n]
 
 
+def _insert_rows(s: Session, model: type, rows: Sequence[Mapping[str, Any]]) -> None:
+    """Insert ``rows`` (every one with the same keys: all the columns it sets, no Python-side
+    default left to apply) in the session's transaction.
+
+    PostgreSQL gets one ``COPY``: psycopg's executemany sends one INSERT per row, ~0.3 ms
+    each, which made plan+save of a 1,000-night campaign (79,000 jobs, ~105,000 links and
+    edges) take minutes. SQLite keeps executemany (a C loop there)."""
+    if not rows:
+        return
+    conn = s.connection()
+    if conn.dialect.name != "postgresql":
+        for chunk in _chunks(rows):
+            s.execute(insert(model), list(chunk))
+        return
+    import json
+    cols = list(dict.fromkeys(c for r in rows for c in r))
+    table = model.__table__
+    is_json = {c: table.c[c].type.__class__.__name__ == "JSON" for c in cols}
+    names = ", ".join(f'"{c}"' for c in cols)
+    with conn.connection.driver_connection.cursor() as cur:
+        with cur.copy(f'COPY "{table.name}" ({names}) FROM STDIN') as copy:
+            for r in rows:
+                copy.write_row([json.dumps(r.get(c)) if is_json[c] and r.get(c) is not None
+                                else r.get(c) for c in cols])
+
+
 def insert_nights(s: Session, prod: Production, nights: Iterable[int], closed: bool = True) -> int:
     """Add Night rows not there yet; returns how many were added."""
     have = set(s.scalars(select(Night.night).where(Night.production_id == prod.id)))
@@ -48,8 +75,7 @@ def insert_exposures(s: Session, prod: Production, rows: Sequence[Mapping[str, A
     full = [{"arrived_at": None, "exptime": None, "program": None, "seqnum": None,
              "seqtot": None, "quarantine_reason": None, "tileid": None, "cameras": "",
              "bad_cameras": "", **r, "production_id": prod.id, "ingested_at": now} for r in rows]
-    for chunk in _chunks(full):
-        s.execute(insert(Exposure), list(chunk))
+    _insert_rows(s, Exposure, full)
     return len(full)
 
 
@@ -73,19 +99,16 @@ def save_jobs(s: Session, prod: Production, jobs: Sequence[PlannedJob],
              "resources": dict(resources.get(pj.key) or resources.get(pj.kind, {})),
              "campaign": campaign,
              "created_at": now, "updated_at": now} for pj in jobs]
-    for chunk in _chunks(rows):
-        s.execute(insert(Job), list(chunk))
+    _insert_rows(s, Job, rows)
     del rows
     # One query per chunk of keys for every id we need: the new jobs and all their parents.
     ids = key_ids(s, prod, {pj.key for pj in jobs} | {d for pj in jobs for d in pj.deps})
     links = [{"job_id": ids[pj.key], "expid": e} for pj in jobs for e in set(pj.expids)]
-    for chunk in _chunks(links):
-        s.execute(insert(JobExposure), list(chunk))
+    _insert_rows(s, JobExposure, links)
     del links
     edges = [{"parent_id": parent, "child_id": ids[pj.key]}
              for pj in jobs for parent in parent_ids(ids, pj, pj.deps)]
-    for chunk in _chunks(edges):
-        s.execute(insert(JobEdge), list(chunk))
+    _insert_rows(s, JobEdge, edges)
     expids = sorted({e for pj in jobs for e in pj.expids})
     waiting = [i for chunk in _chunks(expids) for i in s.scalars(
         select(Exposure.id).where(Exposure.production_id == prod.id, Exposure.expid.in_(chunk),
