@@ -53,7 +53,7 @@ def test_layout_and_headers(night_dir):
     assert last.seqnum == last.seqtot == 3 and last.tileid is not None
     fa = fitsio.read(str(good[3] / f"fiberassign-{last.tileid}.fits"), ext="FIBERASSIGN")
     assert len(fa) == 50 and {"SKY", "TGT"} == set(fa["OBJTYPE"])
-    assert {"SKY", "STD", "ELG", "LRG", "QSO", "STAR"} == set(fa["TARGET_TYPE"])
+    assert {"SKY", "STD", "BGS", "ELG", "LRG", "QSO", "STAR"} == set(fa["TARGET_TYPE"])
     truth = fitsio.read(str(root / "truth" / f"truth-{NIGHT}.fits"))
     assert set(truth["TARGETID"]) == set(fa["TARGETID"])
     assert truth["TRUEZ"].max() > 1.0
@@ -135,3 +135,125 @@ def test_realtime_night_in_order(tmp_path):
     dirs = simulate_night(NIGHT, tmp_path, realtime=1e6)
     mtimes = [(d / f"request-{d.name}.json").stat().st_mtime for d in dirs]
     assert mtimes == sorted(mtimes)
+
+
+# --- observing-condition knobs: each changes the headers and the light as documented ---------
+BASE = ["--exptime", "1000", "--seeing", "1.0", "--airmass", "1.0", "--moon", "0"]
+
+
+def _fibre_signal(raw, cam):
+    """Electrons per fibre (sum of +-3 columns around the true trace over the central rows),
+    from a raw image alone: overscan-subtracted, gain-corrected."""
+    from desinight.sim import ccd
+    from desinight.sim import instrument as I
+    p = I.PRESETS["small"]
+    raw = raw.astype(float)
+    img = np.zeros((p.ny, p.nx))
+    for amp, reg in I.amp_layout(p).items():
+        y0, y1, x0, x1 = reg["DATA"]
+        b = reg["BIAS"]
+        cy0, cy1, cx0, cx1 = reg["CCD"]
+        level = np.median(raw[b[0]:b[1], b[2]:b[3]])
+        img[cy0:cy1, cx0:cx1] = (raw[y0:y1, x0:x1] - level) * ccd.amp_params(cam)[amp]["GAIN"]
+    rows = np.arange(p.ny // 2 - 150, p.ny // 2 + 150)
+    xc = I.true_trace(p, cam, rows)
+    near = np.abs(np.arange(p.nx)[None, None, :] - xc[:, :, None]) <= 3     # (fibre, row, col)
+    return (near * img[rows][None]).sum(axis=(1, 2))
+
+
+KNOBS = {"base": {}, "exptime": {"exptime": 250.0}, "seeing": {"seeing": 2.0},
+         "moon": {"moon": 1.0}, "airmass": {"airmass": 2.0}}
+
+
+@pytest.fixture(scope="module")
+def knob_nights():
+    """The first science exposure (b0, z0) at fixed conditions and with each knob changed, same
+    seed (same targets and noise draws): differences come from the knob alone."""
+    from desinight.sim import conditions as C
+    from desinight.sim import instrument as I
+    from desinight.sim import night as N
+    from desinight.sim import targets as TG
+    p = I.PRESETS["small"]
+    out = {}
+    for name, change in KNOBS.items():
+        cond = C.Conditions(**{"exptime": 1000.0, "seeing": 1.0, "airmass": 1.0, "moon": 0.0,
+                               **change})
+        e = next(x for x in N.schedule(p, NIGHT, 11, (), cond) if x.obstype == "SCIENCE")
+        tile = TG.make_tile(p, e.tileid, np.random.default_rng([11, e.tileid, 5]))
+        N.TILES[e.tileid] = tile
+        out[name] = {"sig": {c: _fibre_signal(N.render_camera((p, c, e, 11))[1], c)
+                             for c in ("b0", "z0")}, "fa": tile.fiberassign}
+    return out
+
+
+def _ratio(nights, knob, cam, kinds, skysub=False):
+    """Median ratio (knob night / base night) of the fibres of these kinds; skysub: of the
+    fibre signal less the median sky fibre (the object's own light)."""
+    kind = np.char.strip(nights["base"]["fa"]["TARGET_TYPE"].astype(str))
+    m = np.isin(kind, kinds)
+
+    def sig(name):
+        s = nights[name]["sig"][cam]
+        return s - np.median(s[kind == "SKY"]) if skysub else s
+    return float(np.median(sig(knob)[m] / sig("base")[m]))
+
+
+@pytest.mark.slow
+def test_knob_cli_headers_and_truth(tmp_path):
+    from click.testing import CliRunner
+
+    from desinight.cli.sim_cmd import sim
+    r = CliRunner().invoke(sim, ["night", "--night", str(NIGHT), "--out", str(tmp_path),
+                                 "--seed", "11", "--exptime", "250", "--seeing", "2.0",
+                                 "--moon", "0.5", "--airmass", "1.7"])
+    assert r.exit_code == 0, r.output
+    dirs = sorted((tmp_path / str(NIGHT)).iterdir())
+    hdr = fitsio.read_header(str(dirs[3] / f"desi-{dirs[3].name}.fits.fz"), 0)
+    assert (hdr["OBSTYPE"], hdr["EXPTIME"], hdr["SEEING"], hdr["MOONFRAC"], hdr["AIRMASS"]) == \
+        ("SCIENCE", 250, 2.0, 0.5, 1.7)
+    assert json.loads((dirs[3] / f"request-{dirs[3].name}.json").read_text())["EXPTIME"] == 250
+    assert fitsio.read_header(str(dirs[1] / f"desi-{dirs[1].name}.fits.fz"), 0)["EXPTIME"] == 5
+    ex = fitsio.read(str(tmp_path / "truth" / f"truth-{NIGHT}.fits"), "EXPOSURES")
+    assert len(ex) == 3 and np.all(ex["AIRMASS"] == np.float32(1.7))
+    assert np.all(ex["EFFTIME"] < 0.5 * 250)      # bad seeing, moon, airmass: far below EXPTIME
+
+
+@pytest.mark.slow
+def test_exptime_scales_all_light(knob_nights):
+    for cam in ("b0", "z0"):
+        assert _ratio(knob_nights, "exptime", cam, ["SKY"]) == pytest.approx(0.25, abs=0.03)
+        assert _ratio(knob_nights, "exptime", cam, ["STD"], True) == pytest.approx(0.25, abs=0.03)
+
+
+@pytest.mark.slow
+def test_seeing_dims_targets_not_sky(knob_nights):
+    """Fibre acceptance at 2.0" vs 1.0": point sources keep ~40% (Gaussian PSF in a 1.5"
+    fibre); extended galaxies lose less; the sky (fills the fibre) is unchanged."""
+    assert _ratio(knob_nights, "seeing", "z0", ["SKY"]) == pytest.approx(1.0, abs=0.02)
+    star = _ratio(knob_nights, "seeing", "z0", ["STD"], True)
+    assert 0.35 < star < 0.55
+    assert _ratio(knob_nights, "seeing", "b0", ["STD"], True) < star   # worse seeing in the blue
+
+
+@pytest.mark.slow
+def test_moon_brightens_the_sky_bluer(knob_nights):
+    b, z = (_ratio(knob_nights, "moon", c, ["SKY"]) for c in ("b0", "z0"))
+    assert b > 5 and z > 1.5 and b > 2 * z
+    assert _ratio(knob_nights, "moon", "z0", ["STD"], True) == pytest.approx(1.0, abs=0.03)
+
+
+@pytest.mark.slow
+def test_airmass_extinguishes_blue_and_adds_sky(knob_nights):
+    assert _ratio(knob_nights, "airmass", "z0", ["SKY"]) == pytest.approx(2**0.8, rel=0.05)
+    b_star = _ratio(knob_nights, "airmass", "b0", ["STD"], True)
+    z_star = _ratio(knob_nights, "airmass", "z0", ["STD"], True)
+    assert 0.75 < b_star < 0.9 and z_star > 0.93                     # extinction is blue
+
+
+def test_knob_errors_are_one_line():
+    import subprocess
+    import sys
+    r = subprocess.run([sys.executable, "-m", "desinight", "sim", "night", "--night", str(NIGHT),
+                        "--out", "/tmp/never-written", "--moon", "1.5"], capture_output=True,
+                       text=True)
+    assert r.returncode == 1 and len(r.stderr.strip().splitlines()) == 1 and "--moon" in r.stderr
