@@ -257,3 +257,51 @@ def test_knob_errors_are_one_line():
                         "--out", "/tmp/never-written", "--moon", "1.5"], capture_output=True,
                        text=True)
     assert r.returncode == 1 and len(r.stderr.strip().splitlines()) == 1 and "--moon" in r.stderr
+
+
+def test_targets_follow_desi_class_depths():
+    """Magnitudes, redshifts and [OII] fluxes of each class in the documented ranges; several
+    stellar types; the truth's magnitudes are those of the spectra."""
+    from desinight.sim import instrument as I
+    from desinight.sim import targets as TG
+    tile = TG.make_tile(I.PRESETS["medium"], 7, np.random.default_rng(99))
+    t = tile.truth
+    cls = np.char.strip(t["TRUESUBTYPE"].astype(str))
+    of = {c: t[cls == c] for c in ("BGS", "LRG", "ELG", "QSO", "STAR", "STD")}
+    assert all(len(v) >= 10 for v in of.values())
+    assert np.all(of["BGS"]["MAG_R"] <= 19.5 + 1e-4) and np.all(of["BGS"]["TRUEZ"] < 0.61)
+    assert np.all((of["LRG"]["MAG_Z"] >= 18.5 - 1e-4) & (of["LRG"]["MAG_Z"] <= 21 + 1e-4))
+    elg = of["ELG"]
+    assert np.all((elg["MAG_G"] >= 22 - 1e-4) & (elg["MAG_G"] <= 23.5 + 1e-4))
+    assert np.all((elg["OII_FLUX"] >= 0.99e-17) & (elg["OII_FLUX"] <= 3.01e-16))
+    assert np.all((elg["TRUEZ"] >= 0.6) & (elg["TRUEZ"] <= 1.6))
+    assert np.ptp(elg["AV"]) > 0.8 and np.all(elg["HALF_LIGHT"] > 0)
+    assert np.all(of["QSO"]["MAG_G"] <= 22.5 + 1e-4) and of["QSO"]["TRUEZ"].max() > 2.1
+    assert len(set(of["STAR"]["STARTYPE"])) >= 4
+    assert np.all(of["STD"]["HALF_LIGHT"] == 0)
+    fa = tile.fiberassign
+    assert np.allclose(fa["FLUX_R"], t["FLUX_R"]) and np.all(fa["FLUX_G"][cls == "ELG"] > 0)
+
+
+def test_truth_records_conditions_and_departures(night_dir):
+    """The truth of a night: per-exposure conditions and flexure, a chromatic throughput that
+    changes by >= 10% across each arm and from exposure to exposure, per-fibre sky scales; and
+    the line-spread width varies over fibres and rows."""
+    from desinight.sim import conditions as C
+    from desinight.sim import instrument as I
+    root, _ = night_dir
+    path = str(root / "truth" / f"truth-{NIGHT}.fits")
+    ex, th, sk = (fitsio.read(path, h) for h in ("EXPOSURES", "THROUGHPUT", "SKY"))
+    assert len(ex) == 3 and np.all(ex["FLEX_Y"] != 0) and np.ptp(ex["SEEING"]) > 0
+    assert np.all(ex["EFFTIME"] > 0) and np.all(ex["EFFTIME"] < ex["EXPTIME"] * 1.3)
+    assert len(th) == 9 and len(sk) == 150
+    for row in th:
+        tilt = C.exposure_tilt(row["WAVE"], row["CAMERA"], 3, row["EXPID"])
+        assert tilt[-1] / tilt[0] > 1.1 or tilt[0] / tilt[-1] > 1.1
+        assert 0.2 < row["FIBERFRAC_PSF"].mean() < 0.95
+    r0 = th[th["CAMERA"] == "r0"]
+    shape = r0["THROUGHPUT"] / r0["THROUGHPUT"][:, 50:51]            # chromatic, not grey
+    assert np.ptp(shape[:, 0] / shape[:, -1]) > 0.02
+    assert 0.005 < np.std(sk["LINE_SCALE"]) < 0.03
+    lsf = I.lsf_sigma(I.PRESETS["small"], "r0")
+    assert lsf.max() / lsf.min() > 1.08

@@ -48,7 +48,9 @@ def score_arrays(cls: np.ndarray, truez: np.ndarray, z: np.ndarray, zwarn: np.nd
     return out
 
 
-def score_production(truth: Path, redux: Path) -> dict:
+def match(truth: Path, redux: Path) -> dict[str, np.ndarray]:
+    """The production's REDSHIFTS rows matched to the truth by TARGETID: arrays CLASS (target
+    class), TRUETYPE, TRUEZ, Z, ZWARN, OII_FLUX, MAG_R."""
     import fitsio
 
     tr = fitsio.read(str(truth), "TRUTH")
@@ -58,21 +60,29 @@ def score_production(truth: Path, redux: Path) -> dict:
         raise NotFound(f"no redrock-*.fits under {redux}/tiles")
     rr = np.concatenate(cats)
     index = {int(t): i for i, t in enumerate(tr["TARGETID"])}
-    rows = [(index[int(r["TARGETID"])], r) for r in rr if int(r["TARGETID"]) in index]
-    ti = np.array([i for i, _ in rows], dtype=int)
-    ttype = np.array([str(tr["TRUETYPE"][i]).strip() for i in ti])
-    cls = np.array([str(tr["TRUESUBTYPE"][i]).strip() for i in ti])
-    truez = tr["TRUEZ"][ti] if len(ti) else np.zeros(0)
-    z = np.array([r["Z"] for _, r in rows])
-    zwarn = np.array([r["ZWARN"] for _, r in rows])
-    good = np.abs(z - truez) / (1 + truez) < DZ_OK
-    extragal = np.isin(ttype, ["GALAXY", "QSO"])
+    keep = np.array([int(t) in index for t in rr["TARGETID"]], dtype=bool)
+    rr = rr[keep]
+    ti = np.array([index[int(t)] for t in rr["TARGETID"]], dtype=int)
+    names = tr.dtype.names
+    return {"CLASS": np.char.strip(tr["TRUESUBTYPE"][ti].astype(str)),
+            "TRUETYPE": np.char.strip(tr["TRUETYPE"][ti].astype(str)),
+            "TRUEZ": tr["TRUEZ"][ti].astype(float), "Z": rr["Z"].astype(float),
+            "ZWARN": rr["ZWARN"].astype(int),
+            "OII_FLUX": tr["OII_FLUX"][ti].astype(float) if "OII_FLUX" in names else np.zeros(len(ti)),
+            "MAG_R": tr["MAG_R"][ti].astype(float)}
+
+
+def score_production(truth: Path, redux: Path) -> dict:
+    m = match(truth, redux)
+    good = np.abs(m["Z"] - m["TRUEZ"]) / (1 + m["TRUEZ"]) < DZ_OK
+    n = len(good)
+    extragal = np.isin(m["TRUETYPE"], ["GALAXY", "QSO"])
     n_eg = int(extragal.sum())
-    return {"ntarget": len(rows), "n_galqso": n_eg,
+    return {"ntarget": n, "n_galqso": n_eg,
             "frac_good_galqso": float(good[extragal].mean()) if n_eg else float("nan"),
-            "frac_catastrophic_unflagged": float(((~good) & (zwarn == 0)).mean()) if rows else float("nan"),
-            "frac_flagged": float((zwarn != 0).mean()) if rows else float("nan"),
-            "classes": score_arrays(cls, truez, z, zwarn)}
+            "frac_catastrophic_unflagged": float(((~good) & (m["ZWARN"] == 0)).mean()) if n else float("nan"),
+            "frac_flagged": float((m["ZWARN"] != 0).mean()) if n else float("nan"),
+            "classes": score_arrays(m["CLASS"], m["TRUEZ"], m["Z"], m["ZWARN"])}
 
 
 def _pct(f: dict) -> str:
