@@ -264,7 +264,8 @@ def test_targets_follow_desi_class_depths():
     stellar types; the truth's magnitudes are those of the spectra."""
     from desinight.sim import instrument as I
     from desinight.sim import targets as TG
-    tile = TG.make_tile(I.PRESETS["medium"], 7, np.random.default_rng(99))
+    p = I.Preset("t", 1, 8, 1000, 1, 1, 1, 1, 3, 1000.0)       # 200 fibres, 140 targets
+    tile = TG.make_tile(p, 7, np.random.default_rng(99))
     t = tile.truth
     cls = np.char.strip(t["TRUESUBTYPE"].astype(str))
     of = {c: t[cls == c] for c in ("BGS", "LRG", "ELG", "QSO", "STAR", "STD")}
