@@ -3,6 +3,7 @@ chain (steps.chain.run_night: whatever steps/redshift.py fits with), scored per 
 
     python bench/bench_science.py [--depths 250 500 1000 2000] [--seeds 201 202 ...]
                                   [--preset small] [--png docs/science-depth.png]
+                                  [--json-out FILE]
 
 Depth = the tile's total exposure time at nominal conditions (3 exposures of depth/3 s, seeing
 1.1", airmass 1.0, dark sky), i.e. close to DESI's effective time (the truth's EFFTIME is
@@ -138,6 +139,8 @@ def main() -> None:
     ap.add_argument("--seeds", type=int, nargs="+", default=[201, 202, 203, 204, 205, 206])
     ap.add_argument("--preset", default="small")
     ap.add_argument("--png", type=Path, default=ROOT / "docs" / "science-depth.png")
+    ap.add_argument("--json-out", type=Path, default=None,
+                    help="also write every figure (fractions, k, n, intervals) here")
     a = ap.parse_args()
     runs = []
     for d in a.depths:
@@ -158,7 +161,22 @@ def main() -> None:
          f"redshift step: {_fitter()}")
     print(f"figure: {a.png}")
     res["seeds"] = a.seeds
-    print(json.dumps(res, allow_nan=True))
+    if a.json_out:
+        a.json_out.write_text(json.dumps(res, allow_nan=True, indent=1))
+    print(json.dumps(compact(res)))
+
+
+def compact(res: dict) -> dict:
+    """One short string per class and depth (what docs/benchmarks.md shows)."""
+    out = {"seeds": " ".join(map(str, res["seeds"])),
+           "mean tile EFFTIME (s)": dict(zip(map(str, res["depths_s"]), res["efftime_s"]))}
+    for c, rows in res["classes"].items():
+        out[c] = {f"{d:.0f} s": (f"good {100 * r['good']['frac']:.1f}% [{100 * r['good']['lo']:.1f}, "
+                                 f"{100 * r['good']['hi']:.1f}] of {r['n']}, catastrophic unflagged "
+                                 f"{100 * r['catastrophic_unflagged']['frac']:.1f}%, failures flagged "
+                                 f"{r['failures_flagged']['k']}/{r['failures_flagged']['n']}")
+                  for d, r in zip(res["depths_s"], rows) if r["n"]}
+    return out
 
 
 def _fitter() -> str:
