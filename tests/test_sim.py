@@ -306,3 +306,33 @@ def test_truth_records_conditions_and_departures(night_dir):
     assert 0.005 < np.std(sk["LINE_SCALE"]) < 0.03
     lsf = I.lsf_sigma(I.PRESETS["small"], "r0")
     assert lsf.max() / lsf.min() > 1.08
+
+
+def test_truth_throughput_is_what_the_render_applies():
+    """A point source's electrons per A, less the sky, equal flux x 1e-17 x area x EXPTIME x
+    lambda/hc x THROUGHPUT x FIBERFRAC_PSF x the fibre's flat throughput (docs/simulator.md):
+    the truth a flux-calibration check compares with."""
+    from desinight.sim import conditions as C
+    from desinight.sim import instrument as I
+    from desinight.sim import night as N
+    from desinight.sim import targets as TG
+    p, seed = I.PRESETS["small"], 5
+    e = next(x for x in N.schedule(p, NIGHT, seed) if x.obstype == "SCIENCE")
+    tile = TG.make_tile(p, e.tileid, np.random.default_rng(1))
+    f = int(np.flatnonzero(np.char.strip(tile.truth["TRUESUBTYPE"].astype(str)) == "STD")[0])
+    cam = "r0"
+    wave = I.true_wave(p, cam, np.arange(p.ny), e.flex_y)
+    tf = N.fiber_throughput(p, 0, wave)
+    lsf = I.lsf_sigma(p, cam)
+    rows = N._science_rows(p, cam, e, tile, wave, tf, lsf, seed)
+    tile.spectra = [None] * len(tile.spectra)
+    sky = N._science_rows(p, cam, e, tile, wave, tf, lsf, seed)
+    got = (rows - sky)[f] / np.gradient(wave[f])
+    tile2 = TG.make_tile(p, e.tileid, np.random.default_rng(1))
+    flux = tile2.spectra[f].continuum(wave[f])
+    w = np.linspace(*I.ARM_RANGES["r"], 100)
+    thr = C.true_throughput(w, cam, e, seed) * C.fiber_acceptance(w, e.seeing)
+    want = flux * 1e-17 * I.TEL_AREA_CM2 * e.exptime * wave[f] / I.HC_ERG_A * \
+        np.interp(wave[f], w, thr) * tf[f]
+    inner = slice(50, p.ny - 50)
+    assert np.median(got[inner] / want[inner]) == pytest.approx(1.0, abs=0.01)
