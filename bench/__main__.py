@@ -32,6 +32,8 @@ BENCHES = {
     "steps": ("bench_steps.py", [], "science throughput per camera, MPI speed-up, redshift accuracy"),
     "redshift": ("bench_steps.py", ["--redshift", "1", "2", "4", "5"],
                  "small-night chain on seeds the tests do not use: redshift accuracy vs truth"),
+    "science": ("bench_science.py", [], "redshift success per class against depth and ELG [OII] "
+                "flux, on seeds the tests do not use (draws docs/science-depth.png)"),
     "latency": ("bench_latency.py", [], "daemon arrival-to-submission latency, native vs polling"),
     "archive": ("bench_archive.py", [], "1,000-night raw archive under the daemon: idle CPU, memory, "
                 "inotify watches, polling stats, per watch mode"),

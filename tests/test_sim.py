@@ -53,7 +53,7 @@ def test_layout_and_headers(night_dir):
     assert last.seqnum == last.seqtot == 3 and last.tileid is not None
     fa = fitsio.read(str(good[3] / f"fiberassign-{last.tileid}.fits"), ext="FIBERASSIGN")
     assert len(fa) == 50 and {"SKY", "TGT"} == set(fa["OBJTYPE"])
-    assert {"SKY", "STD", "ELG", "LRG", "QSO", "STAR"} == set(fa["TARGET_TYPE"])
+    assert {"SKY", "STD", "BGS", "ELG", "LRG", "QSO", "STAR"} == set(fa["TARGET_TYPE"])
     truth = fitsio.read(str(root / "truth" / f"truth-{NIGHT}.fits"))
     assert set(truth["TARGETID"]) == set(fa["TARGETID"])
     assert truth["TRUEZ"].max() > 1.0
@@ -135,3 +135,204 @@ def test_realtime_night_in_order(tmp_path):
     dirs = simulate_night(NIGHT, tmp_path, realtime=1e6)
     mtimes = [(d / f"request-{d.name}.json").stat().st_mtime for d in dirs]
     assert mtimes == sorted(mtimes)
+
+
+# --- observing-condition knobs: each changes the headers and the light as documented ---------
+BASE = ["--exptime", "1000", "--seeing", "1.0", "--airmass", "1.0", "--moon", "0"]
+
+
+def _fibre_signal(raw, cam):
+    """Electrons per fibre (sum of +-3 columns around the true trace over the central rows),
+    from a raw image alone: overscan-subtracted, gain-corrected."""
+    from desinight.sim import ccd
+    from desinight.sim import instrument as I
+    p = I.PRESETS["small"]
+    raw = raw.astype(float)
+    img = np.zeros((p.ny, p.nx))
+    for amp, reg in I.amp_layout(p).items():
+        y0, y1, x0, x1 = reg["DATA"]
+        b = reg["BIAS"]
+        cy0, cy1, cx0, cx1 = reg["CCD"]
+        level = np.median(raw[b[0]:b[1], b[2]:b[3]])
+        img[cy0:cy1, cx0:cx1] = (raw[y0:y1, x0:x1] - level) * ccd.amp_params(cam)[amp]["GAIN"]
+    rows = np.arange(p.ny // 2 - 150, p.ny // 2 + 150)
+    xc = I.true_trace(p, cam, rows)
+    near = np.abs(np.arange(p.nx)[None, None, :] - xc[:, :, None]) <= 3     # (fibre, row, col)
+    return (near * img[rows][None]).sum(axis=(1, 2))
+
+
+KNOBS = {"base": {}, "exptime": {"exptime": 250.0}, "seeing": {"seeing": 2.0},
+         "moon": {"moon": 1.0}, "airmass": {"airmass": 2.0}}
+
+
+@pytest.fixture(scope="module")
+def knob_nights():
+    """The first science exposure (b0, z0) at fixed conditions and with each knob changed, same
+    seed (same targets and noise draws): differences come from the knob alone."""
+    from desinight.sim import conditions as C
+    from desinight.sim import instrument as I
+    from desinight.sim import night as N
+    from desinight.sim import targets as TG
+    p = I.PRESETS["small"]
+    out = {}
+    for name, change in KNOBS.items():
+        cond = C.Conditions(**{"exptime": 1000.0, "seeing": 1.0, "airmass": 1.0, "moon": 0.0,
+                               **change})
+        e = next(x for x in N.schedule(p, NIGHT, 11, (), cond) if x.obstype == "SCIENCE")
+        tile = TG.make_tile(p, e.tileid, np.random.default_rng([11, e.tileid, 5]))
+        N.TILES[e.tileid] = tile
+        out[name] = {"sig": {c: _fibre_signal(N.render_camera((p, c, e, 11))[1], c)
+                             for c in ("b0", "z0")}, "fa": tile.fiberassign}
+    return out
+
+
+def _ratio(nights, knob, cam, kinds, skysub=False):
+    """Median ratio (knob night / base night) of the fibres of these kinds; skysub: of the
+    fibre signal less the median sky fibre (the object's own light)."""
+    kind = np.char.strip(nights["base"]["fa"]["TARGET_TYPE"].astype(str))
+    m = np.isin(kind, kinds)
+
+    def sig(name):
+        s = nights[name]["sig"][cam]
+        return s - np.median(s[kind == "SKY"]) if skysub else s
+    return float(np.median(sig(knob)[m] / sig("base")[m]))
+
+
+@pytest.mark.slow
+def test_knob_cli_headers_and_truth(tmp_path):
+    from click.testing import CliRunner
+
+    from desinight.cli.sim_cmd import sim
+    r = CliRunner().invoke(sim, ["night", "--night", str(NIGHT), "--out", str(tmp_path),
+                                 "--seed", "11", "--exptime", "250", "--seeing", "2.0",
+                                 "--moon", "0.5", "--airmass", "1.7"])
+    assert r.exit_code == 0, r.output
+    dirs = sorted((tmp_path / str(NIGHT)).iterdir())
+    hdr = fitsio.read_header(str(dirs[3] / f"desi-{dirs[3].name}.fits.fz"), 0)
+    assert (hdr["OBSTYPE"], hdr["EXPTIME"], hdr["SEEING"], hdr["MOONFRAC"], hdr["AIRMASS"]) == \
+        ("SCIENCE", 250, 2.0, 0.5, 1.7)
+    assert json.loads((dirs[3] / f"request-{dirs[3].name}.json").read_text())["EXPTIME"] == 250
+    assert fitsio.read_header(str(dirs[1] / f"desi-{dirs[1].name}.fits.fz"), 0)["EXPTIME"] == 5
+    ex = fitsio.read(str(tmp_path / "truth" / f"truth-{NIGHT}.fits"), "EXPOSURES")
+    assert len(ex) == 3 and np.all(ex["AIRMASS"] == np.float32(1.7))
+    assert np.all(ex["EFFTIME"] < 0.5 * 250)      # bad seeing, moon, airmass: far below EXPTIME
+
+
+@pytest.mark.slow
+def test_exptime_scales_all_light(knob_nights):
+    for cam in ("b0", "z0"):
+        assert _ratio(knob_nights, "exptime", cam, ["SKY"]) == pytest.approx(0.25, abs=0.03)
+        assert _ratio(knob_nights, "exptime", cam, ["STD"], True) == pytest.approx(0.25, abs=0.03)
+
+
+@pytest.mark.slow
+def test_seeing_dims_targets_not_sky(knob_nights):
+    """Fibre acceptance at 2.0" vs 1.0": point sources keep ~40% (Gaussian PSF in a 1.5"
+    fibre); extended galaxies lose less; the sky (fills the fibre) is unchanged."""
+    assert _ratio(knob_nights, "seeing", "z0", ["SKY"]) == pytest.approx(1.0, abs=0.02)
+    star = _ratio(knob_nights, "seeing", "z0", ["STD"], True)
+    assert 0.35 < star < 0.55
+    assert _ratio(knob_nights, "seeing", "b0", ["STD"], True) < star   # worse seeing in the blue
+
+
+@pytest.mark.slow
+def test_moon_brightens_the_sky_bluer(knob_nights):
+    b, z = (_ratio(knob_nights, "moon", c, ["SKY"]) for c in ("b0", "z0"))
+    assert b > 5 and z > 1.5 and b > 2 * z
+    assert _ratio(knob_nights, "moon", "z0", ["STD"], True) == pytest.approx(1.0, abs=0.03)
+
+
+@pytest.mark.slow
+def test_airmass_extinguishes_blue_and_adds_sky(knob_nights):
+    assert _ratio(knob_nights, "airmass", "z0", ["SKY"]) == pytest.approx(2**0.8, rel=0.05)
+    b_star = _ratio(knob_nights, "airmass", "b0", ["STD"], True)
+    z_star = _ratio(knob_nights, "airmass", "z0", ["STD"], True)
+    assert 0.75 < b_star < 0.9 and z_star > 0.93                     # extinction is blue
+
+
+def test_knob_errors_are_one_line():
+    import subprocess
+    import sys
+    r = subprocess.run([sys.executable, "-m", "desinight", "sim", "night", "--night", str(NIGHT),
+                        "--out", "/tmp/never-written", "--moon", "1.5"], capture_output=True,
+                       text=True)
+    assert r.returncode == 1 and len(r.stderr.strip().splitlines()) == 1 and "--moon" in r.stderr
+
+
+def test_targets_follow_desi_class_depths():
+    """Magnitudes, redshifts and [OII] fluxes of each class in the documented ranges; several
+    stellar types; the truth's magnitudes are those of the spectra."""
+    from desinight.sim import instrument as I
+    from desinight.sim import targets as TG
+    p = I.Preset("t", 1, 8, 1000, 1, 1, 1, 1, 3, 1000.0)       # 200 fibres, 140 targets
+    tile = TG.make_tile(p, 7, np.random.default_rng(99))
+    t = tile.truth
+    cls = np.char.strip(t["TRUESUBTYPE"].astype(str))
+    of = {c: t[cls == c] for c in ("BGS", "LRG", "ELG", "QSO", "STAR", "STD")}
+    assert all(len(v) >= 10 for v in of.values())
+    assert np.all(of["BGS"]["MAG_R"] <= 19.5 + 1e-4) and np.all(of["BGS"]["TRUEZ"] < 0.61)
+    assert np.all((of["LRG"]["MAG_Z"] >= 18.5 - 1e-4) & (of["LRG"]["MAG_Z"] <= 21 + 1e-4))
+    elg = of["ELG"]
+    assert np.all((elg["MAG_G"] >= 22 - 1e-4) & (elg["MAG_G"] <= 23.5 + 1e-4))
+    assert np.all((elg["OII_FLUX"] >= 0.99e-17) & (elg["OII_FLUX"] <= 3.01e-16))
+    assert np.all((elg["TRUEZ"] >= 0.6) & (elg["TRUEZ"] <= 1.6))
+    assert np.ptp(elg["AV"]) > 0.8 and np.all(elg["HALF_LIGHT"] > 0)
+    assert np.all(of["QSO"]["MAG_G"] <= 22.5 + 1e-4) and of["QSO"]["TRUEZ"].max() > 2.1
+    assert len(set(of["STAR"]["STARTYPE"])) >= 4
+    assert np.all(of["STD"]["HALF_LIGHT"] == 0)
+    fa = tile.fiberassign
+    assert np.allclose(fa["FLUX_R"], t["FLUX_R"]) and np.all(fa["FLUX_G"][cls == "ELG"] > 0)
+
+
+def test_truth_records_conditions_and_departures(night_dir):
+    """The truth of a night: per-exposure conditions and flexure, a chromatic throughput that
+    changes by >= 10% across each arm and from exposure to exposure, per-fibre sky scales; and
+    the line-spread width varies over fibres and rows."""
+    from desinight.sim import conditions as C
+    from desinight.sim import instrument as I
+    root, _ = night_dir
+    path = str(root / "truth" / f"truth-{NIGHT}.fits")
+    ex, th, sk = (fitsio.read(path, h) for h in ("EXPOSURES", "THROUGHPUT", "SKY"))
+    assert len(ex) == 3 and np.all(ex["FLEX_Y"] != 0) and np.ptp(ex["SEEING"]) > 0
+    assert np.all(ex["EFFTIME"] > 0) and np.all(ex["EFFTIME"] < ex["EXPTIME"] * 1.3)
+    assert len(th) == 9 and len(sk) == 150
+    for row in th:
+        tilt = C.exposure_tilt(row["WAVE"], row["CAMERA"], 3, row["EXPID"])
+        assert tilt[-1] / tilt[0] > 1.1 or tilt[0] / tilt[-1] > 1.1
+        assert 0.2 < row["FIBERFRAC_PSF"].mean() < 0.95
+    r0 = th[th["CAMERA"] == "r0"]
+    shape = r0["THROUGHPUT"] / r0["THROUGHPUT"][:, 50:51]            # chromatic, not grey
+    assert np.ptp(shape[:, 0] / shape[:, -1]) > 0.02
+    assert 0.005 < np.std(sk["LINE_SCALE"]) < 0.03
+    lsf = I.lsf_sigma(I.PRESETS["small"], "r0")
+    assert lsf.max() / lsf.min() > 1.08
+
+
+def test_truth_throughput_is_what_the_render_applies():
+    """A point source's electrons per A, less the sky, equal flux x 1e-17 x area x EXPTIME x
+    lambda/hc x THROUGHPUT x FIBERFRAC_PSF x the fibre's flat throughput (docs/simulator.md):
+    the truth a flux-calibration check compares with."""
+    from desinight.sim import conditions as C
+    from desinight.sim import instrument as I
+    from desinight.sim import night as N
+    from desinight.sim import targets as TG
+    p, seed = I.PRESETS["small"], 5
+    e = next(x for x in N.schedule(p, NIGHT, seed) if x.obstype == "SCIENCE")
+    tile = TG.make_tile(p, e.tileid, np.random.default_rng(1))
+    f = int(np.flatnonzero(np.char.strip(tile.truth["TRUESUBTYPE"].astype(str)) == "STD")[0])
+    cam = "r0"
+    wave = I.true_wave(p, cam, np.arange(p.ny), e.flex_y)
+    tf = N.fiber_throughput(p, 0, wave)
+    lsf = I.lsf_sigma(p, cam)
+    rows = N._science_rows(p, cam, e, tile, wave, tf, lsf, seed)
+    tile.spectra = [None] * len(tile.spectra)
+    sky = N._science_rows(p, cam, e, tile, wave, tf, lsf, seed)
+    got = (rows - sky)[f] / np.gradient(wave[f])
+    tile2 = TG.make_tile(p, e.tileid, np.random.default_rng(1))
+    flux = tile2.spectra[f].continuum(wave[f])
+    w = np.linspace(*I.ARM_RANGES["r"], 100)
+    thr = C.true_throughput(w, cam, e, seed) * C.fiber_acceptance(w, e.seeing)
+    want = flux * 1e-17 * I.TEL_AREA_CM2 * e.exptime * wave[f] / I.HC_ERG_A * \
+        np.interp(wave[f], w, thr) * tf[f]
+    inner = slice(50, p.ny - 50)
+    assert np.median(got[inner] / want[inner]) == pytest.approx(1.0, abs=0.01)

@@ -29,8 +29,17 @@ def sim() -> None:
                    "corrupt-compression")
 @click.option("--truth-dir", type=click.Path(file_okay=False), default=None,
               help="where truth-NIGHT.fits goes (default RAWROOT/truth)")
+@click.option("--exptime", type=float, default=None,
+              help="seconds per science exposure (default: the preset's, 1000)")
+@click.option("--seeing", type=float, default=None,
+              help="seeing FWHM (arcsec at 6400 A) of every science exposure (default: drawn, ~1.1)")
+@click.option("--moon", type=float, default=None,
+              help="moon illuminated fraction 0-1 (default 0: dark time)")
+@click.option("--airmass", type=float, default=None,
+              help="airmass of every science exposure (default: drawn, 1.0-1.5)")
 def night_cmd(night: int, out: str, preset: str, seed: int, realtime: float | None,
-              bad: tuple[str, ...], truth_dir: str | None) -> None:
+              bad: tuple[str, ...], truth_dir: str | None, exptime: float | None,
+              seeing: float | None, moon: float | None, airmass: float | None) -> None:
     """Simulate one night of raw exposures."""
     import sys
     import time
@@ -39,7 +48,8 @@ def night_cmd(night: int, out: str, preset: str, seed: int, realtime: float | No
     t0 = time.perf_counter()
     dirs = simulate_night(night, Path(out), preset=preset, seed=seed, realtime=realtime,
                           bad=bad, truth_dir=Path(truth_dir) if truth_dir else None,
-                          progress=sys.stderr.isatty())
+                          progress=sys.stderr.isatty(), exptime=exptime, seeing=seeing,
+                          moon=moon, airmass=airmass)
     click.echo(f"wrote {len(dirs)} exposures of night {night} under {out} "
                f"in {time.perf_counter() - t0:.1f} s")
 
@@ -48,12 +58,18 @@ def night_cmd(night: int, out: str, preset: str, seed: int, realtime: float | No
 @click.option("--truth", required=True, type=click.Path(dir_okay=False, exists=True))
 @click.option("--redux", required=True, type=click.Path(file_okay=False, exists=True),
               help="production directory ($DESI_SPECTRO_REDUX/$SPECPROD)")
-def score_cmd(truth: str, redux: str) -> None:
-    """Compare redrock catalogues with the truth; the last line holds the figures."""
+@click.option("--json", "as_json", is_flag=True, help="print the figures as one JSON object")
+def score_cmd(truth: str, redux: str, as_json: bool) -> None:
+    """Compare redrock catalogues with the truth: per class good, catastrophic unflagged and
+    flagged fractions with 68% intervals; the last line holds the overall figures."""
     try:
         from ..sim.score import format_score, score_production
     except ImportError as e:  # pragma: no cover
         raise DesinightError(f"scoring unavailable: {e}") from None
     res = score_production(Path(truth), Path(redux))
+    if as_json:
+        import json
+        click.echo(json.dumps(res, allow_nan=True))
+        return
     for line in format_score(res):
         click.echo(line)

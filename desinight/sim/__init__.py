@@ -17,15 +17,20 @@ __all__ = ["simulate_night"]
 
 def simulate_night(night: int, out: Path, preset: str = "small", seed: int = 0,
                    realtime: float | None = None, bad: Sequence[str] = (),
-                   truth_dir: Path | None = None, progress: bool = False) -> list[Path]:
+                   truth_dir: Path | None = None, progress: bool = False,
+                   exptime: float | None = None, seeing: float | None = None,
+                   moon: float | None = None, airmass: float | None = None) -> list[Path]:
     """Write night ``night`` under ``out``; return the exposure directories in time order.
 
     realtime: speed-up factor; files appear in time order with the night's gaps divided by
       it, and each raw file sits half-written for a moment before it is completed.
     bad: bad-data modes (``desinight.sim.badmodes.BAD_MODES``), each one extra exposure.
+    exptime, seeing, moon, airmass: conditions of every science exposure (None: the preset's
+      exposure time; seeing, airmass drawn per exposure; dark time). See docs/simulator.md.
     """
     import numpy as np
 
+    from . import conditions as C
     from . import instrument as I
     from . import night as N
     from . import targets as TG
@@ -36,14 +41,17 @@ def simulate_night(night: int, out: Path, preset: str = "small", seed: int = 0,
         raise DesinightError(f"bad night {night}: expected YYYYMMDD")
     if realtime is not None and realtime <= 0:
         raise DesinightError("--realtime needs a positive speed-up factor")
+    cond = C.Conditions(exptime, seeing, moon, airmass)
+    _check_conditions(cond)
     p = I.PRESETS[preset]
     out = Path(out)
-    exps = N.schedule(p, int(night), seed, bad)
+    exps = N.schedule(p, int(night), seed, bad, cond)
     tiles: dict[int, TG.Tile] = {}
     for e in exps:
         if e.obstype == "SCIENCE" and e.tileid not in tiles:
             tiles[e.tileid] = TG.make_tile(p, e.tileid, np.random.default_rng([seed, e.tileid, 5]))
-    N.write_truth(Path(truth_dir or out / "truth") / f"truth-{night}.fits", tiles, int(night))
+    N.write_truth(Path(truth_dir or out / "truth") / f"truth-{night}.fits", tiles, int(night),
+                  exps, seed, p)
 
     N.TILES.clear()
     N.TILES.update(tiles)      # before the pool forks
@@ -68,6 +76,17 @@ def simulate_night(night: int, out: Path, preset: str = "small", seed: int = 0,
         if bar:
             bar[0].stop()
     return written
+
+
+def _check_conditions(c) -> None:
+    if c.exptime is not None and not (0 < c.exptime <= 10000):
+        raise DesinightError(f"--exptime {c.exptime}: expected 0 < seconds <= 10000")
+    if c.seeing is not None and not (0.3 <= c.seeing <= 5.0):
+        raise DesinightError(f"--seeing {c.seeing}: expected 0.3-5 arcsec FWHM")
+    if c.moon is not None and not (0.0 <= c.moon <= 1.0):
+        raise DesinightError(f"--moon {c.moon}: expected an illuminated fraction 0-1")
+    if c.airmass is not None and not (1.0 <= c.airmass <= 3.0):
+        raise DesinightError(f"--airmass {c.airmass}: expected 1-3")
 
 
 def _pool(p):

@@ -44,11 +44,13 @@ def line_rows(wave_rows: np.ndarray, lam: np.ndarray) -> np.ndarray:
 
 
 def spectra_to_rows(wave_rows: np.ndarray, cont_e: np.ndarray, line_w: np.ndarray,
-                    line_e: np.ndarray, line_sig: np.ndarray) -> np.ndarray:
+                    line_e: np.ndarray, line_sig: np.ndarray,
+                    lsf: np.ndarray | None = None) -> np.ndarray:
     """Electrons per row per fibre.
 
     cont_e: (nfib, ny) continuum electrons per A at each row; line_*: (nfib, nline) observed
-    wavelength, electrons and intrinsic sigma (A) of each line.
+    wavelength, electrons and intrinsic sigma (A) of each line; lsf: line-spread sigma (rows)
+    per fibre and row (default the constant PSF_SIGMA_Y).
     """
     nfib, ny = wave_rows.shape
     dldy = np.gradient(wave_rows, axis=1)
@@ -58,7 +60,9 @@ def spectra_to_rows(wave_rows: np.ndarray, cont_e: np.ndarray, line_w: np.ndarra
     yl = np.array([np.interp(line_w[f], wave_rows[f], np.arange(ny), left=-1e3, right=1e3)
                    for f in range(nfib)])
     dl = np.take_along_axis(dldy, np.clip(yl.round().astype(int), 0, ny - 1), axis=1)
-    sig = np.sqrt(I.PSF_SIGMA_Y**2 + (line_sig / dl) ** 2)
+    ir = np.clip(yl.round().astype(int), 0, ny - 1)
+    lsf_at = I.PSF_SIGMA_Y if lsf is None else np.take_along_axis(lsf, ir, axis=1)
+    sig = np.sqrt(lsf_at**2 + (line_sig / dl) ** 2)
     # Broad lines (quasars, sigma > 3 rows) are smooth on the row scale: sample their density
     # at row centres. Only narrow lines need pixel integration, in a window sized for them;
     # sizing one window for all lines made the full preset 20x slower.

@@ -25,7 +25,9 @@ import numpy as np
 
 from ..core.errors import DesinightError
 from . import ccd
+from . import conditions as C
 from . import instrument as I
+from . import sky as SKY
 from . import targets as TG
 from .badmodes import BAD_MODES, apply_bad
 
@@ -45,6 +47,12 @@ class Exposure:
     date: datetime
     tileid: int = -1
     transparency: float = 1.0
+    seeing: float = C.NOMINAL_SEEING
+    airmass: float = 1.0
+    moon: float = 0.0
+    moonsep: float = 90.0
+    flex_y: float = 0.0         # flexure vs the arcs: rows (wavelength) and columns
+    flex_x: float = 0.0
     bad: str | None = None
     cameras: list[str] = field(default_factory=list)
 
@@ -53,9 +61,13 @@ def expid_for(night: int, seq: int) -> int:
     return (night - 20000000) * 100 + seq
 
 
-def schedule(p: I.Preset, night: int, seed: int, bad: Sequence[str] = ()) -> list[Exposure]:
-    """The night's exposures in time order: afternoon calibrations, then tiles every ~20 min."""
+def schedule(p: I.Preset, night: int, seed: int, bad: Sequence[str] = (),
+             cond: C.Conditions = C.Conditions()) -> list[Exposure]:
+    """The night's exposures in time order: afternoon calibrations, then tiles every ~20 min;
+    each science exposure with its conditions (cond's knobs, or drawn)."""
     rng = np.random.default_rng([seed, night, 1])
+    crng = np.random.default_rng([seed, night, 2])
+    exptime = p.exptime if cond.exptime is None else float(cond.exptime)
     d = datetime.strptime(str(night), "%Y%m%d").replace(tzinfo=timezone.utc)
     t = d + timedelta(hours=22)                      # 15:00 at Kitt Peak (UTC-7)
     out: list[Exposure] = []
@@ -74,8 +86,8 @@ def schedule(p: I.Preset, night: int, seed: int, bad: Sequence[str] = ()) -> lis
     for i in range(p.ntiles):
         tileid = (night % 10000) * 10 + i
         for k in range(p.nscience):
-            add("SCIENCE", p.exptime, k + 1, p.nscience, 300.0, tileid=tileid,
-                transparency=float(rng.uniform(0.85, 1.0)))
+            add("SCIENCE", exptime, k + 1, p.nscience, 300.0, tileid=tileid,
+                transparency=float(rng.uniform(0.85, 1.0)), **C.draw(cond, crng))
     for mode in bad:
         if mode not in BAD_MODES:
             raise DesinightError(f"unknown bad-data mode {mode!r} (one of {', '.join(BAD_MODES)})")
@@ -94,59 +106,70 @@ def fiber_throughput(p: I.Preset, spectro: int, wave: np.ndarray) -> np.ndarray:
     return t0 * (1 + slope * (wave - 6700.0) / 3000.0)
 
 
-def camera_electrons(p: I.Preset, camera: str, exp: Exposure, tile: TG.Tile | None) -> np.ndarray:
+def camera_electrons(p: I.Preset, camera: str, exp: Exposure, tile: TG.Tile | None,
+                     seed: int = 0) -> np.ndarray:
     arm, spectro = camera[0], int(camera[1:])
     y = np.arange(p.ny)
     if exp.obstype in ("ZERO", "DARK"):
         return np.zeros((p.ny, p.nx), np.float32)
-    wave = I.true_wave(p, camera, y)
+    science = exp.obstype == "SCIENCE"
+    wave = I.true_wave(p, camera, y, exp.flex_y if science else 0.0)
     tf = fiber_throughput(p, spectro, wave)
+    lsf = I.lsf_sigma(p, camera)
     if exp.obstype == "ARC":
         lines = I.arc_lines(arm)
         lw = np.broadcast_to(lines, (p.nfiber, lines.size))
         le = I.arc_intensity(lw) * exp.exptime * \
             np.array([np.interp(lines, wave[f], tf[f]) for f in range(p.nfiber)])
-        rows = ccd.spectra_to_rows(wave, np.zeros_like(wave), lw, le, np.zeros_like(lw))
+        rows = ccd.spectra_to_rows(wave, np.zeros_like(wave), lw, le, np.zeros_like(lw), lsf)
     elif exp.obstype == "FLAT":
         rows = ccd.spectra_to_rows(wave, I.flat_lamp(wave) * exp.exptime * tf,
                                    np.zeros((p.nfiber, 0)), np.zeros((p.nfiber, 0)),
                                    np.zeros((p.nfiber, 0)))
     else:
-        rows = _science_rows(p, camera, exp, tile, wave, tf)
-    return ccd.spread(p, I.true_trace(p, camera, y), rows)
+        rows = _science_rows(p, camera, exp, tile, wave, tf, lsf, seed)
+    return ccd.spread(p, I.true_trace(p, camera, y, exp.flex_x if science else 0.0), rows)
 
 
-def _science_rows(p, camera, exp, tile, wave, tf):
-    arm, spectro = camera[0], int(camera[1:])
+def exposure_sky(p: I.Preset, exp: Exposure, seed: int) -> SKY.ExposureSky:
+    return SKY.ExposureSky(SKY.night_level(exp.night, seed), exp.airmass, exp.moon, exp.moonsep,
+                           np.random.default_rng([seed, exp.expid, 78]), p.nspec * p.nfiber)
+
+
+def _science_rows(p, camera, exp, tile, wave, tf, lsf, seed):
+    """Electrons per row: sky through the instrument; targets also through the atmosphere and
+    the fibre's aperture (seeing, size)."""
+    spectro = int(camera[1:])
     conv_k = 1e-17 * I.TEL_AREA_CM2 * exp.exptime / I.HC_ERG_A      # x lambda x T -> e/A
-    conv = conv_k * wave * I.throughput(wave, arm) * tf
-    sky = TG.sky_spectrum()
+    instr = I.throughput(wave, camera[0]) * C.instrument_curve(wave, camera) * \
+        C.exposure_tilt(wave, camera, seed, exp.expid)
+    t_sky = conv_k * wave * instr * tf                                # e/A per unit flux
+    atm = C.atmosphere(wave, exp.airmass, exp.transparency)
+    sky = exposure_sky(p, exp, seed)
     cont = np.empty_like(wave)
-    lines_w, lines_f, lines_s = [], [], []
-    sw, sf, ss = sky.line_list()
+    lines_w, lines_e, lines_s = [], [], []
     for f in range(p.nfiber):
-        spec = tile.spectra[spectro * p.nfiber + f]
-        c = sky.continuum(wave[f])
-        ow, of, os_ = sw, sf, ss
+        g = spectro * p.nfiber + f
+        spec = tile.spectra[g]
+        cont[f] = sky.continuum(g, wave[f]) * t_sky[f]
+        sw, sf, ss = sky.line_list(g)
+        ws, es, sgs = [sw], [sf * np.interp(sw, wave[f], t_sky[f])], [ss]
         if spec is not None:
-            c = c + exp.transparency * spec.continuum(wave[f])
+            t_obj = t_sky[f] * atm[f] * C.fiber_acceptance(wave[f], exp.seeing, spec.half_light)
+            cont[f] += spec.continuum(wave[f]) * t_obj
             w2, f2, s2 = spec.line_list()
-            ow, of, os_ = (np.concatenate([sw, w2]), np.concatenate([sf, exp.transparency * f2]),
-                           np.concatenate([ss, s2]))
-        cont[f] = c
-        lines_w.append(ow), lines_f.append(of), lines_s.append(os_)
+            ws.append(w2), es.append(f2 * np.interp(w2, wave[f], t_obj)), sgs.append(s2)
+        lines_w.append(np.concatenate(ws)), lines_e.append(np.concatenate(es))
+        lines_s.append(np.concatenate(sgs))
     n = max(len(w) for w in lines_w)
-    lw, lf, ls = (np.zeros((p.nfiber, n)) for _ in range(3))
+    lw, le, ls = (np.zeros((p.nfiber, n)) for _ in range(3))
     for f in range(p.nfiber):
         k = len(lines_w[f])
-        lw[f, :k], lf[f, :k], ls[f, :k] = lines_w[f], lines_f[f], lines_s[f]
+        lw[f, :k], le[f, :k], ls[f, :k] = lines_w[f], lines_e[f], lines_s[f]
         lw[f, k:] = -1.0
-    # electrons of each line: flux x conversion at the line's wavelength (per fibre)
-    le = lf * conv_k * np.abs(lw) * I.throughput(np.abs(lw), arm) * \
-        np.array([np.interp(lw[f], wave[f], tf[f]) for f in range(p.nfiber)])
     inside = (lw > wave[:, :1] - 50) & (lw < wave[:, -1:] + 50)
     le = np.where(inside, le, 0.0)
-    return ccd.spectra_to_rows(wave, cont * conv, np.where(inside, lw, 0.0), le, ls)
+    return ccd.spectra_to_rows(wave, cont, np.where(inside, lw, 0.0), le, ls, lsf)
 
 
 #: tiles of the night being simulated; worker processes inherit it by fork, because the
@@ -158,7 +181,7 @@ def render_camera(args) -> tuple[str, np.ndarray]:
     p, camera, exp, seed = args
     tile = TILES.get(exp.tileid)
     rng = np.random.default_rng([seed, exp.expid, ord(camera[0]), int(camera[1:])])
-    e = camera_electrons(p, camera, exp, tile)
+    e = camera_electrons(p, camera, exp, tile, seed)
     return camera, ccd.raw_image(p, camera, e, exp.exptime, rng)
 
 
@@ -182,7 +205,12 @@ def primary_keys(exp: Exposure) -> list[dict]:
         {"name": "SEQTOT", "value": exp.seqtot, "comment": "length of its sequence"},
         {"name": "FLAVOR", "value": exp.obstype.lower()},
         {"name": "INSTRUME", "value": "DESINIGHT-SIM"},
-    ]
+    ] + ([
+        {"name": "AIRMASS", "value": round(exp.airmass, 3)},
+        {"name": "SEEING", "value": round(exp.seeing, 3), "comment": "guider FWHM, arcsec"},
+        {"name": "MOONFRAC", "value": round(exp.moon, 3), "comment": "moon illumination"},
+        {"name": "MOONSEP", "value": round(exp.moonsep, 1), "comment": "deg"},
+    ] if exp.obstype == "SCIENCE" else [])
 
 
 def camera_keys(p: I.Preset, camera: str) -> list[dict]:
@@ -221,7 +249,48 @@ def write_fiberassign(path: Path, tile: TG.Tile, exp: Exposure) -> None:
                 header=[{"name": "TILEID", "value": tile.tileid}])
 
 
-def write_truth(path: Path, tiles: dict[int, TG.Tile], night: int) -> None:
+#: wavelength samples per arm of the THROUGHPUT truth
+TRUTH_NWAVE = 100
+
+
+def truth_tables(p: I.Preset, exps: Sequence[Exposure], seed: int):
+    """EXPOSURES (conditions, EFFTIME), THROUGHPUT (true throughput per exposure and camera,
+    with and without the point-source fibre acceptance) and SKY (per-fibre sky scales)."""
+    sci = [e for e in exps if e.obstype == "SCIENCE" and not e.bad]
+    ex = np.zeros(len(sci), [("EXPID", "i4"), ("TILEID", "i4"), ("EXPTIME", "f4"),
+                             ("SEEING", "f4"), ("AIRMASS", "f4"), ("MOONFRAC", "f4"),
+                             ("MOONSEP", "f4"), ("TRANSPARENCY", "f4"), ("FLEX_Y", "f4"),
+                             ("FLEX_X", "f4"), ("SKY_R_MAG", "f4"), ("EFFTIME", "f4")])
+    cams = p.cameras()
+    th = np.zeros(len(sci) * len(cams), [("EXPID", "i4"), ("CAMERA", "U3"),
+                                         ("WAVE", "f4", TRUTH_NWAVE),
+                                         ("THROUGHPUT", "f4", TRUTH_NWAVE),
+                                         ("FIBERFRAC_PSF", "f4", TRUTH_NWAVE)])
+    nf = p.nspec * p.nfiber
+    sk = np.zeros(len(sci) * nf, [("EXPID", "i4"), ("FIBER", "i4"), ("CONT_SCALE", "f4"),
+                                  ("LINE_SCALE", "f4")])
+    dark_r = None
+    for i, e in enumerate(sci):
+        sky = exposure_sky(p, e, seed)
+        if dark_r is None:
+            dark_r = SKY.ExposureSky(SKY.night_level(e.night, seed), 1.0, 0.0, 90.0,
+                                     np.random.default_rng(0), 1).r_mag()
+        rel = 10 ** (-0.4 * (sky.r_mag() - dark_r))
+        ex[i] = (e.expid, e.tileid, e.exptime, e.seeing, e.airmass, e.moon, e.moonsep,
+                 e.transparency, e.flex_y, e.flex_x, sky.r_mag(), C.efftime(e, rel))
+        for j, cam in enumerate(cams):
+            lo, hi = I.ARM_RANGES[cam[0]]
+            w = np.linspace(lo, hi, TRUTH_NWAVE)
+            th[i * len(cams) + j] = (e.expid, cam, w, C.true_throughput(w, cam, e, seed),
+                                     C.fiber_acceptance(w, e.seeing))
+        sk[i * nf:(i + 1) * nf] = list(zip([e.expid] * nf, range(nf), sky.fib_cont, sky.fib_line))
+    return ex, th, sk
+
+
+def write_truth(path: Path, tiles: dict[int, TG.Tile], night: int,
+                exps: Sequence[Exposure] = (), seed: int = 0, p: I.Preset | None = None) -> None:
+    """The truth file: TRUTH (one row per fibre and tile; the first HDU with data), and with
+    exposures, EXPOSURES, THROUGHPUT and SKY (truth_tables)."""
     import fitsio
     rows = np.concatenate([t.truth for t in tiles.values()]) if tiles else \
         np.zeros(0, TG.TRUTH_DTYPE)
@@ -229,6 +298,9 @@ def write_truth(path: Path, tiles: dict[int, TG.Tile], night: int) -> None:
     tmp = path.parent / f".{path.name}.tmp"
     with fitsio.FITS(str(tmp), "rw", clobber=True) as f:
         f.write(rows, extname="TRUTH", header=[{"name": "NIGHT", "value": night}])
+        if p is not None and any(e.obstype == "SCIENCE" for e in exps):
+            for name, table in zip(("EXPOSURES", "THROUGHPUT", "SKY"), truth_tables(p, exps, seed)):
+                f.write(table, extname=name)
     os.replace(tmp, path)
 
 

@@ -1,4 +1,11 @@
-"""Score a production's redshift catalogues against the simulator's truth table."""
+"""Score a production's redshift catalogues against the simulator's truth table, per class.
+
+Per target class (BGS, LRG, ELG, QSO, STAR; standards and sky fibres are not scored):
+- good: |Z - TRUEZ| / (1 + TRUEZ) < 0.0033, whatever ZWARN says;
+- catastrophic unflagged: not good and ZWARN == 0 (the failures a user would trust);
+- flagged: ZWARN != 0; failures flagged: flagged among the not-good;
+each with a binomial 68.27% Wilson interval (scipy.stats.binomtest).
+"""
 
 from __future__ import annotations
 
@@ -7,34 +14,93 @@ from pathlib import Path
 import numpy as np
 
 DZ_OK = 0.0033
+CLASSES = ("BGS", "LRG", "ELG", "QSO", "STAR")
+CONF = 0.6827
 
 
-def score_production(truth: Path, redux: Path) -> dict:
+def interval(k: int, n: int) -> tuple[float, float]:
+    """Wilson 68.27% interval of a binomial fraction k/n; (nan, nan) for n == 0."""
+    if n == 0:
+        return float("nan"), float("nan")
+    from scipy.stats import binomtest
+    ci = binomtest(int(k), int(n)).proportion_ci(confidence_level=CONF, method="wilson")
+    return float(ci.low), float(ci.high)
+
+
+def _frac(k: int, n: int) -> dict:
+    lo, hi = interval(k, n)
+    return {"k": int(k), "n": int(n), "frac": (k / n) if n else float("nan"), "lo": lo, "hi": hi}
+
+
+def score_arrays(cls: np.ndarray, truez: np.ndarray, z: np.ndarray, zwarn: np.ndarray) -> dict:
+    """The per-class figures from matched arrays (class name, true z, fitted Z, ZWARN)."""
+    cls = np.char.strip(np.asarray(cls).astype(str))
+    good = np.abs(np.asarray(z) - truez) / (1 + np.asarray(truez)) < DZ_OK
+    flagged = np.asarray(zwarn) != 0
+    out = {}
+    for c in CLASSES:
+        m = cls == c
+        n = int(m.sum())
+        out[c] = {"n": n, "good": _frac(int((good & m).sum()), n),
+                  "catastrophic_unflagged": _frac(int((~good & ~flagged & m).sum()), n),
+                  "flagged": _frac(int((flagged & m).sum()), n),
+                  "failures_flagged": _frac(int((~good & flagged & m).sum()), int((~good & m).sum()))}
+    return out
+
+
+def match(truth: Path, redux: Path) -> dict[str, np.ndarray]:
+    """The production's REDSHIFTS rows matched to the truth by TARGETID: arrays CLASS (target
+    class), TRUETYPE, TRUEZ, Z, ZWARN, OII_FLUX, MAG_R."""
     import fitsio
 
-    tr = fitsio.read(str(truth))
+    tr = fitsio.read(str(truth), "TRUTH")
     cats = [fitsio.read(str(p), "REDSHIFTS") for p in sorted(Path(redux).glob("tiles/*/*/redrock-*.fits"))]
     if not cats:
         from desinight.core.errors import NotFound
         raise NotFound(f"no redrock-*.fits under {redux}/tiles")
     rr = np.concatenate(cats)
     index = {int(t): i for i, t in enumerate(tr["TARGETID"])}
-    rows = [(index[int(r["TARGETID"])], r) for r in rr if int(r["TARGETID"]) in index]
-    ttype = np.array([str(tr["TRUETYPE"][i]).strip() for i, _ in rows])
-    truez = np.array([tr["TRUEZ"][i] for i, _ in rows])
-    z = np.array([r["Z"] for _, r in rows])
-    zwarn = np.array([r["ZWARN"] for _, r in rows])
-    good = np.abs(z - truez) / (1 + truez) < DZ_OK
-    extragal = np.isin(ttype, ["GALAXY", "QSO"])
+    keep = np.array([int(t) in index for t in rr["TARGETID"]], dtype=bool)
+    rr = rr[keep]
+    ti = np.array([index[int(t)] for t in rr["TARGETID"]], dtype=int)
+    names = tr.dtype.names
+    return {"CLASS": np.char.strip(tr["TRUESUBTYPE"][ti].astype(str)),
+            "TRUETYPE": np.char.strip(tr["TRUETYPE"][ti].astype(str)),
+            "TRUEZ": tr["TRUEZ"][ti].astype(float), "Z": rr["Z"].astype(float),
+            "ZWARN": rr["ZWARN"].astype(int),
+            "OII_FLUX": tr["OII_FLUX"][ti].astype(float) if "OII_FLUX" in names else np.zeros(len(ti)),
+            "MAG_R": tr["MAG_R"][ti].astype(float)}
+
+
+def score_production(truth: Path, redux: Path) -> dict:
+    m = match(truth, redux)
+    good = np.abs(m["Z"] - m["TRUEZ"]) / (1 + m["TRUEZ"]) < DZ_OK
+    n = len(good)
+    extragal = np.isin(m["TRUETYPE"], ["GALAXY", "QSO"])
     n_eg = int(extragal.sum())
-    return {"ntarget": len(rows), "n_galqso": n_eg,
+    return {"ntarget": n, "n_galqso": n_eg,
             "frac_good_galqso": float(good[extragal].mean()) if n_eg else float("nan"),
-            "frac_catastrophic_unflagged": float(((~good) & (zwarn == 0)).mean()) if rows else float("nan"),
-            "frac_flagged": float((zwarn != 0).mean()) if rows else float("nan")}
+            "frac_catastrophic_unflagged": float(((~good) & (m["ZWARN"] == 0)).mean()) if n else float("nan"),
+            "frac_flagged": float((m["ZWARN"] != 0).mean()) if n else float("nan"),
+            "classes": score_arrays(m["CLASS"], m["TRUEZ"], m["Z"], m["ZWARN"])}
+
+
+def _pct(f: dict) -> str:
+    if not f["n"]:
+        return "-"
+    return f"{100 * f['frac']:.1f} [{100 * f['lo']:.1f}, {100 * f['hi']:.1f}]"
 
 
 def format_score(res: dict) -> list[str]:
-    return [f"targets scored: {res['ntarget']} ({res['n_galqso']} galaxies/quasars)",
-            f"good |dz|/(1+z)<{DZ_OK} (gal+qso): {100 * res['frac_good_galqso']:.1f}%  "
-            f"catastrophic unflagged: {100 * res['frac_catastrophic_unflagged']:.1f}%  "
-            f"flagged: {100 * res['frac_flagged']:.1f}%"]
+    """A table per class (percent with the 68% interval), then the summary line (last)."""
+    lines = [f"{'class':5s} {'n':>4s}  {'good %':22s} {'catastrophic unflagged %':26s} "
+             f"{'flagged %':22s} {'failures flagged %':22s}"]
+    for c, r in res.get("classes", {}).items():
+        lines.append(f"{c:5s} {r['n']:4d}  {_pct(r['good']):22s} "
+                     f"{_pct(r['catastrophic_unflagged']):26s} {_pct(r['flagged']):22s} "
+                     f"{_pct(r['failures_flagged']):22s}")
+    lines += [f"targets scored: {res['ntarget']} ({res['n_galqso']} galaxies/quasars)",
+              f"good |dz|/(1+z)<{DZ_OK} (gal+qso): {100 * res['frac_good_galqso']:.1f}%  "
+              f"catastrophic unflagged: {100 * res['frac_catastrophic_unflagged']:.1f}%  "
+              f"flagged: {100 * res['frac_flagged']:.1f}%"]
+    return lines

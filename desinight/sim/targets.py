@@ -1,4 +1,11 @@
-"""Tiles, fibre assignment, truth and the sky: what each fibre of a science exposure sees."""
+"""Tiles, fibre assignment and truth: which object each fibre of a science exposure sees.
+
+Magnitudes, redshifts and [OII] fluxes follow DESI's target classes (dark and bright programs
+mixed on one tile, so every class is scored on every night): BGS r < 19.5 at z < 0.6, LRG with
+z-band 18.5-21 at z 0.4-1.05, ELG g 22-23.5 at z 0.6-1.6 with [OII] 1e-17 .. 3e-16 erg/s/cm^2,
+QSO g < 22.5 at z 0.6-3.5, stars of six types. Galaxies have sizes: the fibre takes only part of
+their light (desinight.sim.conditions).
+"""
 
 from __future__ import annotations
 
@@ -10,9 +17,10 @@ from . import templates as T
 from .instrument import Preset
 
 FIBER_AREA_ARCSEC2 = 1.86        # 1.5 arcsec diameter fibre (on sky, average plate scale)
-#: mix of fibres on a spectrograph (the rest are galaxies/QSO/stars in the ratios below)
+#: mix of fibres on a spectrograph (the rest are targets in the ratios below)
 SKY_FRAC, STD_FRAC = 0.2, 0.1
-TARGET_MIX = (("ELG", 0.38), ("LRG", 0.30), ("QSO", 0.16), ("STAR", 0.16))
+TARGET_MIX = (("ELG", 0.34), ("LRG", 0.24), ("QSO", 0.14), ("BGS", 0.14), ("STAR", 0.14))
+STAR_TYPE_MIX = (("F", 0.25), ("G", 0.25), ("K", 0.2), ("M", 0.2), ("A", 0.05), ("WD", 0.05))
 
 
 @dataclass
@@ -26,9 +34,14 @@ class Tile:
 
 
 FA_DTYPE = [("FIBER", "i4"), ("TARGETID", "i8"), ("TARGET_RA", "f8"), ("TARGET_DEC", "f8"),
-            ("OBJTYPE", "U3"), ("TARGET_TYPE", "U4"), ("FLUX_R", "f4")]
+            ("OBJTYPE", "U3"), ("TARGET_TYPE", "U4"), ("FLUX_G", "f4"), ("FLUX_R", "f4"),
+            ("FLUX_Z", "f4")]
+#: TRUESUBTYPE is the target class (BGS, LRG, ELG, QSO, STAR, STD, SKY); STARTYPE the stellar
+#: type; OII_FLUX in erg/s/cm^2; HALF_LIGHT the half-light radius (arcsec, 0: point source)
 TRUTH_DTYPE = [("TARGETID", "i8"), ("TRUETYPE", "U6"), ("TRUESUBTYPE", "U4"), ("TRUEZ", "f8"),
-               ("MAG_R", "f4"), ("FLUX_R", "f4"), ("TEFF", "f4"), ("TILEID", "i4"), ("FIBER", "i4")]
+               ("MAG_G", "f4"), ("MAG_R", "f4"), ("MAG_Z", "f4"), ("FLUX_R", "f4"),
+               ("OII_FLUX", "f8"), ("AV", "f4"), ("HALF_LIGHT", "f4"), ("STARTYPE", "U2"),
+               ("TEFF", "f4"), ("TILEID", "i4"), ("FIBER", "i4")]
 
 
 def make_tile(p: Preset, tileid: int, rng: np.random.Generator) -> Tile:
@@ -42,11 +55,17 @@ def make_tile(p: Preset, tileid: int, rng: np.random.Generator) -> Tile:
     for i in range(n):
         kind = kinds[i]
         tid = 10**12 + tileid * 100000 + i
-        spec, ttype, z, mag, teff = _draw(kind, rng)
+        spec, d = _draw(kind, rng)
+        mags = {b: (T.ab_mag(spec, b) if spec is not None else 99.0) for b in "GRZ"}
+        flux = {b: (10 ** ((22.5 - m) / 2.5) if spec is not None else 0.0) for b, m in mags.items()}
         fa[i] = (i, tid, ra0 + rng.uniform(-1.5, 1.5) / np.cos(np.radians(dec0)),
                  dec0 + rng.uniform(-1.5, 1.5), "SKY" if kind == "SKY" else "TGT", kind,
-                 0.0 if kind == "SKY" else 10 ** ((22.5 - mag) / 2.5))
-        truth[i] = (tid, ttype, kind, z, mag, fa[i]["FLUX_R"], teff, tileid, i)
+                 flux["G"], flux["R"], flux["Z"])
+        truth[i] = (tid, d["type"], kind, d["z"], mags["G"], mags["R"], mags["Z"], flux["R"],
+                    d.get("oii", 0.0), d.get("AV", 0.0), d.get("size", 0.0),
+                    d.get("stype", ""), d.get("teff", 0.0), tileid, i)
+        if spec is not None:
+            spec.half_light = d.get("size", 0.0)
         spectra.append(spec)
     return Tile(tileid, ra0, dec0, fa, truth, spectra)
 
@@ -62,44 +81,48 @@ def _fiber_kinds(nfiber: int, rng: np.random.Generator) -> list[str]:
     return list(rng.permutation(kinds))
 
 
+def counts_mag(rng: np.random.Generator, lo: float, hi: float, slope: float) -> float:
+    """A magnitude from number counts dN/dm ~ 10^(slope m) on [lo, hi] (more faint objects)."""
+    a, b = 10 ** (slope * lo), 10 ** (slope * hi)
+    return float(np.log10(a + rng.uniform() * (b - a)) / slope)
+
+
 def _draw(kind: str, rng: np.random.Generator):
-    """(spectrum, TRUETYPE, z, r mag, Teff) of one fibre."""
+    """(spectrum, truth fields) of one fibre."""
     if kind == "SKY":
-        return None, "SKY", 0.0, 99.0, 0.0
+        return None, {"type": "SKY", "z": 0.0}
     if kind in ("STD", "STAR"):
-        teff = float(rng.choice(T.STD_TEFF_GRID if kind == "STD" else T.STAR_TEFF_GRID))
-        mag = rng.uniform(16.5, 18.0) if kind == "STD" else rng.uniform(17.0, 19.5)
-        rv = rng.normal(0, 40)
-        return T.normalise(T.star(teff, rv), mag), "STAR", rv / T.C_KMS, mag, teff
+        if kind == "STD":
+            stype, mag = "F", rng.uniform(16.5, 18.0)
+        else:
+            names, w = zip(*STAR_TYPE_MIX)
+            stype, mag = str(rng.choice(names, p=np.array(w) / sum(w))), rng.uniform(16.5, 20.0)
+        rv = rng.normal(0, 50)
+        s, teff = T.draw_star(stype, rng, rv)
+        return T.normalise_band(s, "R", mag), {"type": "STAR", "z": rv / T.C_KMS,
+                                               "stype": stype, "teff": teff}
     if kind == "QSO":
-        z = rng.uniform(0.5, 3.0)
-        mag = rng.uniform(19.5, 21.3)
-        return T.normalise(T.qso(z, rng), mag), "QSO", z, mag, 0.0
-    if kind == "LRG":
-        z = rng.uniform(0.3, 1.0)
-        mag = rng.uniform(19.5, 20.8) + 1.5 * (z - 0.3)
+        z = rng.uniform(0.6, 2.1) if rng.uniform() < 0.6 else rng.uniform(2.1, 3.5)
+        s, _ = T.draw_qso(z, rng)
+        return T.normalise_band(s, "G", counts_mag(rng, 19.5, 22.5, 0.35)), {"type": "QSO", "z": z}
+    if kind == "BGS":
+        mag = counts_mag(rng, 16.0, 19.5, 0.5)
+        z = float(np.clip(0.05 + 0.1 * (mag - 16.0) + rng.normal(0, 0.06), 0.02, 0.6))
+        s, par = T.draw_galaxy("BGS", z, rng)
+        T.normalise_band(s, "R", mag)
+        size = rng.uniform(0.8, 2.0)
+    elif kind == "LRG":
+        z = rng.uniform(0.4, 1.05)
+        mag = float(np.clip(19.0 + 2.2 * (z - 0.4) + rng.normal(0, 0.35), 18.5, 21.0))
+        s, par = T.draw_galaxy("LRG", z, rng)
+        T.normalise_band(s, "Z", mag)
+        size = rng.uniform(0.4, 1.0)
     else:
         z = rng.uniform(0.6, 1.6)
-        mag = rng.uniform(21.0, 22.3)
-    return T.normalise(T.galaxy(kind, z, rng), mag), "GALAXY", z, mag, 0.0
-
-
-# --- the night sky ------------------------------------------------------------------------------
-_SKY_LINES = [(5577.34, 110.0), (5889.95, 25.0), (5895.92, 20.0), (6300.30, 60.0),
-              (6363.78, 20.0)]
-
-
-def sky_spectrum() -> T.Spectrum:
-    """Dark-sky continuum (~21.5 mag/arcsec^2 in r) plus OI, NaD and an OH forest, per fibre."""
-    rng = np.random.default_rng(424242)           # fixed: the sky's lines are the same every night
-    oh_w = np.sort(rng.uniform(6800, 9900, 55))
-    oh_f = rng.uniform(15, 120, 55) * (1 + (oh_w - 6800) / 3000)
-    level = T.r_mag_to_flux(21.5) * FIBER_AREA_ARCSEC2
-
-    def cont(w):
-        w = np.asarray(w, float)
-        return level * (w / 6400.0) ** 1.0
-
-    s = T.Spectrum(0.0, [cont], [1.0])
-    s.lines = [(w, f * level, 15.0) for w, f in list(_SKY_LINES) + list(zip(oh_w, oh_f))]
-    return s
+        s, par = T.draw_galaxy("ELG", z, rng)
+        T.normalise_band(s, "G", counts_mag(rng, 22.0, 23.5, 0.4))
+        log_oii = float(np.clip(rng.normal(-16.1, 0.3), -17.0, np.log10(3e-16)))
+        T.set_oii(s, 10 ** (log_oii + 17))
+        size = rng.uniform(0.25, 0.7)
+    return s, {"type": "GALAXY", "z": z, "oii": T.oii_flux(s) * 1e-17, "AV": par["AV"],
+               "size": size}

@@ -1,11 +1,16 @@
-"""Analytic spectral library: galaxies (old + young populations, nebular lines), quasars, stars.
+"""The simulator's own analytic spectral library: galaxies, quasars, stars.
 
-No template data can be downloaded here (SCIENCE-NOTES.md), so the project builds its own:
-every spectrum is a smooth continuum plus Gaussian lines (emission positive, absorption
-negative). The simulator draws objects from this library with random parameters; the redshift
-step builds its fitting basis from the same physical components with *fixed* parameters
-(line ratios, widths, slopes), the way DESI's redrock templates are PCA bases of the
-simulator's template library. Flux unit: 1e-17 erg/s/cm^2/A; wavelengths in A (vacuum~air).
+Every spectrum is continuum components plus Gaussian lines (emission positive, absorption
+negative). The simulator draws its objects with ``draw_galaxy``, ``draw_qso`` and
+``draw_star`` (the section "population" below): dust-attenuated populations of varied age and
+4000 A break, nebular lines of varied ratios and widths, quasars with two-component broad lines,
+velocity offsets and a stochastic Lyman-alpha forest, seven stellar types. These recipes are
+this project's own and independent of the redshift fitter's templates (DESI's redrock PCA set).
+
+``galaxy``, ``qso``, ``star`` and the ``*_basis`` functions are the older fixed-shape recipes;
+they stay only while steps/zfit.py (the quick fitter, issue 17) still imports them, and the
+simulator no longer draws from them.
+Flux unit: 1e-17 erg/s/cm^2/A; wavelengths in A (vacuum~air).
 """
 
 from __future__ import annotations
@@ -13,6 +18,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 import numpy as np
+from scipy.special import expit
 
 C_KMS = 299792.458
 
@@ -214,3 +220,236 @@ def star_basis(w: np.ndarray, teff: float, res_kms: float) -> np.ndarray:
     """(1, n): one star of temperature teff normalised at 6400 A."""
     s = star(teff, 0.0)
     return s.evaluate(w, res_kms)[None, :]
+
+
+# --- population: what the simulator draws (independent of any fitter's templates) -------------
+def calzetti(w) -> np.ndarray:
+    """Calzetti (2000) starburst attenuation k(lambda) (rest A); A_lambda = k * A_V / 4.05."""
+    x = np.asarray(w, float) / 1e4
+    k = np.where(x < 0.63, 2.659 * (-2.156 + 1.509 / x - 0.198 / x**2 + 0.011 / x**3) + 4.05,
+                 2.659 * (-1.857 + 1.040 / x) + 4.05)
+    return np.maximum(k, 0.0)
+
+
+def _dust(av: float):
+    return lambda w: 10 ** (-0.4 * av * calzetti(w) / 4.05)
+
+
+def stellar_population(age: float, d4000: float, slope: float):
+    """Continuum of a population: age in [0, 1] mixes a blue power law (young, small Balmer
+    break) into a red one whose 4000 A break has relative depth d4000 and a softer UV drop."""
+    def f(w):
+        w = np.asarray(w, float)
+        red = (w / 5000.0) ** (0.6 + slope) * \
+            (1 - d4000 / (1 + np.exp((w - 4000.0) / 35.0))) / (1 + np.exp((2400.0 - w) / 220.0))
+        blue = (w / 5000.0) ** (-1.6 + slope) * (1 - 0.2 / (1 + np.exp((w - 3646.0) / 30.0)))
+        return age * red + (1 - age) * blue + 0.01
+    return f
+
+
+#: nebular line groups relative to H-beta before dust (rest A: ratio); drawn ratios scale them
+NEB_BALMER = {6562.80: 2.86, 4861.33: 1.0, 4340.46: 0.47, 4101.73: 0.26, 3970.07: 0.16}
+NEB_METAL = {"OIII": {5006.84: 1.0, 4958.91: 0.335}, "NeIII": {3868.76: 1.0},
+             "NII": {6583.45: 1.0, 6548.05: 0.34}, "SII": {6716.44: 1.0, 6730.82: 0.75}}
+
+
+def draw_galaxy(kind: str, z: float, rng: np.random.Generator,
+                oii_flux: float | None = None) -> tuple[Spectrum, dict]:
+    """A galaxy of class BGS, LRG or ELG: (spectrum at redshift z, its drawn parameters).
+
+    oii_flux: total [OII] 3726+3729 flux (1e-17 erg/s/cm^2, before the magnitude scaling) —
+    the caller normalises the continuum to a magnitude, then sets [OII] with ``set_oii``."""
+    if kind == "LRG":
+        age, av, d4000 = rng.uniform(0.85, 1.0), rng.uniform(0.0, 0.3), rng.uniform(0.35, 0.6)
+        sf = rng.uniform(0.0, 0.15)       # residual star formation: weak lines
+    elif kind == "BGS":
+        age, av, d4000 = rng.uniform(0.2, 1.0), rng.uniform(0.0, 1.0), rng.uniform(0.2, 0.55)
+        sf = (1.0 - age) * rng.uniform(0.5, 1.5) + rng.uniform(0.0, 0.2)
+    else:
+        age, av, d4000 = rng.uniform(0.0, 0.35), rng.uniform(0.0, 1.2), rng.uniform(0.1, 0.3)
+        sf = rng.uniform(0.7, 1.3)
+    slope = rng.uniform(-0.25, 0.25)
+    pop, dust = stellar_population(age, d4000, slope), _dust(av)
+    cont = (lambda w: pop(w) * dust(w))
+    s = Spectrum(z, [cont], [1.0])
+    # absorption: metal lines of the old part, Balmer lines of the intermediate-age part
+    # (the continuum at every line at once: scalar calls dominated a tile's cost)
+    cv = cont(np.array([f[0] for f in OLD_ABS]))
+    s.lines += [(w0, -ew * age * float(c), sig) for (w0, ew, sig), c in zip(OLD_ABS, cv)]
+    balmer_abs = 5.0 * age * (1 - age) * 4 + 1.0
+    bw = np.array([4101.7, 4340.5, 4861.3, 3889.0, 3970.1])
+    s.lines += [(w0, -balmer_abs * float(c), 350.0) for w0, c in zip(bw, cont(bw))]
+    sig = float(np.exp(rng.uniform(np.log(30.0), np.log(160.0))))
+    dust_gas = _dust(av / 0.44 if av > 0 else 0.0)     # nebular lines see more dust
+    hb = sf * 4.0 * float(cont(4861.0))                   # EW(Hb) ~ 4 A x star formation
+    r_o3 = float(np.exp(rng.uniform(np.log(0.15), np.log(6.0))))
+    ratios = {"OIII": r_o3, "NeIII": 0.08 * r_o3 * rng.uniform(0.5, 1.5),
+              "NII": 2.86 * rng.uniform(0.05, 0.5), "SII": 2.86 * rng.uniform(0.1, 0.45)}
+    r_oii = rng.uniform(0.7, 1.5)                          # 3729/3726: electron density
+    oii = hb * rng.uniform(1.5, 5.0)
+    lines = [(OII[0], oii / (1 + r_oii), sig), (OII[1], oii * r_oii / (1 + r_oii), sig)]
+    lines += [(w, hb * r, sig) for w, r in NEB_BALMER.items()]
+    for name, group in NEB_METAL.items():
+        lines += [(w, hb * ratios[name] * r, sig) for w, r in group.items()]
+    att = dust_gas(np.array([x[0] for x in lines]))
+    s.lines += [(w, f * float(a), sg) for (w, f, sg), a in zip(lines, att)]
+    s.oii_index = [len(s.lines) - len(lines), len(s.lines) - len(lines) + 1]
+    return s, {"AV": av, "AGE": age, "D4000": d4000, "LINESIG": sig, "OIIIHB": r_o3}
+
+
+def set_oii(s: Spectrum, total: float) -> None:
+    """Rescale every emission line of a normalised galaxy so that [OII] totals ``total``
+    (1e-17 erg/s/cm^2): a drawn line flux, independent of the continuum magnitude."""
+    i, j = s.oii_index
+    now = s.scale * (s.lines[i][1] + s.lines[j][1])
+    if now <= 0:
+        return
+    k = total / now
+    s.lines = [(w, f * k, sg) if f > 0 else (w, f, sg) for w, f, sg in s.lines]
+
+
+def oii_flux(s: Spectrum) -> float:
+    i, j = getattr(s, "oii_index", (None, None))
+    return 0.0 if i is None else float(s.scale * (s.lines[i][1] + s.lines[j][1]))
+
+
+#: quasar broad lines: rest A, log-normal EW centre (rest A), and the velocity offset range
+QSO_LINES = [(1215.67, 60.0, (-300, 300)), (1240.14, 10.0, (-300, 300)),
+             (1549.06, 30.0, (-2500, 200)), (1396.76, 8.0, (-1000, 300)),
+             (1908.73, 20.0, (-800, 300)), (2798.75, 30.0, (-300, 300)),
+             (4861.33, 60.0, (-300, 300)), (6562.80, 250.0, (-300, 300)),
+             (4340.46, 25.0, (-300, 300))]
+
+
+def lya_forest(z: float, rng: np.random.Generator):
+    """Transmission (rest A -> 0..1) of a random Lyman-alpha forest in front of a quasar at z:
+    absorbers with dN/dz ~ 40 (1+z)^2.5 at rest 1216 x (1+z_abs)/(1+z), log-normal optical
+    depths that give about the observed mean transmission exp(-0.0025 (1+z)^3.7), and a
+    Lyman-limit drop below 912 A."""
+    step = 0.05
+    grid = np.arange(850.0, 1216.0, step)
+    zabs_max = z
+    zabs_min = max((1 + z) * 1040.0 / 1215.67 - 1, 0.0)
+    nexp = 40.0 * ((1 + z) ** 3.5 - (1 + zabs_min) ** 3.5) / 3.5
+    n = rng.poisson(max(nexp, 0.0))
+    tau = np.zeros_like(grid)
+    if n:
+        za = rng.uniform(zabs_min, zabs_max, n)
+        rest = 1215.67 * (1 + za) / (1 + z)
+        depth = np.exp(rng.normal(-0.6, 1.0, n))
+        width = rest * rng.uniform(20.0, 45.0, n) / C_KMS
+        # each absorber on the grid points within +-5 sigma of its centre (vectorised)
+        off = np.arange(-12, 13)
+        idx = np.rint((rest - grid[0]) / step).astype(int)[:, None] + off
+        ok = (idx >= 0) & (idx < grid.size)
+        idx = np.clip(idx, 0, grid.size - 1)
+        val = depth[:, None] * np.exp(-0.5 * ((grid[idx] - rest[:, None]) / width[:, None]) ** 2)
+        np.add.at(tau, idx[ok], val[ok])
+    # Lyman-beta region: extra absorption, and the Lyman limit
+    tau += np.where(grid < 1025.7, 0.4 * (1 + z) / 3.0, 0.0)
+    target = 0.0025 * (1 + z) ** 3.7        # effective optical depth of the forest
+    forest = (grid > 1040) & (grid < 1190)
+    k = 1.0
+    for _ in range(6):                       # scale the absorbers to the mean transmission
+        eff = -np.log(np.mean(np.exp(-k * tau[forest])))
+        k *= target / max(eff, 1e-6)
+    tau[forest] *= k
+    trans = np.exp(-tau)
+    ll = rng.uniform(0.0, 0.6)                                  # flux left below 912 A
+
+    def f(w):
+        w = np.asarray(w, float)
+        t = np.interp(w, grid, trans, left=trans[0], right=1.0)
+        return np.where(w < 912.0, ll * t, t)
+    return f
+
+
+def draw_qso(z: float, rng: np.random.Generator) -> tuple[Spectrum, dict]:
+    """A quasar: broken power law, two-component broad lines with drawn EWs, widths and
+    velocity offsets (CIV blueshift), narrow [OIII], a stochastic Lyman-alpha forest."""
+    a1, a2 = rng.uniform(-1.8, -0.6), rng.uniform(-1.0, 0.2)
+    forest = lya_forest(z, rng)
+
+    def cont(w):
+        w = np.asarray(w, float)
+        pl = np.where(w < 5000.0, (w / 3000.0) ** a1, (5000 / 3000.0) ** a1 * (w / 5000.0) ** a2)
+        return pl * forest(w)
+    s = Spectrum(z, [cont], [1.0])
+    ew_scale = float(np.exp(rng.normal(0.0, 0.35)))         # Baldwin-like global EW spread
+    for w0, ew, (v0, v1) in QSO_LINES:
+        total = ew * ew_scale * float(np.exp(rng.normal(0, 0.3))) * float((w0 / 3000.0) ** a1)
+        dv = rng.uniform(v0, v1)
+        wb, wn = rng.uniform(2500, 6000), rng.uniform(900, 2000)
+        fb = rng.uniform(0.4, 0.8)
+        wc = w0 * (1 + dv / C_KMS)
+        s.lines += [(wc, fb * total, wb), (wc * (1 + rng.normal(0, 150) / C_KMS), (1 - fb) * total, wn)]
+    s.lines += [(5006.84, rng.uniform(0.0, 20.0) * float((5007 / 3000.0) ** a1), 350.0)]
+    return s, {"ALPHA": a1}
+
+
+#: stellar types the simulator draws: (type, Teff range K, metal-line strength, Balmer boost)
+STAR_TYPES = {"A": ((7500, 10000), 0.3, 1.6), "F": ((6000, 7500), 1.0, 1.0),
+              "G": ((5200, 6000), 1.6, 0.6), "K": ((3900, 5200), 2.4, 0.3),
+              "M": ((3000, 3900), 2.0, 0.1), "WD": ((9000, 25000), 0.0, 3.0)}
+#: TiO band heads of M dwarfs: (rest A, depth at 3000 K, width A)
+TIO = [(4955.0, 0.35, 120.0), (5167.0, 0.4, 120.0), (5448.0, 0.45, 150.0),
+       (6159.0, 0.5, 150.0), (6651.0, 0.35, 110.0), (7054.0, 0.6, 180.0), (7589.0, 0.3, 120.0),
+       (8432.0, 0.25, 150.0)]
+
+
+def draw_star(stype: str, rng: np.random.Generator, rv_kms: float = 0.0) -> tuple[Spectrum, float]:
+    """A star of type A, F, G, K, M or WD: (spectrum, Teff)."""
+    (t0, t1), metal, balmer = STAR_TYPES[stype]
+    teff = float(rng.uniform(t0, t1))
+    bb = planck(teff)
+    tio = 0.0 if stype != "M" else float(np.clip((3900 - teff) / 900, 0.2, 1.0))
+
+    def cont(w):
+        w = np.asarray(w, float)
+        c = bb(w)
+        for w0, d, wd in TIO:       # a band: sharp head on the blue side, a slow red recovery
+            c = c * (1 - tio * d * np.exp(-np.clip(w - w0, 0, None) / wd) * expit((w - w0) / 3.0))
+        return c
+    norm = 1.0 / float(cont(6400.0))
+    ncont = (lambda w: norm * cont(w))
+    s = Spectrum(rv_kms / C_KMS, [ncont], [1.0])
+    feats = star_features(teff)
+    feh = float(np.exp(rng.normal(0, 0.3)))                     # metallicity spread
+    out = []
+    cv = ncont(np.array([f[0] for f in feats]))
+    for (w0, ew, sig), c in zip(feats, cv):
+        is_balmer = w0 in (6562.8, 4861.3, 4340.5, 4101.7, 3970.1)
+        k = balmer if is_balmer else metal * feh / 2.0
+        width = sig * (8.0 if stype == "WD" and is_balmer else 1.0)
+        ew_b = ew if not (stype == "WD" and is_balmer) else 40.0
+        out.append((w0, -k * ew_b * float(c), width))
+    s.lines += out
+    return s, teff
+
+
+def band_mean(s: Spectrum, lo: float, hi: float) -> float:
+    """Mean flux density over [lo, hi]: the continuum sampled, each line's flux inside the band
+    integrated exactly (vectorised: thousands of targets per tile)."""
+    w = np.linspace(lo, hi, 300)
+    lw, lf, ls = s.line_list()
+    from scipy.special import erf
+    inside = 0.5 * (erf((hi - lw) / (np.sqrt(2) * ls)) - erf((lo - lw) / (np.sqrt(2) * ls)))
+    return float(np.mean(s.continuum(w)) + np.sum(lf * inside) / (hi - lo))
+
+
+#: box bands for magnitudes (A): the mean flux density over the band at its pivot
+BANDS = {"G": (4000.0, 5500.0), "R": (5600.0, 7200.0), "Z": (8300.0, 9800.0)}
+
+
+def ab_mag(s: Spectrum, band: str) -> float:
+    lo, hi = BANDS[band]
+    piv = np.sqrt(lo * hi) if band != "R" else 6400.0
+    f = band_mean(s, lo, hi) * 1e-17 * piv**2 / 2.998e18
+    return float(-2.5 * np.log10(max(f, 1e-40)) - 48.6)
+
+
+def normalise_band(s: Spectrum, band: str, mag: float) -> Spectrum:
+    """Scale s so that its box-band AB magnitude is ``mag``."""
+    s.scale = 1.0
+    s.scale = 10 ** (-0.4 * (mag - ab_mag(s, band)))
+    return s
