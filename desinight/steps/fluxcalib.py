@@ -5,18 +5,21 @@ tile measure how the real one departs from it, in colour as well as in grey:
 1. each star's spectrum (all exposures and cameras, nominally calibrated) is fitted by redrock with
    DESI's stellar templates (types A, F, G, K; PCA coefficients and a radial velocity), each camera
    through its own resolution matrix;
-2. the fitted model is scaled to the star's catalogue r flux through the DECam r filter curve
-   (speclite), which fixes the grey level the nominal calibration cannot know;
+2. the star's PCA coefficients are refitted with a free smooth polynomial per camera, so that
+   its absorption lines (not the broadband shape, which carries the throughput error) fix them;
+   the model is then matched to the star's catalogue fluxes through DECam filter curves
+   (speclite): FLUX_R alone fixes the grey level; with FLUX_G and FLUX_Z too, a smooth colour
+   factor (quadratic in ln lambda) fixes the colour as well;
 3. per exposure and camera, observed / (nominal x scaled model), the median over stars, is fitted
    with a Legendre polynomial in wavelength (CHROMA_DEG): the chromatic correction.
-A star's template fit has freedom of its own (PCA shape), so the part of a throughput change that
-looks like a change of stellar colour is shared between the star and the correction; with one
-catalogue band that degeneracy is broken only by the templates' physics (their absorption lines
-pin the type).
+With FLUX_R alone, the stars' colours come from the templates' physics (lines -> type ->
+continuum): a star whose true colour differs from its template's passes that difference into
+the correction.
 """
 
 from __future__ import annotations
 
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -30,6 +33,8 @@ R_PIVOT = 6400.0     # A, where a catalogue r flux is turned into a flux density
 STD_TYPES = ("A", "F", "G", "K")   # standard stars are F-type; neighbours allow for misfits
 CHROMA_DEG = 3       # a throughput change is smooth within one camera
 FILTER = "decam2014-r"
+#: catalogue fluxes (nanomaggies) a standard star may carry, and their filter curves (speclite)
+BANDS = {"FLUX_G": "decam2014-g", "FLUX_R": "decam2014-r", "FLUX_Z": "decam2014-z"}
 
 
 def nmgy_to_flambda(flux_nmgy: np.ndarray, wave: float) -> np.ndarray:
@@ -43,14 +48,16 @@ def model_calib(arm: str, wave: np.ndarray, exptime: float) -> np.ndarray:
     return 1e-17 * I.TEL_AREA_CM2 * exptime * wave / I.HC_ERG_A * I.throughput(wave, arm)
 
 
-def r_maggies(wave: np.ndarray, flam: np.ndarray) -> float:
-    """AB maggies through the r filter of a spectrum in 1e-17 erg/s/cm^2/A."""
+def r_maggies(wave: np.ndarray, flam: np.ndarray, filter_name: str = FILTER) -> float:
+    """AB maggies through a filter (default DECam r) of a spectrum in 1e-17 erg/s/cm^2/A."""
     import astropy.units as u
     import speclite.filters
 
-    filt = speclite.filters.load_filter(FILTER)
-    return float(filt.get_ab_maggies(flam * 1e-17 * u.erg / (u.s * u.cm**2 * u.Angstrom),
-                                     wave * u.Angstrom))
+    filt = speclite.filters.load_filter(filter_name)
+    # the curve's file runs 3330-10990 A (zero far from the band): pad with zeros to cover it
+    f, w = filt.pad_spectrum(flam * 1e-17 * u.erg / (u.s * u.cm**2 * u.Angstrom),
+                             wave * u.Angstrom, method="zero")
+    return float(filt.get_ab_maggies(f, w))
 
 
 def _read(path: Path) -> dict:
@@ -66,9 +73,23 @@ def _u(arm: str, wave: np.ndarray) -> np.ndarray:
     return 2 * (wave - lo) / (hi - lo) - 1
 
 
-def fit_standards(frames: dict[int, dict[str, dict]], fibers: np.ndarray, tids, fluxr) -> list:
-    """Per standard star: (fibre, TARGETID, subtype, z, coeff, r scale) from redrock's stellar
-    fit to the nominally calibrated, exposure-averaged spectra."""
+def photometric_factor(wave: np.ndarray, model: np.ndarray, phot: dict[str, float]):
+    """A smooth factor sum_j a_j x^j (x = ln(lambda/6400), one term per catalogue band) that
+    makes the model's synthetic fluxes equal the catalogue's: one band fixes the scale, two a
+    colour, three a curvature. Synthetic flux is linear in the spectrum, so it is a small
+    linear system."""
+    x = np.log(wave / 6400.0)
+    names = list(phot)
+    A = np.array([[r_maggies(wave, model * x**j, BANDS[b]) for j in range(len(names))]
+                  for b in names])
+    a = np.linalg.solve(A, np.array([phot[b] * 1e-9 for b in names]))
+    return lambda w: np.polyval(a[::-1], np.log(np.asarray(w) / 6400.0))
+
+
+def fit_standards(frames: dict[int, dict[str, dict]], fibers: np.ndarray, tids, phot) -> list:
+    """Per standard star: (fibre, TARGETID, subtype, z, coeff, factor) from redrock's stellar
+    fit to the nominally calibrated, exposure-averaged spectra, its coefficients refitted on the
+    lines, and the smooth factor that matches its catalogue fluxes (phot: one dict per star)."""
     arms = sorted({a for fr in frames.values() for a in fr}, key="brz".index)
     cams = {}
     for arm in arms:
@@ -89,12 +110,37 @@ def fit_standards(frames: dict[int, dict[str, dict]], fibers: np.ndarray, tids, 
     for k, fib in enumerate(fibers):
         res = fits[k]
         tpl = rrfit.load_template("STAR", str(res["SUBTYPE"]).strip())
-        coeff = res["COEFF"][:tpl.nbasis]
-        w = np.arange(3000.0, 11000.0, 1.0)
-        scale = float(fluxr[k]) * 1e-9 / max(r_maggies(w, tpl.eval(coeff, w, res["Z"])), 1e-30)
+        one = {a: (w[k], f[k], i[k], s[k]) for a, (w, f, i, s) in cams.items()}
+        coeff = line_driven_coeffs(tpl, float(res["Z"]), one, res["COEFF"][:tpl.nbasis])
+        w = np.arange(3200.0, 10500.0, 1.0)      # inside the templates, around the filters
+        factor = photometric_factor(w, tpl.eval(coeff, w, res["Z"]), phot[k])
         out.append((int(fib), int(tids[k]), str(res["SUBTYPE"]).strip(), float(res["Z"]),
-                    coeff * scale, tpl))
+                    coeff, tpl, factor))
     return out
+
+
+def line_driven_coeffs(tpl, z: float, cams: dict, coeff0: np.ndarray, niter: int = 6):
+    """The star's PCA coefficients from its absorption lines only: data = P_arm(lambda) x sum_k
+    c_k B_k, with a free smooth polynomial P per camera (degree CHROMA_DEG), solved by turns.
+    The data's broadband shape carries the throughput error, so it must not set the star's
+    colour: the lines fix c, and through the templates' physics c fixes the continuum."""
+    basis = {}
+    for arm, (w, f, iv, sg) in cams.items():
+        R = rrfit.resolution_matrix(w, sg)
+        basis[arm] = np.array([tpl.eval(np.eye(tpl.nbasis)[j], w, z, R) for j in range(tpl.nbasis)])
+    c = np.asarray(coeff0, float)
+    for _ in range(niter):
+        poly = {}
+        for arm, (w, f, iv, sg) in cams.items():
+            m = c @ basis[arm]
+            ok = (iv > 0) & (np.abs(m) > 1e-6 * np.abs(m).max())
+            u = _u(arm, w)
+            p = L.legfit(u[ok], f[ok] / m[ok], CHROMA_DEG, w=np.sqrt(iv[ok]) * np.abs(m[ok]))
+            poly[arm] = L.legval(u, p)
+        A = np.concatenate([(poly[a] * basis[a]).T * np.sqrt(cams[a][2])[:, None] for a in cams])
+        b = np.concatenate([cams[a][1] * np.sqrt(cams[a][2]) for a in cams])
+        c = np.linalg.lstsq(A, b, rcond=None)[0]
+    return c
 
 
 def stdstars_calib(sframes: dict[int, dict[str, Path]], fa: np.ndarray, spectro: int,
@@ -111,7 +157,11 @@ def stdstars_calib(sframes: dict[int, dict[str, Path]], fa: np.ndarray, spectro:
     if len(std) < 2:
         raise ValueError(f"spectrograph {spectro}: {len(std)} standard stars")
     fibers = (std["FIBER"] % nfib).astype(int)
-    stars = fit_standards(frames, fibers, std["TARGETID"], std["FLUX_R"])
+    bands = [b for b in BANDS if b in std.dtype.names]
+    if "FLUX_R" not in bands:
+        raise ValueError(f"spectrograph {spectro}: the standard stars have no FLUX_R")
+    phot = [{b: float(row[b]) for b in bands} for row in std]
+    stars = fit_standards(frames, fibers, std["TARGETID"], phot)
     expids = sorted(frames)
     arms = sorted({a for fr in frames.values() for a in fr}, key="brz".index)
     hdus = []
@@ -124,15 +174,17 @@ def stdstars_calib(sframes: dict[int, dict[str, Path]], fa: np.ndarray, spectro:
             d = frames[e][arm]
             grid = d["wave"][nfib // 2]
             ratios, weights = [], []
-            for fib, _, _, z, coeff, tpl in stars:
+            for fib, _, _, z, coeff, tpl, factor in stars:
                 R = rrfit.resolution_matrix(d["wave"][fib], d["lsf"][fib])
-                model = tpl.eval(coeff, d["wave"][fib], z, R) * \
+                model = tpl.eval(coeff, d["wave"][fib], z, R) * factor(d["wave"][fib]) * \
                     model_calib(arm, d["wave"][fib], d["exptime"])
                 ok = (d["ivar"][fib] > 0) & (model > 0)
                 ratios.append(np.interp(grid, d["wave"][fib], np.where(ok, d["flux"][fib] /
                                         np.where(ok, model, 1), np.nan)))
                 weights.append(np.interp(grid, d["wave"][fib], np.where(ok, d["ivar"][fib] * model**2, 0)))
-            rat = np.nanmedian(np.array(ratios), axis=0)
+            with np.errstate(all="ignore"), warnings.catch_warnings():
+                warnings.simplefilter("ignore", RuntimeWarning)    # all-NaN columns at the edges
+                rat = np.nanmedian(np.array(ratios), axis=0)
             wt = np.sum(weights, axis=0)
             good = np.isfinite(rat) & (wt > 0)
             if good.sum() < 10 * (CHROMA_DEG + 1):
@@ -144,9 +196,10 @@ def stdstars_calib(sframes: dict[int, dict[str, Path]], fa: np.ndarray, spectro:
             keep = np.abs(resid) < 4 * mad
             coefs[j] = L.legfit(u[keep], rat[good][keep], CHROMA_DEG, w=np.sqrt(wt[good][keep]))
         hdus.append((f"{arm.upper()}_CORR", coefs, [{"name": "DEG", "value": CHROMA_DEG}]))
-    table = np.array([(f, t, st, z) for f, t, st, z, _, _ in stars],
+    table = np.array([(f, t, st, z) for f, t, st, z, *_ in stars],
                      dtype=[("FIBER", "i4"), ("TARGETID", "i8"), ("SUBTYPE", "U4"), ("Z", "f8")])
-    cards = [{"name": "NSTD", "value": len(stars)}, {"name": "FILTER", "value": FILTER}]
+    cards = [{"name": "NSTD", "value": len(stars)},
+             {"name": "BANDS", "value": ",".join(b[-1] for b in bands)}]
     cards += io.provenance("stdstars", [p for fr in sframes.values() for p in fr.values()])
     return io.write_fits(out, [("STDSTARS", table, cards),
                                ("EXPIDS", np.array(expids, np.int64), None)] + hdus)
