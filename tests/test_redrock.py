@@ -100,3 +100,58 @@ def test_resolution_matrix_rows_are_normalised_gaussians():
     mean = (row * w).sum()
     assert abs(mean - w[50]) < 1e-9
     assert abs(np.sqrt((row * (w - mean) ** 2).sum()) - 1.5) < 0.05
+
+
+@pytest.mark.slow
+def test_redshift_job_under_mpi_spreads_targets_over_ranks(tmp_path):
+    """`desinight step run redshift` under mpiexec -n 2 on one spectrograph: the two ranks share
+    its targets (redrock's MPI mode); rank 0 writes one REDSHIFTS table with every target."""
+    import os
+    import shutil
+    import subprocess
+
+    import fitsio
+
+    if shutil.which("mpiexec") is None:
+        pytest.skip("no mpiexec")
+    from desinight.steps import io
+    night, expid, tile = 20261124, 26112403, 77
+    env = {**os.environ, "DESI_SPECTRO_DATA": str(tmp_path / "raw"),
+           "DESI_SPECTRO_REDUX": str(tmp_path / "redux"), "SPECPROD": "t",
+           "OMP_NUM_THREADS": "1", "OPENBLAS_NUM_THREADS": "1"}
+    os.environ.update({k: env[k] for k in ("DESI_SPECTRO_DATA", "DESI_SPECTRO_REDUX", "SPECPROD")})
+    try:
+        rng = np.random.default_rng(3)
+        fa = np.zeros(4, [("FIBER", "i4"), ("TARGETID", "i8"), ("OBJTYPE", "U3")])
+        fa["FIBER"], fa["TARGETID"] = np.arange(4), 500 + np.arange(4)
+        fa["OBJTYPE"] = ["TGT", "TGT", "SKY", "TGT"]
+        zfib = {0: 0.9, 1: 1.3, 3: 0.75}           # fibre 2 is a sky fibre: not fitted
+        for arm, (lo, hi) in {"b": (3600, 5900), "r": (5700, 7700), "z": (7500, 9800)}.items():
+            w = _grid(lo, hi)
+            f = np.full((4, w.size), 0.5)
+            for fib, z in zfib.items():
+                for lam, amp in ((3726.03, 10.0), (3728.82, 13.0), (4861.3, 6.0), (5006.8, 15.0)):
+                    f[fib] += amp * np.exp(-0.5 * ((w - lam * (1 + z)) / 2.5) ** 2)
+            f += rng.normal(0, 0.2, f.shape)
+            io.write_fits(io.exposure_path("cframe", night, expid, f"{arm}0"),
+                          [("FLUX", f.astype(np.float32), [{"name": "EXPID", "value": expid}]),
+                           ("IVAR", np.full(f.shape, 25.0, np.float32), None),
+                           ("WAVELENGTH", w, None),
+                           ("LSFSIGMA", np.full(f.shape, 2.0, np.float32), None)])
+        rawdir = io.raw_path(night, expid).parent
+        rawdir.mkdir(parents=True)
+        fitsio.write(str(rawdir / f"fiberassign-{tile:06d}.fits"), fa, extname="FIBERASSIGN")
+    finally:
+        for k in ("DESI_SPECTRO_DATA", "DESI_SPECTRO_REDUX", "SPECPROD"):
+            os.environ.pop(k, None)
+    r = subprocess.run(["mpiexec", "-n", "2", sys.executable, "-m", "desinight", "step", "run",
+                        "redshift", "--night", str(night), "--expids", str(expid), "--tile",
+                        str(tile), "--cameras", "b0,r0,z0"], env=env, capture_output=True,
+                       text=True, timeout=600)
+    assert r.returncode == 0, r.stdout + r.stderr
+    out = fitsio.read(str(tmp_path / "redux" / "t" / "tiles" / str(tile) / str(night) /
+                          f"redrock-0-{tile}-{night}.fits"), "REDSHIFTS")
+    assert list(out["TARGETID"]) == [500, 501, 503] and list(out["FIBER"]) == [0, 1, 3]
+    assert np.allclose(out["Z"], [0.9, 1.3, 0.75], atol=0.002) and (out["ZWARN"] == 0).all()
+    ranks = sorted((tmp_path / "redux" / "t" / "run" / "steps" / str(night)).glob("redshift-*"))
+    assert [p.name for p in ranks] == [f"redshift-tile{tile}-rank0.json", f"redshift-tile{tile}-rank1.json"]
