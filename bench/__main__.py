@@ -30,6 +30,8 @@ BENCHES = {
     "steps": ("bench_steps.py", [], "science throughput per camera, MPI speed-up, redshift accuracy"),
     "redshift": ("bench_steps.py", ["--redshift", "1", "2", "4", "5"],
                  "small-night chain on seeds the tests do not use: redshift accuracy vs truth"),
+    "redshift-medium": ("bench_steps.py", ["--redshift", "--preset", "medium", "1"],
+                        "medium-night chain (2 spectrographs): redrock seconds per spectrograph"),
     "latency": ("bench_latency.py", [], "daemon arrival-to-submission latency, native vs polling"),
     "archive": ("bench_archive.py", [], "1,000-night raw archive under the daemon: idle CPU, memory, "
                 "inotify watches, polling stats, per watch mode"),
@@ -63,7 +65,8 @@ def machine() -> dict:
 HEADLINE_LINES = {
     "sim": ("small night", "full science exposure"),
     "steps": ("preproc:", "extract (", "speed-up"),
-    "redshift": ("fits/s", "seed "),
+    "redshift": ("redrock (", "seed "),
+    "redshift-medium": ("redrock (", "seed "),
     "poll": ("poll of 200 ended",),
     "campaign": ("campaign plan", "campaign submit", "status.collect", "campaign run ticks", "targets"),
 }

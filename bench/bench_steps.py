@@ -5,7 +5,8 @@ extraction speed-up from 1 to 2 MPI ranks (bundles dealt over ranks).
 
 `--redshift 1 2 5` instead runs the whole small-night chain for those seeds and prints the
 accuracy figures and redrock's seconds per spectrograph (`--preset medium` first for the medium
-night: 2 spectrographs of 200 fibres). `--full-chain [CAMERAS]` (default a0)
+night: 2 spectrographs of 200 fibres). `--redrock-only PRESET [N]` times redrock alone on one
+spectrograph's worth of synthetic spectra on that preset's camera grids. `--full-chain [CAMERAS]` (default a0)
 runs every job kind on full-size cameras (one science exposure) and prints seconds per job and per
 camera, then the redshift score.
 """
@@ -119,6 +120,36 @@ def redshift_seeds(seeds: list[int], preset: str = "small") -> None:
               f"{tally['s'] / tally['n']:.2f} s per spectrum (one core; DESI's 10 templates)")
 
 
+def redrock_only(preset: str, ntarg: int | None) -> None:
+    """redrock alone on one spectrograph's worth of targets on the preset's camera grids
+    (analytic emission-line galaxies, LSF 1 row): wall and CPU seconds of one rrfit.fit call.
+    ntarg defaults to the spectrograph's non-sky fibres (80% of them)."""
+    from desinight import desimodel as I
+    from desinight.steps import rrfit
+
+    p = I.PRESETS[preset]
+    n = ntarg or int(round(0.8 * p.nfiber))
+    rng = np.random.default_rng(0)
+    zs = rng.uniform(0.6, 1.5, n)
+    cams = {}
+    for arm in "brz":
+        w = I.camera_wave_grid(p, arm)
+        f = np.full((n, w.size), 0.5) + rng.normal(0, 0.2, (n, w.size))
+        for k, z in enumerate(zs):
+            for lam, amp in ((3726.03, 8.0), (3728.82, 10.0), (4861.3, 4.0), (5006.8, 10.0)):
+                f[k] += amp * np.exp(-0.5 * ((w - lam * (1 + z)) / 2.0) ** 2)
+        step = np.gradient(w)
+        cams[arm] = (w, f, np.full(f.shape, 25.0), np.broadcast_to(step, f.shape))
+    rrfit.fit([1], {a: (w, f[:1], i[:1], s[:1]) for a, (w, f, i, s) in cams.items()})  # numba cache
+    t0, c0 = time.perf_counter(), time.process_time()
+    out = rrfit.fit(list(range(n)), cams)
+    wall, cpu = time.perf_counter() - t0, time.process_time() - c0
+    good = np.mean(np.abs(out["Z"] - zs) / (1 + zs) < 0.0033)
+    print(f"redrock only ({preset}, {n} spectra, {sum(c[0].size for c in cams.values())} pixels "
+          f"each): {wall:.1f} s wall, {cpu:.1f} s CPU = {cpu / n:.2f} s CPU per spectrum; "
+          f"{100 * good:.0f}% right", flush=True)
+
+
 def full_chain(cams: str) -> None:
     """Every job kind on full-size cameras (4096 rows, 500 fibres): zero, arc, flat and one
     science exposure of spectrograph 0, seconds per job, then the redshift score."""
@@ -171,6 +202,8 @@ def full_chain(cams: str) -> None:
 def main() -> None:
     if sys.argv[1:2] == ["--full-chain"]:
         return full_chain(sys.argv[2] if len(sys.argv) > 2 else "a0")
+    if sys.argv[1:2] == ["--redrock-only"]:
+        return redrock_only(sys.argv[2], int(sys.argv[3]) if len(sys.argv) > 3 else None)
     if sys.argv[1:2] == ["--redshift"]:
         args = sys.argv[2:]
         preset = "small"
