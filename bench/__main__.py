@@ -34,6 +34,8 @@ BENCHES = {
                  "small-night chain on seeds the tests do not use: redshift accuracy vs truth"),
     "science": ("bench_science.py", [], "redshift success per class against depth and ELG [OII] "
                 "flux, on seeds the tests do not use (draws docs/science-depth.png)"),
+    "redshift-medium": ("bench_steps.py", ["--redshift", "--preset", "medium", "1"],
+                        "medium-night chain (2 spectrographs): redrock seconds per spectrograph"),
     "latency": ("bench_latency.py", [], "daemon arrival-to-submission latency, native vs polling"),
     "archive": ("bench_archive.py", [], "1,000-night raw archive under the daemon: idle CPU, memory, "
                 "inotify watches, polling stats, per watch mode"),
@@ -76,7 +78,8 @@ NOTES: dict[str, str] = {}
 HEADLINE_LINES = {
     "sim": ("small night", "full science exposure"),
     "steps": ("preproc:", "extract (", "speed-up"),
-    "redshift": ("fits/s", "seed "),
+    "redshift": ("redrock (", "seed "),
+    "redshift-medium": ("redrock (", "seed "),
     "poll": ("poll of 200 ended",),
 }
 

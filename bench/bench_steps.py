@@ -4,7 +4,9 @@ extraction speed-up from 1 to 2 MPI ranks (bundles dealt over ranks).
     python bench/bench_steps.py [--no-mpi] [--redshift SEED ...]
 
 `--redshift 1 2 5` instead runs the whole small-night chain for those seeds and prints the
-accuracy figures and seconds per camera for each step. `--full-chain [CAMERAS]` (default a0)
+accuracy figures and redrock's seconds per spectrograph (`--preset medium` first for the medium
+night: 2 spectrographs of 200 fibres). `--redrock-only PRESET [N]` times redrock alone on one
+spectrograph's worth of synthetic spectra on that preset's camera grids. `--full-chain [CAMERAS]` (default a0)
 runs every job kind on full-size cameras (one science exposure) and prints seconds per job and per
 camera, then the redshift score.
 """
@@ -18,6 +20,7 @@ import subprocess
 import sys
 import tempfile
 import time
+import types
 from pathlib import Path
 
 import numpy as np
@@ -71,44 +74,80 @@ def mpi_worker(pre: str, psf_file: str) -> None:
         print(f"{time.perf_counter() - t0:.2f}")
 
 
-def _count_fits(zfit) -> dict:
-    """Wrap zfit.fit_redshifts (the chi^2 scan + refinement over every template and redshift)
-    to sum its seconds and spectra: redshift fits per second of the fitter itself."""
-    tally = {"s": 0.0, "n": 0}
-    inner = zfit.fit_redshifts
+def _count_fits(redshift) -> dict:
+    """Wrap the redshift step's redrock call (rrfit.fit: template loading and rebinning, the
+    chi^2 scan over every template and redshift, the refinement) to sum its seconds, calls (one
+    per spectrograph) and spectra."""
+    tally = {"s": 0.0, "n": 0, "calls": 0}
+    inner = redshift.rrfit.fit
 
-    def timed(lnwave, flux, ivar, *a, **k):
+    def fit(tids, cams, *a, **k):
         t0 = time.perf_counter()
-        out = inner(lnwave, flux, ivar, *a, **k)
+        out = inner(tids, cams, *a, **k)
         tally["s"] += time.perf_counter() - t0
-        tally["n"] += np.atleast_2d(flux).shape[0]
+        tally["n"] += len(tids)
+        tally["calls"] += 1
         return out
-    zfit.fit_redshifts = timed
+    # only the redshift step's module sees the timed fit (the stdstars' stellar fit is not it)
+    redshift.rrfit = types.SimpleNamespace(fit=fit)
     return tally
 
 
-def redshift_seeds(seeds: list[int]) -> None:
+def redshift_seeds(seeds: list[int], preset: str = "small") -> None:
+    from desinight.desimodel import PRESETS
     from desinight.sim import simulate_night
     from desinight.sim.score import format_score, score_production
-    from desinight.steps import zfit
+    from desinight.steps import redshift
     from desinight.steps.chain import run_night
-    tally = _count_fits(zfit)
+    tally = _count_fits(redshift)
+    cams = PRESETS[preset].cameras()
     for seed in seeds:
         with tempfile.TemporaryDirectory() as tmpd:
             tmp = Path(tmpd)
             os.environ.update(DESI_SPECTRO_DATA=str(tmp / "raw"),
                               DESI_SPECTRO_REDUX=str(tmp / "redux"), SPECPROD="bench")
-            simulate_night(20261124, tmp / "raw", seed=seed)
+            simulate_night(20261124, tmp / "raw", preset=preset, seed=seed)
             t0 = time.perf_counter()
-            fails = run_night(20261124, ["b0", "r0", "z0"])
+            fails = run_night(20261124, cams)
             dt = time.perf_counter() - t0
             res = score_production(tmp / "raw" / "truth" / "truth-20261124.fits",
                                    tmp / "redux" / "bench")
             print(f"seed {seed}: chain {dt:.1f} s, failed jobs {sum(fails.values())}; "
                   + format_score(res)[-1], flush=True)
     if tally["n"]:
-        print(f"redshift fitting: {tally['n']} spectra in {tally['s']:.2f} s = "
-              f"{tally['n'] / tally['s']:.1f} fits/s (one core; galaxy, quasar, star templates over z 0-3.6)")
+        print(f"redrock ({preset}): {tally['calls']} spectrograph fits, {tally['n']} spectra in "
+              f"{tally['s']:.1f} s = {tally['s'] / tally['calls']:.1f} s per spectrograph, "
+              f"{tally['s'] / tally['n']:.2f} s per spectrum (one core; DESI's 10 templates)")
+
+
+def redrock_only(preset: str, ntarg: int | None) -> None:
+    """redrock alone on one spectrograph's worth of targets on the preset's camera grids
+    (analytic emission-line galaxies, LSF 1 row): wall and CPU seconds of one rrfit.fit call.
+    ntarg defaults to the spectrograph's non-sky fibres (80% of them)."""
+    from desinight import desimodel as I
+    from desinight.steps import rrfit
+
+    p = I.PRESETS[preset]
+    n = ntarg or int(round(0.8 * p.nfiber))
+    rng = np.random.default_rng(0)
+    zs = rng.uniform(0.6, 1.5, n)
+    cams = {}
+    for arm in "brz":
+        w = I.camera_wave_grid(p, arm)
+        f = np.full((n, w.size), 0.5) + rng.normal(0, 0.2, (n, w.size))
+        for k, z in enumerate(zs):
+            for lam, amp in ((3726.03, 8.0), (3728.82, 10.0), (4861.3, 4.0), (5006.8, 10.0)):
+                f[k] += amp * np.exp(-0.5 * ((w - lam * (1 + z)) / 2.0) ** 2)
+        step = np.gradient(w)
+        cams[arm] = (w, f, np.full(f.shape, 25.0), np.broadcast_to(step, f.shape))
+    rrfit.fit([1], {a: (w, f[:1], i[:1], s[:1]) for a, (w, f, i, s) in cams.items()})  # numba cache
+    t0, c0 = time.perf_counter(), time.process_time()
+    out = rrfit.fit(list(range(n)), cams)
+    wall, cpu = time.perf_counter() - t0, time.process_time() - c0
+    good = np.mean(np.abs(out["Z"] - zs) / (1 + zs) < 0.0033)
+    print(f"redrock only ({preset}, {n} spectra, {sum(c[0].size for c in cams.values())} pixels "
+          f"each): {wall:.1f} s wall, {cpu:.1f} s CPU = {cpu / n:.2f} s CPU per spectrum; "
+          f"{100 * good:.0f}% right", flush=True)
 
 
 def full_chain(cams: str) -> None:
@@ -163,8 +202,14 @@ def full_chain(cams: str) -> None:
 def main() -> None:
     if sys.argv[1:2] == ["--full-chain"]:
         return full_chain(sys.argv[2] if len(sys.argv) > 2 else "a0")
+    if sys.argv[1:2] == ["--redrock-only"]:
+        return redrock_only(sys.argv[2], int(sys.argv[3]) if len(sys.argv) > 3 else None)
     if sys.argv[1:2] == ["--redshift"]:
-        return redshift_seeds([int(s) for s in sys.argv[2:]] or [1, 2, 5])
+        args = sys.argv[2:]
+        preset = "small"
+        if args[:1] == ["--preset"]:
+            preset, args = args[1], args[2:]
+        return redshift_seeds([int(s) for s in args] or [1, 2, 5], preset)
     if sys.argv[1:2] == ["--mpi-worker"]:
         return mpi_worker(sys.argv[2], sys.argv[3])
     from desinight.steps import extract

@@ -115,6 +115,7 @@ def test_chain_to_sframe_sky_residuals_are_noise(env):
     expid = env["SCIENCE"][0]
     assert run_job("science", NIGHT, [expid], None, CAMS) == 0
     chi2, dof = 0.0, 0
+    pulls = []
     for cam in CAMS:
         path = io.exposure_path("sframe", NIGHT, expid, cam)
         flux, ivar = fitsio.read(str(path), "FLUX"), fitsio.read(str(path), "IVAR")
@@ -123,7 +124,10 @@ def test_chain_to_sframe_sky_residuals_are_noise(env):
         ok = ivar[sky] > 0
         chi2 += float((flux[sky] ** 2 * ivar[sky])[ok].sum())
         dof += int(ok.sum())
+        pulls.append((flux[sky] * np.sqrt(ivar[sky]))[ok])
     assert n and 0.8 < chi2 / dof < 1.2
+    # the issue's goal: sky-fibre residual pulls with a standard deviation of 1 +- 0.05
+    assert 0.95 < float(np.std(np.concatenate(pulls))) < 1.05
 
 
 def test_cli_bad_kind_and_failure_exit(env):
@@ -135,6 +139,7 @@ def test_cli_bad_kind_and_failure_exit(env):
     assert r.exit_code != 0
 
 
+@pytest.mark.slow
 def test_stdstars_and_fluxcalib_recover_star_fluxes(env):
     """After the chain test: cframes of the standard stars match their catalogue r flux."""
     from desinight.steps.fluxcalib import nmgy_to_flambda
@@ -178,3 +183,65 @@ def test_step_fiberflat_and_run_calib_night(env, tmp_path):
     r = CliRunner().invoke(step, base + ["--calib-night", str(NIGHT)])
     assert r.exit_code == 0, (r.output, r.exception)
     assert io.exposure_path("sframe", NIGHT, int(sci), "b0").exists()
+def _add_photometry(night: int) -> None:
+    """What an imaging catalogue gives a real pipeline: the standard stars' g, r, z fluxes
+    (DECam filter curves through their true spectra) in the fiberassign files."""
+    import os
+
+    from desinight.sim import templates as T
+    from desinight.steps.fluxcalib import BANDS, r_maggies
+    raw = io.raw_root()
+    truth = fitsio.read(str(raw / "truth" / f"truth-{night}.fits"))
+    std = truth[np.char.strip(truth["TRUESUBTYPE"].astype(str)) == "STD"]
+    w = np.arange(3200.0, 10500.0, 1.0)
+    phot = {}
+    for s in std:
+        f = T.normalise(T.star(float(s["TEFF"]), float(s["TRUEZ"]) * T.C_KMS),
+                        float(s["MAG_R"])).evaluate(w)
+        phot[int(s["TARGETID"])] = {b: r_maggies(w, f, flt) * 1e9 for b, flt in BANDS.items()}
+    for fa_file in sorted((raw / str(night)).glob("*/fiberassign-*.fits")):
+        fa, hdr = fitsio.read(str(fa_file), "FIBERASSIGN", header=True)
+        new = np.zeros(len(fa), fa.dtype.descr + [(b, "f4") for b in ("FLUX_G", "FLUX_Z")
+                                                  if b not in fa.dtype.names])
+        for n in fa.dtype.names:
+            new[n] = fa[n]
+        for i, t in enumerate(new["TARGETID"]):
+            for b, v in phot.get(int(t), {}).items():
+                new[b][i] = v
+        os.chmod(fa_file, 0o644)
+        fitsio.write(str(fa_file), new, extname="FIBERASSIGN", header=hdr, clobber=True)
+
+
+@pytest.mark.slow
+def test_flux_calibration_is_within_2_percent_rms_of_truth_per_camera(env):
+    """With g, r, z catalogue fluxes of the standards, their cframes against their true spectra
+    (the simulator's truth, which the steps never see), in 40-row bins: r.m.s. of calibrated /
+    true - 1 below 2% in each camera. Blue of 4000 A the simulator's standards are black bodies
+    without the Balmer jump and UV line blanketing of real F stars (DESI's templates): up to 13%
+    apart there, so the b camera is compared above 4000 A."""
+    from desinight.sim import templates as T
+    sci = env["SCIENCE"]
+    if not io.exposure_path("sframe", NIGHT, sci[-1], "z0").exists():
+        test_stdstars_and_fluxcalib_recover_star_fluxes(env)
+    _add_photometry(NIGHT)
+    tile = fitsio.read_header(str(io.exposure_path("sframe", NIGHT, sci[0], "r0")), "FLUX")["TILEID"]
+    assert run_job("stdstars", NIGHT, sci, tile, CAMS) == 0
+    assert run_job("fluxcalib", NIGHT, sci, tile, CAMS) == 0
+    truth = fitsio.read(str(io.raw_root() / "truth" / f"truth-{NIGHT}.fits"))
+    std = truth[np.char.strip(truth["TRUESUBTYPE"].astype(str)) == "STD"]
+    for e in sci:
+        for cam in CAMS:
+            cf = io.exposure_path("cframe", NIGHT, e, cam)
+            flux, ivar = fitsio.read(str(cf), "FLUX"), fitsio.read(str(cf), "IVAR")
+            wave = fitsio.read(str(cf), "WAVELENGTH")
+            dev = []
+            for s in std:
+                true = T.normalise(T.star(float(s["TEFF"]), float(s["TRUEZ"]) * T.C_KMS),
+                                   float(s["MAG_R"])).evaluate(wave)
+                f, iv = flux[s["FIBER"]], ivar[s["FIBER"]]
+                for k in range(0, wave.size - 40, 40):
+                    sl = slice(k, k + 40)
+                    if (iv[sl] > 0).all() and wave[k] > 4000:
+                        dev.append(f[sl].sum() / true[sl].sum() - 1)
+            rms = float(np.sqrt(np.mean(np.square(dev))))
+            assert len(dev) > 20 and rms < 0.02, (e, cam, rms)

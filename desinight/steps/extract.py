@@ -4,6 +4,8 @@ In each CCD row the pixels of a bundle are modelled as the sum of its 25 fibres'
 cross-sections (pixel-integrated, centres and widths from the PSF); the fluxes are the weighted
 least-squares solution, their variance the diagonal of the inverse normal matrix.  Bundles are
 independent (gaps between them), which is what makes them the unit of parallelism.
+The frame also carries LSFSIGMA (nfib, ny): the arcs' line-spread width converted to Angstrom
+(times the local dispersion), the resolution data the redshift fit needs.
 """
 
 from __future__ import annotations
@@ -16,7 +18,7 @@ from scipy.special import erf
 from desinight import desimodel as I
 
 from . import io
-from .psf import read_psf
+from .psf import read_lsf, read_psf
 
 HALF = 5          # columns each side of a trace that carry its light (5 sigma)
 ROWS_PER_CHUNK = 512
@@ -145,10 +147,12 @@ def extract_camera(preproc_file: Path, psf_file: Path, cam: str, out: Path,
 
 
 def _write_frame(out, flux, fivar, wave, hdr, cam, preproc_file, psf_file) -> Path:
+    lsf = read_lsf(psf_file) * np.abs(np.gradient(wave, axis=1))
     cards = [{"name": k, "value": hdr[k]} for k in ("EXPID", "NIGHT", "OBSTYPE", "TILEID",
                                                      "EXPTIME", "MJD-OBS") if k in hdr]
     cards += [{"name": "CAMERA", "value": cam}, {"name": "BUNIT", "value": "electron/row"}]
     cards += io.provenance("extract", [preproc_file, psf_file])
     mask = (fivar == 0).astype(np.int16)
     return io.write_fits(out, [("FLUX", flux, cards), ("IVAR", fivar, None), ("MASK", mask, None),
-                               ("WAVELENGTH", wave.astype(np.float64), None)])
+                               ("WAVELENGTH", wave.astype(np.float64), None),
+                               ("LSFSIGMA", lsf.astype(np.float32), None)])

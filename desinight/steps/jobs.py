@@ -45,6 +45,12 @@ def _task_biasnight(night, expids, tileid, cam, calib_night):
     preproc.biasnight_camera(raws, cam, io.calibnight_path("biasnight", night, cam))
 
 
+def _dark_for(night: int, cam: str, calib_night: int | None) -> Path | None:
+    """A measured dark (darknight, e-/s per pixel) when the night has one; no default."""
+    p = io.calibnight_path("darknight", calib_night or night, cam)
+    return p if p.exists() else None
+
+
 #: amplifiers the job masks (``b7D``...), from `step run --bad-amps`: one job per process
 _BAD_AMPS: list[str] = []
 
@@ -53,7 +59,8 @@ def _task_preproc_each(night, expids, tileid, cam, calib_night):
     amps = [a[-1] for a in _BAD_AMPS if a[:-1] == cam]
     for e in expids:
         preproc.preproc_camera(io.raw_path(night, e), cam, _bias_for(night, cam, calib_night),
-                               io.preproc_path(night, e, cam), bad_amps=amps)
+                               io.preproc_path(night, e, cam), _dark_for(night, cam, calib_night),
+                               bad_amps=amps)
 
 
 def _calib(prefix: str, night: int, cam: str, calib_night: int | None) -> Path:
@@ -142,6 +149,8 @@ def _task_science(night, expids, tileid, cam, calib_night, comm=None):
 
 #: kinds whose extraction can share one camera between several ranks (bundles over ranks)
 BUNDLE_KINDS = tuple(k for k in K.BUILTIN if K.get(k).bundles)
+#: kinds that share one unit between several ranks: bundles (extraction), targets (redrock)
+GROUP_KINDS = BUNDLE_KINDS + ("redshift",)
 
 
 def _read_fa(night: int, expid: int) -> np.ndarray:
@@ -158,11 +167,13 @@ def _read_fa(night: int, expid: int) -> np.ndarray:
 def _task_stdstars(night, expids, tileid, unit, calib_night):
     """unit = spectrograph number (as text): one output file per spectrograph."""
     spectro = int(unit)
-    sframes = [io.exposure_path("sframe", night, e, f"r{spectro}") for e in expids]
-    sframes = [f for f in sframes if f.exists()]
+    sframes = {e: {a: p for a in "brz"
+                   if (p := io.exposure_path("sframe", night, e, f"{a}{spectro}")).exists()}
+               for e in expids}
+    sframes = {e: fr for e, fr in sframes.items() if fr}
     if not sframes:
-        raise FileNotFoundError(f"no r{spectro} sframes for tile {tileid}")
-    fluxcalib.stdstars_scale(sframes, _read_fa(night, expids[0]), spectro,
+        raise FileNotFoundError(f"no sframes of spectrograph {spectro} for tile {tileid}")
+    fluxcalib.stdstars_calib(sframes, _read_fa(night, expids[0]), spectro,
                              io.tile_path("stdstars", tileid, night, spectro))
 
 
@@ -177,14 +188,15 @@ def _task_fluxcalib(night, expids, tileid, cam, calib_night):
                                    io.exposure_path("cframe", night, e, cam))
 
 
-def _task_redshift(night, expids, tileid, unit, calib_night):
-    """unit = spectrograph: coadd its three arms over the tile's exposures, fit redshifts."""
+def _task_redshift(night, expids, tileid, unit, calib_night, comm=None):
+    """unit = spectrograph: coadd its three arms over the tile's exposures, fit redshifts
+    (with a rank group, redrock spreads the targets over it)."""
     spectro = int(unit)
     cfr = {a: [f for f in (io.exposure_path("cframe", night, e, f"{a}{spectro}") for e in expids)
                if f.exists()] for a in "brz"}
     redshift.redshift_spectrograph(cfr, _read_fa(night, expids[0]), spectro,
                                    io.tile_path("coadd", tileid, night, spectro),
-                                   io.tile_path("redrock", tileid, night, spectro))
+                                   io.tile_path("redrock", tileid, night, spectro), comm=comm)
 
 
 def task_of(kind: str) -> Callable:
@@ -213,8 +225,9 @@ def run_job(kind: str, night: int, expids: Sequence[int], tileid: int | None,
     rank, size = (comm.Get_rank(), comm.Get_size()) if comm is not None else (0, 1)
     results = []
     group = None
-    if comm is not None and size > len(cams) and K.get(kind).bundles:
-        # more ranks than cameras: each camera gets a group of ranks sharing its bundles;
+    if comm is not None and size > len(cams) and kind in GROUP_KINDS:
+        # more ranks than units: each camera (spectrograph) gets a group of ranks sharing its
+        # bundles (targets);
         # the group's rank 0 does the camera's serial parts and writes every file
         group = comm.Split(rank % len(cams), rank)
         mine = [cams[rank % len(cams)]]

@@ -2,7 +2,10 @@
 
 Per amplifier (sections from the camera header): subtract the overscan level, measure the read
 noise in the overscan, multiply by the gain; then subtract the nightly bias (the fixed 2-D bias
-pattern the overscan cannot see) and the dark current, and flag saturated pixels and cosmic rays.
+pattern the overscan cannot see) and, when the night has a measured dark (darknight, e-/s per
+pixel), the dark current; flag saturated pixels and cosmic rays.  Without a measured dark the
+dark current stays in the image (no design value is assumed): it is smooth and additive, so the
+sky fit removes it with the sky, and its shot noise is in the variance through the signal term.
 """
 
 from __future__ import annotations
@@ -74,8 +77,9 @@ def find_cosmics(img: np.ndarray, var: np.ndarray) -> np.ndarray:
 
 
 def preproc_camera(raw: Path, cam: str, bias: Path | None, out: Path,
-                   bad_amps: Sequence[str] = ()) -> Path:
-    """bad_amps: amplifiers (A-D) an operator marked bad: their quadrant gets zero ivar."""
+                   dark: Path | None = None, bad_amps: Sequence[str] = ()) -> Path:
+    """dark: a measured dark (e-/s per pixel) to subtract; bad_amps: amplifiers (A-D) an
+    operator marked bad: their quadrant gets zero ivar."""
     data, hdr, prim = read_raw(raw, cam)
     img, rdn, sat = overscan_correct(data, hdr)
     var_bias = np.zeros_like(img)
@@ -86,10 +90,14 @@ def preproc_camera(raw: Path, cam: str, bias: Path | None, out: Path,
         var_bias = rdn**2 / max(int(bh.get("NZERO", 1)), 1)
         inputs.append(bias)
     exptime = float(prim.get("EXPTIME", 0.0))
-    img -= I.DARK_E_PER_S * exptime
+    dark_e = np.zeros_like(img)
+    if dark is not None:
+        dark_e = io.read_hdu(dark, "IMAGE")[0].astype(np.float32) * exptime
+        img -= dark_e
+        inputs.append(dark)
     # Variance from the signal model, not from noisy pixel values where it matters least:
-    # shot noise of the (non-negative) signal + read noise + the nightly bias's own noise.
-    var = rdn**2 + np.maximum(img, 0) + var_bias + I.DARK_E_PER_S * exptime
+    # shot noise of the (non-negative) signal and dark + read noise + the bias's own noise.
+    var = rdn**2 + np.maximum(img + dark_e, 0) + var_bias
     mask = np.zeros(img.shape, np.int16)
     mask[sat] |= MASK_SATURATED
     mask[find_cosmics(img, var)] |= MASK_COSMIC

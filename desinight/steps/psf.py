@@ -1,9 +1,12 @@
 """psf: trace centres x(fibre, y), cross-section widths and wavelength solutions from an arc.
 
-Start from the design model (sim.instrument, the desimodel stand-in), find the camera's global
+Start from the design model (desinight.desimodel), find the camera's global
 trace shift by correlation, centroid every fibre in every row that has light, fit a smooth
 polynomial x(y) per fibre; then extract the arc with boxcars, centroid the known lamp lines and
-fit wavelength(y) per fibre.  The PSF file stores the evaluated X, WAVE (nfib, ny) and SIGMA.
+fit wavelength(y) per fibre; last, the width of every arc line along the trace (the line-spread
+function, LSF) from the curvature of its log-profile, fitted smoothly in y per fibre.  The PSF
+file stores the evaluated X, WAVE (nfib, ny), the cross-section SIGMA (nfib,) and LSFSIGMA
+(nfib, ny, rows, the pixel box removed), which extraction turns into resolution data.
 """
 
 from __future__ import annotations
@@ -112,6 +115,57 @@ def fit_wavelength(spec: np.ndarray, wguess: np.ndarray, lines: np.ndarray) -> n
     return out
 
 
+LSFDEG = 1          # the LSF width drifts slowly along a trace: a line in y per fibre
+PIXEL_VAR = 1.0 / 12.0   # a pixel box adds 1/12 row^2 to the measured variance
+
+
+def line_widths(spec: np.ndarray, wave: np.ndarray, lines: np.ndarray):
+    """Per fibre, (row, sigma in rows) of every clean arc line: the 3 pixels around the peak of
+    a Gaussian have a log-parabola whose curvature is -1/sigma^2, wherever the centre falls."""
+    nfib, ny = spec.shape
+    y = np.arange(ny, dtype=float)
+    out = []
+    for f in range(nfib):
+        yl = np.interp(lines, wave[f], y)
+        rows, sigs = [], []
+        for yk in yl[(yl > 4) & (yl < ny - 5)]:
+            r = int(round(yk))
+            seg = spec[f, r - 3:r + 4]
+            j = int(np.argmax(seg)) + r - 3
+            a, b, c = spec[f, j - 1], spec[f, j], spec[f, j + 1]
+            if min(a, b, c) <= 0 or b < max(a, c):
+                continue
+            curv = np.log(a) + np.log(c) - 2 * np.log(b)
+            if curv >= -1e-6:
+                continue
+            s2 = -1.0 / curv - PIXEL_VAR
+            if 0.1 < s2 < 25:
+                rows.append(j)
+                sigs.append(np.sqrt(s2))
+        out.append((np.array(rows, float), np.array(sigs)))
+    return out
+
+
+def fit_lsf(spec: np.ndarray, wave: np.ndarray, lines: np.ndarray) -> np.ndarray:
+    """LSFSIGMA (nfib, ny), rows: per fibre a clipped straight-line fit of the line widths in y
+    (the fibre's median width when it has too few lines; the camera's median if none)."""
+    nfib, ny = spec.shape
+    u = 2 * np.arange(ny) / (ny - 1) - 1
+    meas = line_widths(spec, wave, lines)
+    allsig = np.concatenate([s for _, s in meas]) if meas else np.array([])
+    default = float(np.median(allsig)) if allsig.size else 1.0
+    out = np.full((nfib, ny), default)
+    for f, (rows, sigs) in enumerate(meas):
+        if sigs.size >= 4:
+            ur = 2 * rows / (ny - 1) - 1
+            keep = np.abs(sigs - np.median(sigs)) < 3 * 1.4826 * np.median(np.abs(sigs - np.median(sigs))) + 1e-3
+            c = L.legfit(ur[keep], sigs[keep], LSFDEG)
+            out[f] = np.clip(L.legval(u, c), 0.3 * default, 3 * default)
+        elif sigs.size:
+            out[f] = np.median(sigs)
+    return out
+
+
 def psf_from_arc(preproc_file: Path, cam: str, out: Path) -> Path:
     img, hdr = io.read_hdu(preproc_file, "IMAGE")
     ivar, _ = io.read_hdu(preproc_file, "IVAR")
@@ -119,16 +173,21 @@ def psf_from_arc(preproc_file: Path, cam: str, out: Path) -> Path:
     p = I.preset_for_shape(ny, nx)
     y = np.arange(ny)
     x, sig = fit_traces(img, ivar, I.nominal_trace(p, y))
-    wave = fit_wavelength(boxcar(img, x), I.nominal_wave(p, cam[0], y), I.arc_lines(cam[0]))
+    spec = boxcar(img, x)
+    wave = fit_wavelength(spec, I.nominal_wave(p, cam[0], y), I.arc_lines(cam[0]))
+    lsf = fit_lsf(spec, wave, I.arc_lines(cam[0]))
     cards = [{"name": "CAMERA", "value": cam}, {"name": "NIGHT", "value": hdr.get("NIGHT", 0)},
              {"name": "PRESET", "value": p.name}] + io.provenance("psf", [preproc_file])
-    return write_psf(out, x, wave, sig, cards)
+    return write_psf(out, x, wave, sig, cards, lsf)
 
 
-def write_psf(out: Path, x, wave, sig, cards) -> Path:
+def write_psf(out: Path, x, wave, sig, cards, lsf=None) -> Path:
+    """lsf: LSF sigma (nfib, ny) in rows; None writes the design's 1 row (benchmarks)."""
+    lsf = np.ones_like(wave) if lsf is None else lsf
     return io.write_fits(out, [("XTRACE", x.astype(np.float64), cards),
                                ("WAVELENGTH", wave.astype(np.float64), None),
-                               ("SIGMA", np.asarray(sig, np.float64), None)])
+                               ("SIGMA", np.asarray(sig, np.float64), None),
+                               ("LSFSIGMA", np.asarray(lsf, np.float64), None)])
 
 
 def read_psf(path: Path) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -136,11 +195,16 @@ def read_psf(path: Path) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
             io.read_hdu(path, "SIGMA")[0])
 
 
+def read_lsf(path: Path) -> np.ndarray:
+    """LSF sigma (nfib, ny) in rows."""
+    return io.read_hdu(path, "LSFSIGMA")[0]
+
+
 def psfnight(psf_files: list[Path], cam: str, out: Path) -> Path:
     """Nightly PSF: the median of the arcs' traces, wavelengths and widths."""
-    parts = [read_psf(f) for f in psf_files]
+    parts = [read_psf(f) + (read_lsf(f),) for f in psf_files]
     if not parts:
         raise ValueError(f"no arc PSFs for {cam}")
-    x, w, s = (np.median(np.array([q[i] for q in parts]), axis=0) for i in range(3))
+    x, w, s, lsf = (np.median(np.array([q[i] for q in parts]), axis=0) for i in range(4))
     cards = [{"name": "CAMERA", "value": cam}, {"name": "NARC", "value": len(parts)}]
-    return write_psf(out, x, w, s, cards + io.provenance("psfnight", psf_files))
+    return write_psf(out, x, w, s, cards + io.provenance("psfnight", psf_files), lsf)
