@@ -173,27 +173,37 @@ def test_edit_refuses_bad_input_in_one_line(tmp_path, capsys):
 
 
 @pytest.mark.slow
-def test_laststep_rules_at_ingest(tmp_path):
+def test_laststep_rules_at_ingest(tmp_path, capsys):
     """[laststep] min_exptime_s: a shorter science exposure stops after sky subtraction: no
-    stdstars, flux calibration or redshift is planned for its tile."""
+    stdstars, flux calibration or redshift is planned for its tile. In-process CLI calls
+    (one interpreter start-up for the whole test)."""
+    from desinight.cli.main import main
     conf = write_config(tmp_path, templates=fast_templates(tmp_path / "tpl"),
                         extra="[laststep]\nmin_exptime_s = 1000")
-    cli(conf, "init")
+
+    def run(*args: str) -> str:
+        capsys.readouterr()
+        main(["--config", str(conf), *args])
+        return capsys.readouterr().out
+
+    run("init")
     write_night(tmp_path / "raw")
-    cli(conf, "ingest", str(N))
-    kinds = {k.split("/")[1] for k in _jobs(tmp_path)}
-    assert "science" in kinds and not kinds & {"stdstars", "fluxcalib", "redshift"}
-    shown = cli(conf, "show", "exposure", str(E3)).stdout
-    assert "laststep skysub (EXPTIME 900 s < laststep.min_exptime_s 1000)" in shown
-    assert "(to skysub)" in cli(conf, "status", "--night", str(N)).stdout
-    cli(conf, "exposure", str(E3), "--flag", "short", "--comment", "30 s")
-    assert json.loads(cli(conf, "show", "exposure", str(E3), "--json").stdout)["flags"] == "short"
-    cli(conf, "cancel", str(N), check=False)
+    run("ingest", str(N))
+    try:
+        kinds = {k.split("/")[1] for k in _jobs(tmp_path)}
+        assert "science" in kinds and not kinds & {"stdstars", "fluxcalib", "redshift"}
+        shown = run("show", "exposure", str(E3))
+        assert "laststep skysub (EXPTIME 900 s < laststep.min_exptime_s 1000)" in shown
+        assert "(to skysub)" in run("status", "--night", str(N))
+        run("exposure", str(E3), "--flag", "short", "--comment", "30 s")
+        assert json.loads(run("show", "exposure", str(E3), "--json"))["flags"] == "short"
+    finally:
+        run("cancel", str(N))
     # skysub_programs: by PROGRAM header (any case), seen by an ingest dry run of a new night
     conf.write_text(conf.read_text().replace("min_exptime_s = 1000",
                                              'min_exptime_s = 0\nskysub_programs = ["DARK"]'))
     write_night(tmp_path / "raw", night=N + 1)
-    dry = cli(conf, "ingest", str(N + 1), "--dry-run").stdout
+    dry = run("ingest", str(N + 1), "--dry-run")
     assert "SCIENCE planned (laststep skysub)" in dry and "stdstars" not in dry
 
 
