@@ -13,7 +13,7 @@ from click.testing import CliRunner
 from sqlalchemy import create_engine, func, select
 
 from desinight.db.models import Attempt, Exposure, ExposureEdit, Job, JobEdge, JobExposure, StateEvent
-from tests.daemonkit import cli, fast_templates, write_config
+from tests.daemonkit import fast_templates, write_config
 from tests.rawfixture import N, write_night
 
 E3, E4 = (N - 20000000) * 100 + 3, (N - 20000000) * 100 + 4   # the two science exposures
@@ -49,6 +49,18 @@ def _jobs(root) -> dict[str, tuple[str, str, list[int]]]:
     return {k: (st, cams, sorted(e for j, e in exps if j == i)) for i, k, st, cams in rows}
 
 
+def _run(capsys, conf, *args: str) -> str:
+    """A desinight command in this process (no interpreter start-up per call): its stdout;
+    an error exit (5 for a night with failures) is allowed, as with check=False."""
+    from desinight.cli.main import main
+    capsys.readouterr()
+    try:
+        main(["--config", str(conf), *args])
+    except SystemExit as e:
+        assert e.code in (0, 5), capsys.readouterr().err
+    return capsys.readouterr().out
+
+
 def _commands(root, key: str) -> list[str]:
     """The step command line of each attempt of a job (what the batch script runs)."""
     engine = create_engine(f"sqlite:///{root / 'state' / 'desinight.db'}")
@@ -60,26 +72,27 @@ def _commands(root, key: str) -> list[str]:
 
 
 @pytest.fixture
-def failed_night(tmp_path):
+def failed_night(tmp_path, capsys):
     """A night whose science job of E3 failed (b0), and its tile's jobs dep_failed."""
     conf = write_config(tmp_path, templates=fast_templates(tmp_path / "tpl",
                                                            overrides={"science": FAIL_E3_B0}))
-    cli(conf, "init")
+    _run(capsys, conf, "init")
     write_night(tmp_path / "raw")
-    cli(conf, "ingest", str(N), "--wait", "--timeout", "120", check=False)
+    _run(capsys, conf, "ingest", str(N), "--wait", "--timeout", "120")
     jobs = _jobs(tmp_path)
     assert jobs[f"{N}/science/{E3:08d}"][0] == "failed" and jobs[STD][0] == "dep_failed"
     return conf
 
 
 @pytest.mark.slow
-def test_ignore_drops_exposure_and_releases_its_tile(failed_night, tmp_path):
+def test_ignore_drops_exposure_and_releases_its_tile(failed_night, tmp_path, capsys):
     conf = failed_night
     before = _snapshot(tmp_path)
-    dry = cli(conf, "exposure", str(E3), "--laststep", "ignore", "--comment", "guider lost",
-              "--dry-run").stdout
+    dry = _run(capsys, conf, "exposure", str(E3), "--laststep", "ignore", "--comment",
+               "guider lost", "--dry-run")
     assert _snapshot(tmp_path) == before
-    real = cli(conf, "exposure", str(E3), "--laststep", "ignore", "--comment", "guider lost").stdout
+    real = _run(capsys, conf, "exposure", str(E3), "--laststep", "ignore", "--comment",
+                "guider lost")
     # the dry run printed exactly what the real edit did
     assert dry.replace("dry run: would ", "").replace("cancel ", "cancelled ") \
         .replace("re-plan ", "re-planned ").replace("release ", "released ") == \
@@ -89,31 +102,31 @@ def test_ignore_drops_exposure_and_releases_its_tile(failed_night, tmp_path):
     assert f"re-planned 2 jobs: {Z}, {STD}" in real
     assert f"released 3 jobs: {N}/fluxcalib/{E4:08d}, {Z}, {STD}" in real
     # the released tile runs without E3 and completes
-    cli(conf, "ingest", str(N), "--wait", "--timeout", "60", check=False)   # waits for the night
+    _run(capsys, conf, "ingest", str(N), "--wait", "--timeout", "60")   # waits for the night
     jobs = _jobs(tmp_path)
     assert jobs[STD][0] == "completed" and jobs[STD][2] == [E4]
     assert jobs[Z][2] == [E4] and jobs[f"{N}/science/{E3:08d}"][0] == "cancelled"
-    shown = json.loads(cli(conf, "show", "exposure", str(E3), "--json").stdout)
+    shown = json.loads(_run(capsys, conf, "show", "exposure", str(E3), "--json"))
     assert shown["laststep"] == "ignore"
     (ed,) = shown["edits"]
     assert ed["comment"] == "guider lost" and ed["actor"].startswith("operator:")
     assert ed["changes"] == {"laststep": ["all", "ignore"]}
-    assert "edit " in cli(conf, "show", "exposure", str(E3)).stdout
+    assert "edit " in _run(capsys, conf, "show", "exposure", str(E3))
 
 
 @pytest.mark.slow
-def test_bad_camera_then_resubmit_reruns_without_it(failed_night, tmp_path):
+def test_bad_camera_then_resubmit_reruns_without_it(failed_night, tmp_path, capsys):
     conf = failed_night
-    out = cli(conf, "exposure", str(E3), "--bad-cameras", "b0", "--bad-amps", "r0D",
-              "--comment", "b0 noisy").stdout
+    out = _run(capsys, conf, "exposure", str(E3), "--bad-cameras", "b0", "--bad-amps", "r0D",
+               "--comment", "b0 noisy")
     assert f"exposure {E3}: bad_cameras - -> b0" in out and "bad_amps - -> r0D" in out
     assert f"re-planned 2 jobs: {N}/fluxcalib/{E3:08d}, {N}/science/{E3:08d}\n" in out
     jobs = _jobs(tmp_path)
     sci = jobs[f"{N}/science/{E3:08d}"]
     assert sci[0] == "failed" and sci[1] == "r0,z0"        # re-defined, not re-run by itself
     assert jobs[STD][1] == "b0,r0,z0"                      # E4 still has b0
-    cli(conf, "resubmit", str(E3))
-    cli(conf, "ingest", str(N), "--wait", "--timeout", "60", check=False)
+    _run(capsys, conf, "resubmit", str(E3))
+    _run(capsys, conf, "ingest", str(N), "--wait", "--timeout", "60")
     jobs = _jobs(tmp_path)
     assert {k: v[0] for k, v in jobs.items() if v[0] != "completed"} == {}
     cmds = _commands(tmp_path, f"{N}/science/{E3:08d}")
@@ -122,24 +135,24 @@ def test_bad_camera_then_resubmit_reruns_without_it(failed_night, tmp_path):
 
 
 @pytest.mark.slow
-def test_queued_job_is_cancelled_and_resubmitted_with_new_cameras(tmp_path):
+def test_queued_job_is_cancelled_and_resubmitted_with_new_cameras(tmp_path, capsys):
     """Science queued behind a slow calibration: the edit scancels it and its queued
     dependents, re-plans them and submits them again with the new cameras."""
     conf = write_config(tmp_path, templates=fast_templates(
         tmp_path / "tpl", overrides={"fiberflatnight": "sleep 30"}))
-    cli(conf, "init")
+    _run(capsys, conf, "init")
     write_night(tmp_path / "raw")
-    cli(conf, "ingest", str(N))
+    _run(capsys, conf, "ingest", str(N))
     assert _jobs(tmp_path)[f"{N}/science/{E3:08d}"][0] in ("submitted", "pending")
     try:
-        out = cli(conf, "exposure", str(E3), "--bad-cameras", "z0").stdout
+        out = _run(capsys, conf, "exposure", str(E3), "--bad-cameras", "z0")
         assert (f"re-planned 5 jobs: {N}/fluxcalib/{E3:08d}, {N}/fluxcalib/{E4:08d}, {Z}, "
                 f"{N}/science/{E3:08d}, {STD}") in out
         assert "5 jobs submitted now" in out
         cmds = _commands(tmp_path, f"{N}/science/{E3:08d}")
         assert len(cmds) == 2 and "--cameras b0,r0 " in cmds[1] + " "
     finally:
-        cli(conf, "cancel", str(N), check=False)
+        _run(capsys, conf, "cancel", str(N))
 
 
 @pytest.mark.slow
@@ -173,27 +186,37 @@ def test_edit_refuses_bad_input_in_one_line(tmp_path, capsys):
 
 
 @pytest.mark.slow
-def test_laststep_rules_at_ingest(tmp_path):
+def test_laststep_rules_at_ingest(tmp_path, capsys):
     """[laststep] min_exptime_s: a shorter science exposure stops after sky subtraction: no
-    stdstars, flux calibration or redshift is planned for its tile."""
+    stdstars, flux calibration or redshift is planned for its tile. In-process CLI calls
+    (one interpreter start-up for the whole test)."""
+    from desinight.cli.main import main
     conf = write_config(tmp_path, templates=fast_templates(tmp_path / "tpl"),
                         extra="[laststep]\nmin_exptime_s = 1000")
-    cli(conf, "init")
+
+    def run(*args: str) -> str:
+        capsys.readouterr()
+        main(["--config", str(conf), *args])
+        return capsys.readouterr().out
+
+    run("init")
     write_night(tmp_path / "raw")
-    cli(conf, "ingest", str(N))
-    kinds = {k.split("/")[1] for k in _jobs(tmp_path)}
-    assert "science" in kinds and not kinds & {"stdstars", "fluxcalib", "redshift"}
-    shown = cli(conf, "show", "exposure", str(E3)).stdout
-    assert "laststep skysub (EXPTIME 900 s < laststep.min_exptime_s 1000)" in shown
-    assert "(to skysub)" in cli(conf, "status", "--night", str(N)).stdout
-    cli(conf, "exposure", str(E3), "--flag", "short", "--comment", "30 s")
-    assert json.loads(cli(conf, "show", "exposure", str(E3), "--json").stdout)["flags"] == "short"
-    cli(conf, "cancel", str(N), check=False)
+    run("ingest", str(N))
+    try:
+        kinds = {k.split("/")[1] for k in _jobs(tmp_path)}
+        assert "science" in kinds and not kinds & {"stdstars", "fluxcalib", "redshift"}
+        shown = run("show", "exposure", str(E3))
+        assert "laststep skysub (EXPTIME 900 s < laststep.min_exptime_s 1000)" in shown
+        assert "(to skysub)" in run("status", "--night", str(N))
+        run("exposure", str(E3), "--flag", "short", "--comment", "30 s")
+        assert json.loads(run("show", "exposure", str(E3), "--json"))["flags"] == "short"
+    finally:
+        run("cancel", str(N))
     # skysub_programs: by PROGRAM header (any case), seen by an ingest dry run of a new night
     conf.write_text(conf.read_text().replace("min_exptime_s = 1000",
                                              'min_exptime_s = 0\nskysub_programs = ["DARK"]'))
     write_night(tmp_path / "raw", night=N + 1)
-    dry = cli(conf, "ingest", str(N + 1), "--dry-run").stdout
+    dry = run("ingest", str(N + 1), "--dry-run")
     assert "SCIENCE planned (laststep skysub)" in dry and "stdstars" not in dry
 
 

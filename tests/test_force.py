@@ -7,7 +7,7 @@ import pytest
 from sqlalchemy import create_engine, select
 
 from desinight.db.models import Attempt, Job
-from tests.daemonkit import cli, fast_templates, write_config
+from tests.daemonkit import fast_templates, write_config
 from tests.rawfixture import N, write_night
 from tests.test_dry_run import _snapshot
 
@@ -26,26 +26,33 @@ def _attempts(root) -> dict[str, tuple[str, int]]:
 
 
 @pytest.mark.slow
-def test_force_reruns_a_completed_exposure_and_its_downstream(tmp_path):
+def test_force_reruns_a_completed_exposure_and_its_downstream(tmp_path, capsys):
+    from desinight.cli.main import main
     conf = write_config(tmp_path, templates=fast_templates(tmp_path / "tpl"))
-    cli(conf, "init")
+
+    def run(*args: str) -> str:     # in-process: one interpreter start-up for the test
+        capsys.readouterr()
+        main(["--config", str(conf), *args])
+        return capsys.readouterr().out
+
+    run("init")
     write_night(tmp_path / "raw")
-    cli(conf, "ingest", str(N), "--wait", "--timeout", "120")
-    r = cli(conf, "resubmit", str(E3), check=False)
-    assert r.returncode == 1 and "--force re-runs completed ones" in r.stderr
+    run("ingest", str(N), "--wait", "--timeout", "120")
+    with pytest.raises(SystemExit) as ex:
+        run("resubmit", str(E3))
+    assert ex.value.code == 1 and "--force re-runs completed ones" in capsys.readouterr().err
 
     before = _snapshot(tmp_path)
-    dry = cli(conf, "resubmit", str(E3), "--force", "--dry-run").stdout
+    dry = run("resubmit", str(E3), "--force", "--dry-run")
     assert _snapshot(tmp_path) == before
     redo = [f"{N}/science/{E3:08d}", f"{N}/stdstars/1000", f"{N}/fluxcalib/{E3:08d}",
             f"{N}/fluxcalib/{E4:08d}", f"{N}/redshift/1000/{E4:08d}"]
     assert dry.strip() == "dry run: would resubmit 5 jobs: " + ", ".join(redo)
-    night = cli(conf, "resubmit", str(N), "--force", "--dry-run").stdout
-    assert "would resubmit 11 jobs" in night
+    assert "would resubmit 11 jobs" in run("resubmit", str(N), "--force", "--dry-run")
 
-    real = cli(conf, "resubmit", str(E3), "--force").stdout
+    real = run("resubmit", str(E3), "--force")
     assert real.strip() == "resubmitted 5 jobs (5 submitted now): " + ", ".join(redo)
-    cli(conf, "ingest", str(N), "--wait", "--timeout", "60")    # waits for the night's end
+    run("ingest", str(N), "--wait", "--timeout", "60")    # waits for the night's end
     att = _attempts(tmp_path)
     assert {k: v for k, v in att.items() if v[0] != "completed"} == {}
     assert {k for k, (_, n) in att.items() if n == 2} == set(redo)
