@@ -83,14 +83,21 @@ NOTES: dict[str, str] = {
                 "id; not re-measured. The production cadence's 12 sacct/squeue calls over a 58 s night "
                 "are its budget polls plus the parent checks before submission waves of exposures "
                 "that arrived in separate ticks.",
-    "campaign_pg": "measured niced while the machine ran at load average ~15. plan+save's 318 s was "
-                   "psycopg's executemany sending one INSERT per row (~105,000 rows); bulk inserts use "
-                   "COPY on PostgreSQL since (the same source build fell from 477 s to 193 s under the "
-                   "same load). A round submits 500 jobs (the throttle): 500 rendered scripts and one "
-                   "commit per sbatch id (the outbox's crash safety), so its 15-31 s is per-submission "
-                   "cost (30-60 ms each under this load), not the round's bookkeeping; the < 1 s target "
-                   "cannot hold at 500 submissions a round without batching id commits. 10,000 nights "
-                   "were not run: the source build alone would take over half an hour on this loaded box.",
+    "campaign_pg": "measured while the machine ran at load average ~15, with COPY for jobs, links, "
+                   "edges and exposures: plan+save 246 s (318 s before, with psycopg's executemany "
+                   "sending one INSERT per row; the source build fell from 477 s to 193 s). Still NOT "
+                   "met: the exposures' 40,000 planned-moves insert their events one INSERT per row too "
+                   "(COPY for event batches of 1,000+ came after this run, not re-measured). A round "
+                   "submits 500 jobs (the throttle): 500 rendered scripts and one commit per sbatch id "
+                   "(the outbox's crash safety), so its 17-74 s is per-submission cost under this load, "
+                   "not bookkeeping; < 1 s cannot hold at 500 submissions a round without batching the "
+                   "id commits. status 0.57 s (NOT met) is the all-nights table over 79,000 jobs. 10,000 "
+                   "nights were not run: the source build alone would take over half an hour here.",
+    "night": "the small preset, 1 spectrograph (3 cameras), 12 science exposures over 4 tiles, 37 jobs, "
+             "arc/flat/science with 3 ranks through `srun --mpi=pmi2`, measured at load average ~15 on "
+             "the shared 2 cores: the seconds per kind are mostly waiting for a core, and the MPI "
+             "speed-up of 1.0 (3 ranks vs 1, gather included) says the same: no idle core to spread "
+             "onto. On an idle node bench_steps measured 1.76x for 2 ranks.",
 }
 
 #: per benchmark printing lines: the lines that carry its headline figure
@@ -208,6 +215,14 @@ def headlines(results: dict) -> list[str]:
                        f"status {c['status_collect_latest_s']} s (CLI {c.get('cli_status_s')} s); campaign status "
                        f"CLI {c.get('cli_campaign_status_s')} s; round {c.get('round_s')} s; database "
                        f"{c.get('db_mib')} MiB")
+    nt = results.get("night", {})
+    if "jobs" in nt:
+        out.append(f"- full night through the daemon on SLURM ({nt['preset']} preset, {nt['spectrographs']} "
+                   f"spectrograph(s), {nt['science_exposures']} science exposures, {nt['jobs']} jobs, "
+                   f"{nt['ranks']} MPI ranks): last redshift {nt['wall_to_last_redshift_s']} s after t0, "
+                   f"daemon CPU {nt['daemon_cpu_s']} s, database {nt['db_mib']} MiB, largest MaxRSS "
+                   f"{max(k['max_rss_mb'] for k in nt['per_kind'].values())} MB; MPI speed-up through "
+                   f"the job runner {nt.get('mpi', {}).get('speedup')}")
     steady = ov.get("desinight_steady_state")
     if steady:
         out.append(f"- scheduler calls per hour while jobs wait and nothing changes: "
