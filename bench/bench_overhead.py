@@ -28,7 +28,7 @@ Then the load between events, the usual state of a night (jobs queued, nothing c
 desinight's daemon with its production poll settings, one long job running, calls counted
 over a window after the back-off has settled, per hour.
 
-    scripts/local-slurm up && python bench/bench_overhead.py [--profile] [--no-steady]
+    scripts/local-slurm up && python bench/bench_overhead.py [--profile] [--no-steady | --steady-only]
 """
 
 from __future__ import annotations
@@ -285,6 +285,11 @@ def main(argv: list[str] | None = None) -> dict:
         default_conf.symlink_to(env["SLURM_CONF"])
         linked = True
     try:
+        if "--steady-only" in (argv or []):   # the load between events alone
+            with tempfile.TemporaryDirectory() as tmp:
+                result = {"desinight_steady_state": steady_state(Path(tmp), env)}
+            print(json.dumps({"overhead": result}))
+            return result
         return _compare(env, profile="--profile" in (argv or []), steady="--no-steady" not in (argv or []))
     finally:
         if linked:

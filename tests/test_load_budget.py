@@ -134,3 +134,24 @@ def test_production_cadence_night_completes_within_the_budget(tmp_path, slurm_cl
     health = json.loads(cli(conf, "status", "--json").stdout)["health"]
     assert health["backend"] == "slurm" and health["states_as_of"]
     assert 0 <= health["states_age_s"] < 120
+
+
+def test_an_exit_record_appearing_brings_the_poll_forward(ctx, tmp_path):
+    """The daemon's exits tick (one lstat per active job) asks for an early poll when a job's
+    exit record appears, and only once per record."""
+    import time as _time
+
+    from desinight.service import Daemon
+    d = Daemon(ctx)
+    now = _time.monotonic()
+    d.pollclock.polled(now - 20, 0.01, changed=True)   # the last poll 20 s ago: next in 10 s
+    due = d.pollclock.due
+    job_dir = tmp_path / "attempt-1"
+    job_dir.mkdir()
+    d.exit_dirs = {job_dir}
+    d.tick_exits()
+    assert d.pollclock.due == due and d.pollclock.reason is None      # no record: no change
+    (job_dir / "exit.json").write_text("{}")
+    d.tick_exits()
+    assert d.pollclock.reason == "ended" and d.pollclock.due < due     # poll_min_s after the last
+    assert d.exit_dirs == set()                                        # asked once per record

@@ -20,6 +20,8 @@ from ..core.planner import PlannedJob
 from ..core.states import ExposureStatus, JobState
 from .models import Exposure, Job, JobEdge, JobExposure, Night, Production, utcnow
 
+from .copyrows import insert_rows as _insert_rows
+
 # The one writer of states sits above db/ (it needs only db.models, so no import cycle).
 from ..transitions import transition  # noqa: E402
 
@@ -30,32 +32,6 @@ CHUNK = 20_000
 def _chunks(rows: Sequence[Any], n: int = CHUNK) -> Iterable[Sequence[Any]]:
     for i in range(0, len(rows), n):
         yield rows[i:i + n]
-
-
-def _insert_rows(s: Session, model: type, rows: Sequence[Mapping[str, Any]]) -> None:
-    """Insert ``rows`` (every one with the same keys: all the columns it sets, no Python-side
-    default left to apply) in the session's transaction.
-
-    PostgreSQL gets one ``COPY``: psycopg's executemany sends one INSERT per row, ~0.3 ms
-    each, which made plan+save of a 1,000-night campaign (79,000 jobs, ~105,000 links and
-    edges) take minutes. SQLite keeps executemany (a C loop there)."""
-    if not rows:
-        return
-    conn = s.connection()
-    if conn.dialect.name != "postgresql":
-        for chunk in _chunks(rows):
-            s.execute(insert(model), list(chunk))
-        return
-    import json
-    cols = list(dict.fromkeys(c for r in rows for c in r))
-    table = model.__table__
-    is_json = {c: table.c[c].type.__class__.__name__ == "JSON" for c in cols}
-    names = ", ".join(f'"{c}"' for c in cols)
-    with conn.connection.driver_connection.cursor() as cur:
-        with cur.copy(f'COPY "{table.name}" ({names}) FROM STDIN') as copy:
-            for r in rows:
-                copy.write_row([json.dumps(r.get(c)) if is_json[c] and r.get(c) is not None
-                                else r.get(c) for c in cols])
 
 
 def insert_nights(s: Session, prod: Production, nights: Iterable[int], closed: bool = True) -> int:
