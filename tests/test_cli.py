@@ -46,6 +46,7 @@ def view(conf, *args: str, rc: int = 0):
     return r
 
 
+@pytest.mark.slow
 def test_ingest_wait_status_show_resubmit(prod):
     root, conf = prod
     r = cli(conf, "ingest", str(N), "--wait", "--timeout", "120", check=False)
@@ -107,6 +108,7 @@ def test_errors_are_one_line_with_exit_code(prod):
     assert r.returncode != 0 and "run `desinight init` first" in r.stderr
 
 
+@pytest.mark.slow
 def test_rerun_here_leaves_production_alone_unless_recorded(prod):
     root, conf = prod
     cli(conf, "ingest", str(N), "--wait", "--timeout", "120", check=False)  # 5: TWILIGHT quarantined
@@ -202,6 +204,7 @@ def test_show_exposure(processed):
     assert "nearest: 26112407" in r.stderr
 
 
+@pytest.mark.slow
 def test_planted_timeout_shows_in_status_and_show(tmp_path):
     import os
     import subprocess

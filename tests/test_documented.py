@@ -123,7 +123,10 @@ def test_daemon_log_file_and_check_stale(tmp_path):
             assert cli_inproc(conf, "check", "--stale", "3600").returncode == 0
         finally:
             proc.send_signal(signal.SIGCONT)
-        rc, _ = stop_daemon(proc)
+        # thawed: a fresh heartbeat again, then a clean stop (its 10 s bound is tested elsewhere)
+        wait_for(lambda: cli_inproc(conf, "check", "--stale", "2").returncode == 0, 60,
+                 interval=0.5, what="a fresh heartbeat after SIGCONT")
+        rc, _ = stop_daemon(proc, timeout=60)
         assert rc == 0 and "daemon_stopped" in log.read_text()
     finally:
         if proc.poll() is None:

@@ -116,6 +116,7 @@ def test_an_error_recording_one_exposure_quarantines_only_that_one(hostile_env, 
     assert rows[victim]["reason"] == "RuntimeError: disk on fire"
 
 
+@pytest.mark.slow
 def test_one_shot_ingest_reports_each_class_on_one_line_and_lists_odd_dirs(hostile_env, tmp_path):
     root, conf = init_production(tmp_path)
     conf.write_text(conf.read_text() + f"[readers]\ntimeout_s = {H.READER_TIMEOUT_S}\nmemory_mb = 1024\n")
@@ -223,6 +224,7 @@ def odd_key(odd, kind):
     return next(p for p, k in odd.items() if k == kind)
 
 
+@pytest.mark.slow
 def test_open_night_with_only_transfers_under_way_exits_zero(hostile_env, tmp_path):
     root, conf = init_production(tmp_path)
     write_night(root / "raw")

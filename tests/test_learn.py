@@ -8,6 +8,8 @@ import re
 import subprocess
 import sys
 
+import pytest
+
 from desinight.learn import next_resources
 from tests.daemonkit import cli, fast_templates, write_config
 from tests.rawfixture import N, write_night
@@ -40,6 +42,7 @@ def _script_time(root, job: str, attempt: int) -> int:
     return int(re.search(r"#SBATCH --time=(\d+)", script.read_text()).group(1))
 
 
+@pytest.mark.slow
 def test_resubmit_after_a_timeout_renders_what_it_learned(tmp_path):
     tpl = fast_templates(tmp_path / "tpl", overrides={"stdstars": "sleep 60"})
     conf = write_config(tmp_path, templates=tpl, extra="[kinds.stdstars]\ntime_minutes = 2\n")

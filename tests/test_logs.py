@@ -5,12 +5,15 @@ from __future__ import annotations
 import subprocess
 import sys
 
+import pytest
+
 from tests.daemonkit import cli, fast_templates, write_config
 from tests.rawfixture import N, write_night
 
 SLOW_BIAS = "for i in 1 2 3 4 5; do echo line-$i; sleep 0.4; done"
 
 
+@pytest.mark.slow
 def test_logs_follow_print_and_select(tmp_path):
     conf = write_config(tmp_path, templates=fast_templates(tmp_path / "tpl",
                                                            overrides={"biasnight": SLOW_BIAS}))

@@ -77,6 +77,7 @@ def _progress(fb: FakeBackend, pick: int, fail: bool) -> None:
         fb.finish(bid, JobState.FAILED if fail else JobState.COMPLETED, 1 if fail else 0)
 
 
+@pytest.mark.slow
 @settings(max_examples=20, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(steps=STEPS)
 def test_random_interleavings_keep_the_invariants(template, steps):
