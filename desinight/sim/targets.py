@@ -57,17 +57,41 @@ def make_tile(p: Preset, tileid: int, rng: np.random.Generator) -> Tile:
         tid = 10**12 + tileid * 100000 + i
         spec, d = _draw(kind, rng)
         mags = {b: (T.ab_mag(spec, b) if spec is not None else 99.0) for b in "GRZ"}
-        flux = {b: (10 ** ((22.5 - m) / 2.5) if spec is not None else 0.0) for b, m in mags.items()}
         fa[i] = (i, tid, ra0 + rng.uniform(-1.5, 1.5) / np.cos(np.radians(dec0)),
                  dec0 + rng.uniform(-1.5, 1.5), "SKY" if kind == "SKY" else "TGT", kind,
-                 flux["G"], flux["R"], flux["Z"])
-        truth[i] = (tid, d["type"], kind, d["z"], mags["G"], mags["R"], mags["Z"], flux["R"],
+                 0.0, 0.0, 0.0)
+        truth[i] = (tid, d["type"], kind, d["z"], mags["G"], mags["R"], mags["Z"], 0.0,
                     d.get("oii", 0.0), d.get("AV", 0.0), d.get("size", 0.0),
                     d.get("stype", ""), d.get("teff", 0.0), tileid, i)
         if spec is not None:
             spec.half_light = d.get("size", 0.0)
         spectra.append(spec)
+    cat = catalogue_fluxes(spectra)
+    fa["FLUX_G"], fa["FLUX_R"], fa["FLUX_Z"] = cat.T
+    truth["FLUX_R"] = cat[:, 1]
     return Tile(tileid, ra0, dec0, fa, truth, spectra)
+
+
+#: The imaging catalogue's bands: the fibre map's FLUX_G/R/Z are what a real pipeline gets from
+#: the Legacy Surveys (DECam g, r, z through speclite's published curves), not the simulator's
+#: box bands (MAG_*, which only set the targets' depths).
+CATALOGUE_FILTERS = ("decam2014-g", "decam2014-r", "decam2014-z")
+_CATALOGUE_WAVE = np.arange(3300.0, 11000.0, 2.0)
+
+
+def catalogue_fluxes(spectra: list) -> np.ndarray:
+    """(n, 3) catalogue fluxes in nanomaggies (0 for sky fibres), g r z."""
+    import speclite.filters
+
+    filters = speclite.filters.load_filters(*CATALOGUE_FILTERS)
+    out = np.zeros((len(spectra), len(CATALOGUE_FILTERS)))
+    have = [i for i, s in enumerate(spectra) if s is not None]
+    for k in range(0, len(have), 500):       # bounded memory on full-size tiles
+        rows = have[k:k + 500]
+        flam = np.array([spectra[i].evaluate(_CATALOGUE_WAVE) for i in rows]) * 1e-17
+        maggies = filters.get_ab_maggies(flam, _CATALOGUE_WAVE)
+        out[rows] = np.column_stack([maggies[n] for n in maggies.colnames]) * 1e9
+    return out
 
 
 def _fiber_kinds(nfiber: int, rng: np.random.Generator) -> list[str]:
