@@ -151,6 +151,8 @@ def test_stdstars_and_fluxcalib_recover_star_fluxes(env):
             assert run_job("science", NIGHT, [e], None, CAMS) == 0
     tile = fitsio.read_header(str(io.exposure_path("sframe", NIGHT, sci[0], "r0")), "FLUX")["TILEID"]
     assert run_job("stdstars", NIGHT, sci, tile, CAMS) == 0
+    std_hdr = fitsio.read_header(str(io.tile_path("stdstars", tile, NIGHT, 0)), "STDSTARS")
+    assert std_hdr["CHROMA"] is False and std_hdr["BANDS"] == "R"     # FLUX_R only: grey
     assert run_job("fluxcalib", NIGHT, [sci[0]], tile, CAMS) == 0
     truth = fitsio.read(str(io.raw_root() / "truth" / f"truth-{NIGHT}.fits"))
     cf = io.exposure_path("cframe", NIGHT, sci[0], "r0")
@@ -204,6 +206,8 @@ def test_flux_calibration_is_within_2_percent_rms_of_truth_per_camera(env):
     _add_photometry(NIGHT)
     tile = fitsio.read_header(str(io.exposure_path("sframe", NIGHT, sci[0], "r0")), "FLUX")["TILEID"]
     assert run_job("stdstars", NIGHT, sci, tile, CAMS) == 0
+    std_hdr = fitsio.read_header(str(io.tile_path("stdstars", tile, NIGHT, 0)), "STDSTARS")
+    assert std_hdr["CHROMA"] is True and std_hdr["BANDS"] == "G,R,Z"
     assert run_job("fluxcalib", NIGHT, sci, tile, CAMS) == 0
     truth = fitsio.read(str(io.raw_root() / "truth" / f"truth-{NIGHT}.fits"))
     std = truth[np.char.strip(truth["TRUESUBTYPE"].astype(str)) == "STD"]
