@@ -69,7 +69,7 @@ def test_preproc_zero_is_noise(env):
 
 def test_arc_job_preprocs_and_fits_psf(env):
     from desinight.sim import instrument as I
-    from desinight.steps.psf import read_psf
+    from desinight.steps.psf import read_lsf, read_psf
     expid = env["ARC"][0]
     assert run_job("arc", NIGHT, [expid], None, CAMS) == 0
     p = I.PRESETS["small"]
@@ -79,6 +79,9 @@ def test_arc_job_preprocs_and_fits_psf(env):
         assert np.abs(x - I.true_trace(p, cam, y)).max() < 0.2           # columns
         dwdy = np.gradient(wave, axis=1)
         assert (np.abs(wave - I.true_wave(p, cam, y)) / dwdy).max() < 0.2  # rows
+        # the line-spread width measured on the arc lines: the simulator's, within 10%
+        lsf = read_lsf(io.exposure_path("psf", NIGHT, expid, cam))
+        assert lsf.shape == x.shape and abs(np.median(lsf) / I.PSF_SIGMA_Y - 1) < 0.1
     for cam in CAMS:
         path = io.preproc_path(NIGHT, expid, cam)
         img = fitsio.read(str(path), "IMAGE")
