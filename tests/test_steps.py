@@ -69,7 +69,7 @@ def test_preproc_zero_is_noise(env):
 
 def test_arc_job_preprocs_and_fits_psf(env):
     from desinight.sim import instrument as I
-    from desinight.steps.psf import read_psf
+    from desinight.steps.psf import read_lsf, read_psf
     expid = env["ARC"][0]
     assert run_job("arc", NIGHT, [expid], None, CAMS) == 0
     p = I.PRESETS["small"]
@@ -79,6 +79,9 @@ def test_arc_job_preprocs_and_fits_psf(env):
         assert np.abs(x - I.true_trace(p, cam, y)).max() < 0.2           # columns
         dwdy = np.gradient(wave, axis=1)
         assert (np.abs(wave - I.true_wave(p, cam, y)) / dwdy).max() < 0.2  # rows
+        # the line-spread width measured on the arc lines: the simulator's, within 10%
+        lsf = read_lsf(io.exposure_path("psf", NIGHT, expid, cam))
+        assert lsf.shape == x.shape and abs(np.median(lsf) / I.PSF_SIGMA_Y - 1) < 0.1
     for cam in CAMS:
         path = io.preproc_path(NIGHT, expid, cam)
         img = fitsio.read(str(path), "IMAGE")
@@ -151,6 +154,8 @@ def test_stdstars_and_fluxcalib_recover_star_fluxes(env):
             assert run_job("science", NIGHT, [e], None, CAMS) == 0
     tile = fitsio.read_header(str(io.exposure_path("sframe", NIGHT, sci[0], "r0")), "FLUX")["TILEID"]
     assert run_job("stdstars", NIGHT, sci, tile, CAMS) == 0
+    std_hdr = fitsio.read_header(str(io.tile_path("stdstars", tile, NIGHT, 0)), "STDSTARS")
+    assert std_hdr["CHROMA"] is False and std_hdr["BANDS"] == "R"     # FLUX_R only: grey
     assert run_job("fluxcalib", NIGHT, [sci[0]], tile, CAMS) == 0
     truth = fitsio.read(str(io.raw_root() / "truth" / f"truth-{NIGHT}.fits"))
     cf = io.exposure_path("cframe", NIGHT, sci[0], "r0")
@@ -226,6 +231,8 @@ def test_flux_calibration_is_within_2_percent_rms_of_truth_per_camera(env):
     _add_photometry(NIGHT)
     tile = fitsio.read_header(str(io.exposure_path("sframe", NIGHT, sci[0], "r0")), "FLUX")["TILEID"]
     assert run_job("stdstars", NIGHT, sci, tile, CAMS) == 0
+    std_hdr = fitsio.read_header(str(io.tile_path("stdstars", tile, NIGHT, 0)), "STDSTARS")
+    assert std_hdr["CHROMA"] is True and std_hdr["BANDS"] == "G,R,Z"
     assert run_job("fluxcalib", NIGHT, sci, tile, CAMS) == 0
     truth = fitsio.read(str(io.raw_root() / "truth" / f"truth-{NIGHT}.fits"))
     std = truth[np.char.strip(truth["TRUESUBTYPE"].astype(str)) == "STD"]

@@ -11,10 +11,13 @@ tile measure how the real one departs from it, in colour as well as in grey:
    (speclite): FLUX_R alone fixes the grey level; with FLUX_G and FLUX_Z too, a smooth colour
    factor (quadratic in ln lambda) fixes the colour as well;
 3. per exposure and camera, observed / (nominal x scaled model), the median over stars, is fitted
-   with a Legendre polynomial in wavelength (CHROMA_DEG): the chromatic correction.
-With FLUX_R alone, the stars' colours come from the templates' physics (lines -> type ->
-continuum): a star whose true colour differs from its template's passes that difference into
-the correction.
+   with a Legendre polynomial in wavelength (CHROMA_DEG): the chromatic correction. It needs the
+   g, r and z fluxes: with FLUX_R alone it is one grey factor per exposure (from the r camera,
+   applied to every camera), header CHROMA = F.
+Why not chromatic from FLUX_R alone: the stars' colours would then come from the templates'
+physics (lines -> type -> continuum); on the simulator's black-body standards that guess is off
+by 2-5% per camera, and the resulting tilts and camera-to-camera jumps cost redshifts (seed 3 of
+the small night: 93% good instead of 100%).
 """
 
 from __future__ import annotations
@@ -164,8 +167,13 @@ def stdstars_calib(sframes: dict[int, dict[str, Path]], fa: np.ndarray, spectro:
     stars = fit_standards(frames, fibers, std["TARGETID"], phot)
     expids = sorted(frames)
     arms = sorted({a for fr in frames.values() for a in fr}, key="brz".index)
+    # Colour needs colours: with FLUX_R alone the stars' colours would be the templates' guess,
+    # and a wrong guess becomes a tilt and camera-to-camera jumps in every spectrum; then only
+    # one grey factor per exposure (from the r camera) is measured and applied to all cameras.
+    chromatic = len(bands) == len(BANDS) or "r" not in arms
+    deg = CHROMA_DEG if chromatic else 0
     hdus = []
-    for arm in arms:
+    for arm in (arms if chromatic else ["r"]):
         coefs = np.zeros((len(expids), CHROMA_DEG + 1))
         for j, e in enumerate(expids):
             if arm not in frames[e]:
@@ -190,15 +198,17 @@ def stdstars_calib(sframes: dict[int, dict[str, Path]], fa: np.ndarray, spectro:
             if good.sum() < 10 * (CHROMA_DEG + 1):
                 raise ValueError(f"spectrograph {spectro} exposure {e} {arm}: too few good pixels")
             u = _u(arm, grid[good])
-            c = L.legfit(u, rat[good], CHROMA_DEG, w=np.sqrt(wt[good]))
+            c = L.legfit(u, rat[good], deg, w=np.sqrt(wt[good]))
             resid = rat[good] - L.legval(u, c)     # one clipping pass: residual sky, bad lines
             mad = 1.4826 * np.median(np.abs(resid)) + 1e-12
             keep = np.abs(resid) < 4 * mad
-            coefs[j] = L.legfit(u[keep], rat[good][keep], CHROMA_DEG, w=np.sqrt(wt[good][keep]))
-        hdus.append((f"{arm.upper()}_CORR", coefs, [{"name": "DEG", "value": CHROMA_DEG}]))
+            coefs[j, :deg + 1] = L.legfit(u[keep], rat[good][keep], deg, w=np.sqrt(wt[good][keep]))
+        hdus.append((f"{arm.upper()}_CORR", coefs, [{"name": "DEG", "value": deg}]))
+    if not chromatic:           # the r camera's grey factor, for every camera
+        hdus = [(f"{a.upper()}_CORR", hdus[0][1], hdus[0][2]) for a in arms]
     table = np.array([(f, t, st, z) for f, t, st, z, *_ in stars],
                      dtype=[("FIBER", "i4"), ("TARGETID", "i8"), ("SUBTYPE", "U4"), ("Z", "f8")])
-    cards = [{"name": "NSTD", "value": len(stars)},
+    cards = [{"name": "NSTD", "value": len(stars)}, {"name": "CHROMA", "value": bool(chromatic)},
              {"name": "BANDS", "value": ",".join(b[-1] for b in bands)}]
     cards += io.provenance("stdstars", [p for fr in sframes.values() for p in fr.values()])
     return io.write_fits(out, [("STDSTARS", table, cards),
