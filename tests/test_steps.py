@@ -155,7 +155,7 @@ def test_stdstars_and_fluxcalib_recover_star_fluxes(env):
     tile = fitsio.read_header(str(io.exposure_path("sframe", NIGHT, sci[0], "r0")), "FLUX")["TILEID"]
     assert run_job("stdstars", NIGHT, sci, tile, CAMS) == 0
     std_hdr = fitsio.read_header(str(io.tile_path("stdstars", tile, NIGHT, 0)), "STDSTARS")
-    assert std_hdr["CHROMA"] is False and std_hdr["BANDS"] == "R"     # FLUX_R only: grey
+    assert std_hdr["CHROMA"] is True and std_hdr["BANDS"] == "G,R,Z"  # the catalogue's g, r, z
     assert run_job("fluxcalib", NIGHT, [sci[0]], tile, CAMS) == 0
     truth = fitsio.read(str(io.raw_root() / "truth" / f"truth-{NIGHT}.fits"))
     cf = io.exposure_path("cframe", NIGHT, sci[0], "r0")
@@ -188,47 +188,26 @@ def test_step_fiberflat_and_run_calib_night(env, tmp_path):
     r = CliRunner().invoke(step, base + ["--calib-night", str(NIGHT)])
     assert r.exit_code == 0, (r.output, r.exception)
     assert io.exposure_path("sframe", NIGHT, int(sci), "b0").exists()
-def _add_photometry(night: int) -> None:
-    """What an imaging catalogue gives a real pipeline: the standard stars' g, r, z fluxes
-    (DECam filter curves through their true spectra) in the fiberassign files."""
-    import os
-
-    from desinight.sim import templates as T
-    from desinight.steps.fluxcalib import BANDS, r_maggies
-    raw = io.raw_root()
-    truth = fitsio.read(str(raw / "truth" / f"truth-{night}.fits"))
-    std = truth[np.char.strip(truth["TRUESUBTYPE"].astype(str)) == "STD"]
-    w = np.arange(3200.0, 10500.0, 1.0)
-    phot = {}
-    for s in std:
-        f = T.normalise(T.star(float(s["TEFF"]), float(s["TRUEZ"]) * T.C_KMS),
-                        float(s["MAG_R"])).evaluate(w)
-        phot[int(s["TARGETID"])] = {b: r_maggies(w, f, flt) * 1e9 for b, flt in BANDS.items()}
-    for fa_file in sorted((raw / str(night)).glob("*/fiberassign-*.fits")):
-        fa, hdr = fitsio.read(str(fa_file), "FIBERASSIGN", header=True)
-        new = np.zeros(len(fa), fa.dtype.descr + [(b, "f4") for b in ("FLUX_G", "FLUX_Z")
-                                                  if b not in fa.dtype.names])
-        for n in fa.dtype.names:
-            new[n] = fa[n]
-        for i, t in enumerate(new["TARGETID"]):
-            for b, v in phot.get(int(t), {}).items():
-                new[b][i] = v
-        os.chmod(fa_file, 0o644)
-        fitsio.write(str(fa_file), new, extname="FIBERASSIGN", header=hdr, clobber=True)
+def _true_spectra(tileid: int, seed: int = 5):
+    """The simulator's own spectra of a tile's targets (regenerated from its seed: the test
+    may know the simulator, the steps may not)."""
+    from desinight.sim import targets as TG
+    from desinight.sim.instrument import PRESETS
+    return TG.make_tile(PRESETS["small"], tileid, np.random.default_rng([seed, tileid, 5])).spectra
 
 
 @pytest.mark.slow
 def test_flux_calibration_is_within_2_percent_rms_of_truth_per_camera(env):
-    """With g, r, z catalogue fluxes of the standards, their cframes against their true spectra
-    (the simulator's truth, which the steps never see), in 40-row bins: r.m.s. of calibrated /
-    true - 1 below 2% in each camera. Blue of 4000 A the simulator's standards are black bodies
-    without the Balmer jump and UV line blanketing of real F stars (DESI's templates): up to 13%
-    apart there, so the b camera is compared above 4000 A."""
-    from desinight.sim import templates as T
+    """The fibre map carries the imaging catalogue's g, r, z fluxes (DECam curves), so stdstars
+    fits a chromatic correction per exposure and camera (the simulator tilts each exposure's
+    throughput by 10-18% across an arm). The standards' cframes against their true spectra (the
+    simulator's, which the steps never see), in 40-row bins: r.m.s. of calibrated / true - 1
+    below 2% in each camera. Not met blue of 4000 A (up to 12% low at 3600 A, docs/science.md):
+    the simulator's stars and DESI's stellar templates differ most around the Balmer jump, where
+    a smooth correction cannot follow; that range is reported, not asserted."""
     sci = env["SCIENCE"]
     if not io.exposure_path("sframe", NIGHT, sci[-1], "z0").exists():
         test_stdstars_and_fluxcalib_recover_star_fluxes(env)
-    _add_photometry(NIGHT)
     tile = fitsio.read_header(str(io.exposure_path("sframe", NIGHT, sci[0], "r0")), "FLUX")["TILEID"]
     assert run_job("stdstars", NIGHT, sci, tile, CAMS) == 0
     std_hdr = fitsio.read_header(str(io.tile_path("stdstars", tile, NIGHT, 0)), "STDSTARS")
@@ -236,6 +215,7 @@ def test_flux_calibration_is_within_2_percent_rms_of_truth_per_camera(env):
     assert run_job("fluxcalib", NIGHT, sci, tile, CAMS) == 0
     truth = fitsio.read(str(io.raw_root() / "truth" / f"truth-{NIGHT}.fits"))
     std = truth[np.char.strip(truth["TRUESUBTYPE"].astype(str)) == "STD"]
+    spectra = _true_spectra(int(tile))
     for e in sci:
         for cam in CAMS:
             cf = io.exposure_path("cframe", NIGHT, e, cam)
@@ -243,8 +223,7 @@ def test_flux_calibration_is_within_2_percent_rms_of_truth_per_camera(env):
             wave = fitsio.read(str(cf), "WAVELENGTH")
             dev = []
             for s in std:
-                true = T.normalise(T.star(float(s["TEFF"]), float(s["TRUEZ"]) * T.C_KMS),
-                                   float(s["MAG_R"])).evaluate(wave)
+                true = spectra[int(s["FIBER"])].evaluate(wave)
                 f, iv = flux[s["FIBER"]], ivar[s["FIBER"]]
                 for k in range(0, wave.size - 40, 40):
                     sl = slice(k, k + 40)
