@@ -46,7 +46,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from tests.daemonkit import cli, fast_templates, night_completed, status_json, wait_for, write_config  # noqa: E402
+from tests.daemonkit import cli, fast_templates, night_completed, status_json, wait_for  # noqa: E402
 from tests.rawfixture import N, write_exposure  # noqa: E402
 
 COMMANDS = ("sbatch", "sacct", "squeue", "scancel", "scontrol")

@@ -17,7 +17,7 @@ import pytest
 from desinight.config import ConfigError, load_config
 from desinight.core import defaults as D
 from desinight.pollclock import PollClock
-from tests.daemonkit import cli, fast_templates, night_completed, start_daemon, stop_daemon, wait_for
+from tests.daemonkit import cli, fast_templates, night_completed, stop_daemon, wait_for
 from tests.rawfixture import N, write_exposure
 
 NIGHT = [("ZERO", -1, 1, 1), ("ARC", -1, 1, 1), ("FLAT", -1, 1, 1),
