@@ -14,7 +14,6 @@ calibrations from (``include_expids`` / ``exclude_expids``).
 
 from __future__ import annotations
 
-import tomllib
 from dataclasses import dataclass, field
 from datetime import date, timedelta
 from pathlib import Path
@@ -23,7 +22,7 @@ from typing import Any
 from sqlalchemy import delete, select, update
 from sqlalchemy.orm import Session
 
-from .config import Config
+from .config import Config, read_toml
 from .core.cameras import camera_word, parse_cameras
 from .core.errors import ConfigError, DesinightError, NotFound
 from .core.planner import NIGHTLY_CALIBS, CalibRef, ExposureInfo, plan_night
@@ -70,14 +69,7 @@ def override_path(cfg: Config, night: int) -> Path:
 
 def load_override(path: Path, night: int | None = None) -> Override:
     """Read and check one override file; every problem is one line naming the file and key."""
-    try:
-        data = tomllib.loads(Path(path).read_text(encoding="utf-8"))
-    except tomllib.TOMLDecodeError as e:
-        raise ConfigError(f"{path}: not valid TOML: {e}") from None
-    except UnicodeDecodeError as e:
-        raise ConfigError(f"{path}: not UTF-8 text (byte {e.start})") from None
-    except OSError as e:
-        raise ConfigError(f"{path}: cannot read: {e.strerror}") from None
+    data = read_toml(path)
     for key in data:
         if key not in _FILE_KEYS:
             raise ConfigError(f"{path}: unknown key {key} (known: {', '.join(sorted(_FILE_KEYS))})")

@@ -203,15 +203,20 @@ def load_config(explicit: str | os.PathLike | None = None, env: dict[str, str] |
     return cfg
 
 
-def _read_file(path: Path) -> dict[str, Any]:
+def read_toml(path: Path) -> dict[str, Any]:
+    """A TOML file's table; every problem (syntax, encoding, I/O) is one line naming the file."""
     try:
-        data = tomllib.loads(path.read_text(encoding="utf-8"))
+        return tomllib.loads(Path(path).read_text(encoding="utf-8"))
     except tomllib.TOMLDecodeError as e:
         raise ConfigError(f"{path}: not valid TOML: {e}") from None
     except UnicodeDecodeError as e:
         raise ConfigError(f"{path}: not UTF-8 text (byte {e.start})") from None
     except OSError as e:
         raise ConfigError(f"{path}: cannot read: {e.strerror}") from None
+
+
+def _read_file(path: Path) -> dict[str, Any]:
+    data = read_toml(path)
     base = path.resolve().parent
     out: dict[str, Any] = {}
     mods = data.get("desinight", {}).get("kind_modules") if isinstance(data.get("desinight"), dict) else None
