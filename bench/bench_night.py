@@ -39,6 +39,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from bench.bench_overhead import slurm_env  # noqa: E402
 from tests.daemonkit import cli, status_json, wait_for  # noqa: E402
 
 NIGHT = 20261201
@@ -116,13 +117,7 @@ def main(argv: list[str]) -> dict:
     ap.add_argument("--ranks", type=int, default=3, help="MPI ranks of the arc/flat/science jobs")
     ap.add_argument("--keep", help="work in this directory and keep it")
     args = ap.parse_args(argv)
-    if shutil.which("sbatch") is None:
-        raise SystemExit("SLURM not installed")
-    env = dict(os.environ)
-    if "SLURM_CONF" not in env:
-        out = subprocess.run(["bash", str(ROOT / "scripts" / "local-slurm"), "env"],
-                             capture_output=True, text=True, check=True).stdout
-        env["SLURM_CONF"] = os.environ["SLURM_CONF"] = out.strip().split("=", 1)[1]
+    env = slurm_env()
     root = Path(args.keep or tempfile.mkdtemp(prefix="dn-bench-night-"))
     root.mkdir(parents=True, exist_ok=True)
     try:

@@ -267,15 +267,20 @@ def run_snakemake(work: Path, conf: Path, env: dict, tuned: bool) -> dict:
             "manager_cpu_s": round(cpu, 2), "calls": calls(log), "jobs": done}
 
 
-def main(argv: list[str] | None = None) -> dict:
+def slurm_env() -> dict:
+    """This process's environment with SLURM_CONF set (the local cluster's when unset), also
+    exported to this process; exits when SLURM is not installed."""
     if shutil.which("sbatch") is None:
         raise SystemExit("SLURM not installed")
-    env = dict(os.environ)
-    if "SLURM_CONF" not in env:
+    if "SLURM_CONF" not in os.environ:
         out = subprocess.run(["bash", str(ROOT / "scripts" / "local-slurm"), "env"],
                              capture_output=True, text=True, check=True).stdout
-        env["SLURM_CONF"] = out.strip().split("=", 1)[1]
-        os.environ["SLURM_CONF"] = env["SLURM_CONF"]
+        os.environ["SLURM_CONF"] = out.strip().split("=", 1)[1]
+    return dict(os.environ)
+
+
+def main(argv: list[str] | None = None) -> dict:
+    env = slurm_env()
     # Snakemake's job step clears SLURM_* variables (SLURM_CONF included) before its `srun`,
     # so inside the job SLURM must find its config at the default path: link it for the run.
     default_conf = Path("/etc/slurm/slurm.conf")
