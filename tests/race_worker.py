@@ -15,6 +15,7 @@ import json
 import os
 import random
 import sys
+import time
 from pathlib import Path
 
 from sqlalchemy import select
@@ -89,6 +90,17 @@ class DirBackend:
                 self._write(p.name, nxt, rec["comment"])
 
 
+def _barrier(base: Path, role: str, timeout_s: float = 120.0) -> None:
+    """Start the rounds together: without this, on a loaded machine one side can finish its
+    rounds while the other is still importing, and nothing races."""
+    (base / f"ready-{role}").touch()
+    deadline = time.monotonic() + timeout_s
+    while len(list(base.glob("ready-*"))) < 2:
+        if time.monotonic() > deadline:
+            raise SystemExit(f"race_worker {role}: the other side never started")
+        time.sleep(0.01)
+
+
 def main(role: str, url: str, root: str, rounds: int, seed: int) -> None:
     from desinight import orchestrate as O
     from desinight.app import open_context
@@ -104,6 +116,7 @@ def main(role: str, url: str, root: str, rounds: int, seed: int) -> None:
     rng = random.Random(seed)
     with transaction(ctx.sessions) as s:
         keys = list(s.scalars(select(Job.key).order_by(Job.id)))
+    _barrier(base, role)
     counts = {"rounds": 0, "db_conflicts": 0, "refused": 0, "cancelled": 0, "resubmitted": 0}
     for _ in range(rounds):
         counts["rounds"] += 1

@@ -56,7 +56,9 @@ def test_poll_and_operator_racing_lose_no_update(ctx, cfg, raw_night, tmp_path):
     for e in events:
         per_job.setdefault(e.job_id, []).append(e)
         assert can_advance(JobState(e.from_state), JobState(e.to_state)), (e.from_state, e.to_state)
-    assert len(events) > 200
+    # every cancel and every re-plan the operator counted is at least one event, and the
+    # daemon's own moves (submit, run, end) come on top of them
+    assert len(events) > operator["cancelled"] + operator["resubmitted"]
     for jid, job in jobs.items():
         chain = per_job.get(jid, [])
         assert chain, f"{job.key} never moved"
