@@ -172,3 +172,25 @@ def camera_wave_grid(p: Preset, arm: str) -> np.ndarray:
     lo, hi = ARM_RANGES[arm]
     step = round((hi - lo) / (p.ny - 1), 2)
     return np.arange(lo + 3 * step, hi - 3 * step, step)
+
+
+def _refractive_index(wave_vac) -> np.ndarray:
+    """Refractive index of standard air (Ciddor 1996 as in Morton 2000), vacuum wavelength (A)."""
+    s2 = (1e4 / np.asarray(wave_vac, dtype=float)) ** 2
+    return 1 + 5.792105e-2 / (238.0185 - s2) + 1.67917e-3 / (57.362 - s2)
+
+
+def air_to_vacuum(wave_air) -> np.ndarray:
+    """Vacuum wavelength (A) of an air wavelength: lamp line lists are catalogued in air, the
+    pipeline's wavelengths (and DESI's redrock templates) are vacuum, ~+1.1 A at 4000 A and
+    +2.7 A at 10000 A (80 km/s): the arcs must be labelled in vacuum or every redshift is low."""
+    w = np.asarray(wave_air, dtype=float)
+    vac = w.copy()
+    for _ in range(3):                     # n depends weakly on the wavelength: fixed point
+        vac = w * _refractive_index(vac)
+    return vac
+
+
+def vacuum_to_air(wave_vac) -> np.ndarray:
+    w = np.asarray(wave_vac, dtype=float)
+    return w / _refractive_index(w)

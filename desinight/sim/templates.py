@@ -103,13 +103,22 @@ def _dust(av: float):
 
 
 def stellar_population(age: float, d4000: float, slope: float):
-    """Continuum of a population: age in [0, 1] mixes a blue power law (young, small Balmer
-    break) into a red one whose 4000 A break has relative depth d4000 and a softer UV drop."""
+    """Continuum of a population: age in [0, 1] mixes (at 5500 A) a blue power law (young, small
+    Balmer break) into an old one made of its stars' light: a G/K-dwarf-and-giant blackbody
+    (4750-5350 K, cooler for a deeper break) plus 15% M-giant light (3600 K), so f_lambda peaks
+    near 5500-6500 A and falls slowly to the red as real early-type galaxies do (a power law
+    rising to the z band is not a galaxy), with a 4000 A break of relative depth d4000 from metal
+    blanketing and a UV drop below 2400 A."""
+    t_old = 5350.0 - 1500.0 * (d4000 - 0.2)
+    warm, cool = planck(t_old), planck(3600.0)
+    nw, nc = float(warm(5500.0)), float(cool(5500.0))
+
     def f(w):
         w = np.asarray(w, float)
-        red = (w / 5000.0) ** (0.6 + slope) * \
+        stars = 0.85 * warm(w) / nw + 0.15 * cool(w) / nc
+        red = stars * (w / 5500.0) ** slope * \
             (1 - d4000 / (1 + np.exp((w - 4000.0) / 35.0))) / (1 + np.exp((2400.0 - w) / 220.0))
-        blue = (w / 5000.0) ** (-1.6 + slope) * (1 - 0.2 / (1 + np.exp((w - 3646.0) / 30.0)))
+        blue = (w / 5500.0) ** (-1.6 + slope) * (1 - 0.2 / (1 + np.exp((w - 3646.0) / 30.0)))
         return age * red + (1 - age) * blue + 0.01
     return f
 

@@ -174,8 +174,10 @@ def psf_from_arc(preproc_file: Path, cam: str, out: Path) -> Path:
     y = np.arange(ny)
     x, sig = fit_traces(img, ivar, I.nominal_trace(p, y))
     spec = boxcar(img, x)
-    wave = fit_wavelength(spec, I.nominal_wave(p, cam[0], y), I.arc_lines(cam[0]))
-    lsf = fit_lsf(spec, wave, I.arc_lines(cam[0]))
+    # the lamp list is catalogued in air; label the solution in vacuum, as DESI's templates are
+    lines = I.air_to_vacuum(I.arc_lines(cam[0]))
+    wave = fit_wavelength(spec, I.nominal_wave(p, cam[0], y), lines)
+    lsf = fit_lsf(spec, wave, lines)
     cards = [{"name": "CAMERA", "value": cam}, {"name": "NIGHT", "value": hdr.get("NIGHT", 0)},
              {"name": "PRESET", "value": p.name}] + io.provenance("psf", [preproc_file])
     return write_psf(out, x, wave, sig, cards, lsf)
