@@ -25,7 +25,18 @@ OII = (3726.03, 3728.82)
 OLD_ABS = [(3933.7, 8.0, 350), (3968.5, 7.0, 350), (4101.7, 1.5, 300), (4304.4, 4.0, 400),
            (4340.5, 1.5, 300), (4861.3, 1.5, 300), (5175.0, 4.0, 500), (5270.0, 2.5, 400),
            (5892.5, 3.0, 350), (6562.8, 1.5, 300), (8542.1, 2.5, 300), (8662.1, 2.0, 300),
-           (2800.0, 6.0, 500), (2852.0, 3.0, 400)]
+           (2800.0, 6.0, 500), (2852.0, 3.0, 400),
+           # the metal-line forest every old population carries (Lick-index strengths of
+           # early-type galaxies: CN, Ca4227, Fe4383, Ca4455, Fe4531, C4668, Fe5015, Fe5335,
+           # Fe5406, Fe5709, Fe5782, TiO) and the blanketing lines below 4000 A
+           (4160.0, 4.0, 900), (4226.7, 1.2, 300), (4383.5, 4.5, 400), (4455.0, 1.5, 350),
+           (4531.0, 3.0, 500), (4668.0, 6.0, 700), (5015.0, 4.5, 600), (5335.0, 2.5, 400),
+           (5406.0, 1.7, 350), (5709.0, 1.0, 400), (5782.0, 0.9, 350), (5960.0, 2.0, 900),
+           (6230.0, 2.5, 1200), (3820.4, 2.5, 300), (3859.9, 3.0, 300), (3749.0, 2.0, 300),
+           (3581.0, 2.5, 350), (3646.0, 1.5, 400), (4045.8, 1.5, 250), (4063.6, 1.0, 250),
+           (4077.7, 1.0, 250), (4132.0, 1.0, 250), (4271.8, 1.2, 250), (4325.8, 1.2, 250),
+           (4405.0, 1.2, 250), (4957.6, 1.0, 300), (5528.4, 0.8, 300), (6496.9, 0.6, 300),
+           (6122.2, 0.8, 300), (6162.2, 0.8, 300), (7699.0, 0.5, 300), (8195.0, 0.8, 300)]
 
 
 @dataclass
@@ -103,8 +114,9 @@ def _dust(av: float):
 
 
 def stellar_population(age: float, d4000: float, slope: float):
-    """Continuum of a population: age in [0, 1] mixes (at 5500 A) a blue power law (young, small
-    Balmer break) into an old one made of its stars' light: a G/K-dwarf-and-giant blackbody
+    """Continuum of a population: age in [0, 1] mixes (at 5500 A) a blue power law (young:
+    f_lambda ~ lambda^-1 in the optical, as continuous star formation, not the UV's -1.6 to -2
+    carried to 9000 A, with a 35% Balmer jump) into an old one made of its stars' light: a G/K-dwarf-and-giant blackbody
     (4750-5350 K, cooler for a deeper break) plus 15% M-giant light (3600 K), so f_lambda peaks
     near 5500-6500 A and falls slowly to the red as real early-type galaxies do (a power law
     rising to the z band is not a galaxy), with a 4000 A break of relative depth d4000 from metal
@@ -117,8 +129,8 @@ def stellar_population(age: float, d4000: float, slope: float):
         w = np.asarray(w, float)
         stars = 0.85 * warm(w) / nw + 0.15 * cool(w) / nc
         red = stars * (w / 5500.0) ** slope * \
-            (1 - d4000 / (1 + np.exp((w - 4000.0) / 35.0))) / (1 + np.exp((2400.0 - w) / 220.0))
-        blue = (w / 5500.0) ** (-1.6 + slope) * (1 - 0.2 / (1 + np.exp((w - 3646.0) / 30.0)))
+            (1 - d4000 / (1 + np.exp((w - 3950.0) / 80.0))) / (1 + np.exp((2400.0 - w) / 220.0))
+        blue = (w / 5500.0) ** (-1.0 + slope) * (1 - 0.35 / (1 + np.exp((w - 3700.0) / 60.0)))
         return age * red + (1 - age) * blue + 0.01
     return f
 
@@ -139,12 +151,15 @@ def draw_galaxy(kind: str, z: float, rng: np.random.Generator,
         age, av, d4000 = rng.uniform(0.85, 1.0), rng.uniform(0.0, 0.3), rng.uniform(0.35, 0.6)
         sf = rng.uniform(0.0, 0.15)       # residual star formation: weak lines
     elif kind == "BGS":
-        age, av, d4000 = rng.uniform(0.2, 1.0), rng.uniform(0.0, 1.0), rng.uniform(0.2, 0.55)
+        age, av, d4000 = rng.uniform(0.2, 1.0), min(rng.exponential(0.3), 1.0), rng.uniform(0.2, 0.55)
         sf = (1.0 - age) * rng.uniform(0.5, 1.5) + rng.uniform(0.0, 0.2)
     else:
-        age, av, d4000 = rng.uniform(0.0, 0.35), rng.uniform(0.0, 1.2), rng.uniform(0.1, 0.3)
+        age, av, d4000 = rng.uniform(0.0, 0.35), min(rng.exponential(0.35), 1.2), rng.uniform(0.1, 0.3)
         sf = rng.uniform(0.7, 1.3)
-    slope = rng.uniform(-0.25, 0.25)
+    # stellar-continuum A_V of optical samples: median ~0.3, a tail to ~1 (the nebular lines
+    # see av / 0.44); a uniform 0-1.2 made most galaxies redder than real ones. The extra tilt
+    # is metallicity's: +-0.1, not +-0.25 on top of age and dust
+    slope = rng.uniform(-0.1, 0.1)
     pop, dust = stellar_population(age, d4000, slope), _dust(av)
     cont = (lambda w: pop(w) * dust(w))
     s = Spectrum(z, [cont], [1.0])
