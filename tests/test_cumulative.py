@@ -8,6 +8,9 @@ The end-to-end run with the simulator and the science is tests/test_cumulative_e
 
 from __future__ import annotations
 
+import subprocess
+import sys
+
 import pytest
 from sqlalchemy import select
 
@@ -163,3 +166,22 @@ def test_a_failed_earlier_job_makes_the_cumulative_dep_failed_until_resubmitted(
     out = resubmit(ctx, job=f"{N1}/fluxcalib/26110103")
     assert f"{N3}/cumulative/{T}/26110304" in out.replanned
     assert snapshot(ctx)[f"{N3}/cumulative/{T}/26110304"]["state"] == "planned"
+
+
+# --- the simulator ------------------------------------------------------------------------------
+def test_sim_tileid_puts_a_tile_on_a_later_night(tmp_path):
+    """`sim night --tileid`: the night observes that TILEID (an earlier night's) instead of its
+    own (the e2e test checks the targets are the same); a bad value: one line, exit code 1."""
+    from desinight.sim import instrument as I
+    from desinight.sim import night as SN
+    p = I.PRESETS["small"]
+    own = {e.tileid for e in SN.schedule(p, N1, 1) if e.obstype == "SCIENCE"}
+    assert own == {11010}                                         # the default is unchanged
+    again = [e for e in SN.schedule(p, N3, 1, tileids=[11010]) if e.obstype == "SCIENCE"]
+    assert {e.tileid for e in again} == {11010} and len(again) == p.nscience
+    assert {e.expid for e in again}.isdisjoint(e.expid for e in SN.schedule(p, N1, 1))
+    r = subprocess.run([sys.executable, "-m", "desinight", "sim", "night", "--night", str(N3),
+                        "--out", str(tmp_path), "--tileid", "5", "--tileid", "6"],
+                       capture_output=True, text=True, timeout=60)
+    assert r.returncode == 1 and "at most 1 distinct positive TILEID" in r.stderr
+    assert len(r.stderr.strip().splitlines()) == 1 and not (tmp_path / str(N3)).exists()
