@@ -285,8 +285,9 @@ def show_job(obj, ident: str, as_json: bool, lines: int) -> None:
     console.print(f"[bold]job {data['id']}[/] {data['key']}  kind={data['kind']} "
                   f"state={GLYPH.get(data['state'], '')} {data['state']}")
     console.print(f"exposures {data['expids']}  cameras {data['cameras']}  tile {data['tileid']}"
-                  + (f"  calibrations from night {data['calib_night']}" if data["calib_night"] else "")
-                  + (f"  per camera {data['calib_nights']}" if data["calib_nights"] else ""))
+                  + (f"  calibrations from night {data['calib_night']}" if data["calib_night"] else ""))
+    if data["calib_nights"]:     # `calib use --cameras`
+        console.print(f"calibrations per camera: {data['calib_nights']}")
     if data["reason"] or data["hold_reason"]:
         console.print(f"[red]reason:[/] {data['reason'] or data['hold_reason']}")
     for p in data["parents"]:
