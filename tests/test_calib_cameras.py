@@ -6,22 +6,30 @@ rendered script (`step run --calib-nights`) and the calibnight files the step re
 from __future__ import annotations
 
 import json
-import shutil
 from pathlib import Path
 
 import pytest
 from sqlalchemy import create_engine, select
 
 from desinight import orchestrate as O
-from desinight.config import Config
 from desinight.db import repo
 from desinight.db.engine import transaction
 from desinight.db.models import Base
 from desinight.ingest import ingest_night
-from tests.daemonkit import cli, fast_templates, write_config
+from tests.daemonkit import cli_inproc, write_config
 from tests.rawfixture import N, write_exposure, write_night
 
 N1, N2 = N + 1, N + 2                 # N and N1: reference nights; N2: the night steered
+#: SQLite only: the choice is plain SQL, and the whole-night choice's tests already run both
+pytestmark = pytest.mark.parametrize("db_url", ["sqlite"], indirect=True)
+
+
+def cli(conf: Path, *args: str, check: bool = True):
+    """The CLI's own entry point in this process (one-shot commands: no interpreter start-up)."""
+    r = cli_inproc(conf, *args)
+    if check:
+        assert r.returncode == 0, r.stderr
+    return r
 
 
 def _expid(night: int, seq: int) -> int:
@@ -55,6 +63,7 @@ def _job(ctx, key: str):
             p.key for p in repo.parents_of(s, [job.id])[job.id])
 
 
+@pytest.mark.slow
 def test_calib_use_cameras_replans_those_cameras_composes_and_reverts(ctx, cfg, tmp_path):
     for n, tile in ((N, 1000), (N1, 1500), (N2, 2000)):
         write_night(cfg.raw_root, n, tile=tile)
@@ -173,30 +182,28 @@ def test_a_chosen_reference_that_fails_later_holds_that_cameras_science(ctx, cfg
 
 @pytest.mark.slow
 def test_per_camera_night_reaches_the_script_and_the_step(cfg, ctx, tmp_path):
-    """The science job's rendered script passes `--calib-nights b0=N`; the real step then
-    reads b0's calibnight files from N and r0's, z0's from the night itself (here none
+    """The science job's rendered script passes `--calib-nights b0=N`; run by hand, the real
+    step reads b0's calibnight files from N and r0's, z0's from the night itself (here none
     exist, so each camera's failure names the file it looked for)."""
+    import subprocess
+
     from desinight.sim import simulate_night
-    write_night(cfg.raw_root, N)
+    write_night(cfg.raw_root, N, science=0)
     simulate_night(N2, cfg.raw_root, preset="small", seed=5)
-    sci = f"{N2}/science/{_expid(N2, 3):08d}"
     _planned(ctx, (N, N2))
-    tpl = fast_templates(tmp_path / "tpl", run="sleep 0.05")
-    shutil.copy(Config().templates_dir / "science.sh.j2", tpl / "science.sh.j2")
-    conf = write_config(tmp_path, templates=tpl, db_url=cfg.db_url)
-    cli(conf, "calib", "use", str(N2), "--from", str(N), "--cameras", "b0")
-    r = cli(conf, "ingest", str(N2), "--wait", "--timeout", "120", check=False)
-    assert r.returncode == 5, r.stderr          # the science fails: no calibnight files
-    job = json.loads(cli(conf, "show", "job", sci, "--json").stdout)
-    att = job["attempts"][-1]
-    script = Path(att["script"]).read_text()
-    assert f" --calib-nights b0={N}" in script and "--calib-night " not in script
-    log = Path(att["log"]).read_text()
+    conf = write_config(tmp_path, db_url=cfg.db_url)
+    cli_inproc(conf, "calib", "use", str(N2), "--from", str(N), "--cameras", "b0")
+    O.submit_ready(ctx, O.utc_now())              # renders every script (fake backend)
+    job = json.loads(cli(conf, "show", "job", SCI, "--json").stdout)
+    script = Path(job["attempts"][-1]["script"])
+    assert f" --calib-nights b0={N}" in script.read_text()
+    assert "--calib-night " not in script.read_text()
+    r = subprocess.run(["bash", str(script)], capture_output=True, text=True, timeout=120)
+    assert r.returncode == 1, r.stderr
     missing = "FAILED (FileNotFoundError: missing psfnight-{}-{}.fits"
-    assert f"science {N2} b0: " + missing.format("b0", N) in log
-    assert f"science {N2} r0: " + missing.format("r0", N2) in log
-    assert f"science {N2} z0: " + missing.format("z0", N2) in log
+    assert f"science {N2} b0: " + missing.format("b0", N) in r.stdout
+    assert f"science {N2} r0: " + missing.format("r0", N2) in r.stdout
+    assert f"science {N2} z0: " + missing.format("z0", N2) in r.stdout
     # the option itself: a malformed word is a usage error, not a traceback
-    r = cli(conf, "step", "run", "science", "--night", str(N2), "--calib-nights", "b0:1",
-            check=False)
+    r = cli_inproc(conf, "step", "run", "science", "--night", str(N2), "--calib-nights", "b0:1")
     assert r.returncode == 2 and "expected CAMERA=YYYYMMDD, e.g. b3=20261123" in r.stderr
