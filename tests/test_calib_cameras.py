@@ -112,6 +112,10 @@ def test_calib_use_cameras_replans_those_cameras_composes_and_reverts(ctx, cfg, 
     assert (job["calib_night"], job["calib_nights"]) == (None, f"b0={N},r0={N1}")
     assert f"calibrations per camera: b0={N},r0={N1}" in cli(conf, "show", "job", SCI).stdout
 
+    # a later choice for the same camera replaces the earlier one
+    cli(conf, "calib", "use", str(N2), "--from", str(N1), "--cameras", "b0")
+    assert _job(ctx, SCI)[2] == f"b0={N1},r0={N1}"
+    cli(conf, "calib", "use", str(N2), "--from", str(N), "--cameras", "b0")
     # --from the night itself: b0 back to the night's choice; r0 keeps its own
     r = cli(conf, "calib", "use", str(N2), "--from", str(N2), "--cameras", "b0")
     assert f"re-planned {SCI}: calibrations {N2} (b0={N},r0={N1}) -> {N2} (r0={N1})" in r.stdout
@@ -207,3 +211,23 @@ def test_per_camera_night_reaches_the_script_and_the_step(cfg, ctx, tmp_path):
     # the option itself: a malformed word is a usage error, not a traceback
     r = cli_inproc(conf, "step", "run", "science", "--night", str(N2), "--calib-nights", "b0:1")
     assert r.returncode == 2 and "expected CAMERA=YYYYMMDD, e.g. b3=20261123" in r.stderr
+
+
+def test_a_camera_choice_does_not_release_science_held_for_the_nights_calibrations(ctx, cfg,
+                                                                                  tmp_path):
+    """A night with no calibrations of its own and none within max_calib_age_nights: a
+    per-camera choice leaves its science held (the other cameras need calibrations too)."""
+    far = 20261205                        # 11 nights after N: beyond the 7-night fallback
+    write_night(cfg.raw_root, N)
+    for i in range(2):
+        write_exposure(cfg.raw_root, far, 3 + i, "SCIENCE", 2000, i + 1, 2)
+    _planned(ctx, (N, far))
+    conf = write_config(tmp_path, db_url=cfg.db_url)
+    sci = f"{far}/science/{_expid(far, 3):08d}"
+    assert _job(ctx, sci)[0] == "held"
+    r = cli(conf, "calib", "use", str(far), "--from", str(N), "--cameras", "b0")
+    assert f"still held: {sci} (no psfnight or fiberflatnight calibration on night {far}" \
+        in r.stdout
+    assert f"night {far} cameras b0 take psfnight and fiberflatnight from {N}: 0 jobs " \
+        "re-planned" in r.stdout
+    assert _job(ctx, sci)[0] == "held"
