@@ -327,12 +327,13 @@ def _per_camera(cameras: Iterable[str], deps: tuple[str, ...], base: int, hold: 
     mine = {c: by_camera[c] for c in cameras if c in by_camera}
     if not mine or hold:
         return deps, hold, None
+    pairs: dict[str, tuple[CalibRef, CalibRef]] = {}
     for c, ref in sorted(mine.items()):
         if isinstance(ref, str):
             return deps, f"{c}: {ref}", None
-    extra = [r.key for pair in mine.values() for r in pair if r.key not in deps]   # type: ignore[union-attr]
-    word = ",".join(f"{c}={pair[0].night}" for c, pair in sorted(mine.items())   # type: ignore[index]
-                    if pair[0].night != base)                                  # type: ignore[index]
+        pairs[c] = ref
+    extra = [r.key for pair in pairs.values() for r in pair if r.key not in deps]
+    word = ",".join(f"{c}={psf.night}" for c, (psf, _) in pairs.items() if psf.night != base)
     return deps + tuple(dict.fromkeys(extra)), None, word or None
 
 
