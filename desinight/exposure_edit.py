@@ -255,7 +255,8 @@ def _same(s: Session, j: Job, new: PlannedJob) -> bool:
 
 def _as_planned(j: Job) -> PlannedJob:
     return PlannedJob(j.key, j.kind, j.night, j.tileid, tuple(j.expids),
-                      tuple(j.cameras.split(",")) if j.cameras else (), (), j.calib_night)
+                      tuple(j.cameras.split(",")) if j.cameras else (), (), j.calib_night,
+                      calib_nights=j.calib_nights)
 
 
 def _redefine(s: Session, prod: Production, j: Job, new: PlannedJob, dropped: set[int]) -> None:

@@ -269,7 +269,8 @@ def _submit_waves(ctx: Context, now: datetime, budget: list[int] | None) -> int:
                 script = adir / "job.sh"
                 cmd = step_command(python, job.kind, job.night, job.expids, job.tileid,
                                    job.cameras, job.calib_night,
-                                   repo.bad_amps_for(amps, job.kind, job.expids))
+                                   repo.bad_amps_for(amps, job.kind, job.expids),
+                                   calib_nights=job.calib_nights)
                 res = Resources(**job.resources) if job.resources else resources_for(ctx.cfg, job.kind)
                 name = job_name(ctx.production, job.id, job.kind)
                 write_script(script, render_script(

@@ -78,6 +78,9 @@ class PlannedJob:
     deps: tuple[str, ...] = ()         # keys of parent jobs (may belong to an earlier night)
     calib_night: int | None = None     # set when calibrations come from an earlier night
     hold_reason: str | None = None     # set when the job cannot run yet
+    #: cameras whose psfnight/fiberflatnight come from another night than calib_night (or
+    #: the job's night), ``b3=20261123,r3=20261123``: `calib use --cameras` (science only)
+    calib_nights: str | None = None
 
 
 @dataclass(frozen=True)
@@ -142,15 +145,18 @@ def plan_night(night: int, exposures: Iterable[ExposureInfo], existing: Iterable
                held: Iterable[str] = (), redefine: bool = False,
                chosen: Mapping[str, CalibRef] | None = None,
                no_fallback: str | None = None,
-               history: Mapping[int, Iterable[Earlier]] | None = None) -> Plan:
+               history: Mapping[int, Iterable[Earlier]] | None = None,
+               by_camera: Mapping[str, tuple[CalibRef, CalibRef] | str] | None = None) -> Plan:
     """The built-in kinds' rules (below), then the generic rule of every declared kind.
 
     history: {tileid: its good exposures on earlier nights} for the cumulative redshifts;
     None plans none (a caller that cannot read the production's other nights, e.g. a
-    campaign, never plans a cumulative fit over fewer exposures than it should have)."""
+    campaign, never plans a cumulative fit over fewer exposures than it should have).
+    by_camera: per-camera choices (`calib use --cameras`): camera -> (psfnight, fiberflatnight)
+      of the chosen night, or why that night cannot serve (the science on it is held)."""
     exposures, existing = list(exposures), set(existing)
     plan = _plan_builtin(night, exposures, existing, closed, fallback, held, redefine, chosen,
-                         no_fallback, history)
+                         no_fallback, history, by_camera or {})
     if kinds.declared():
         _plan_declared(plan, night, exposures, existing, closed, set(held))
     return plan
@@ -161,7 +167,8 @@ def _plan_builtin(night: int, exposures: Iterable[ExposureInfo], existing: Itera
                   held: Iterable[str] = (), redefine: bool = False,
                   chosen: Mapping[str, CalibRef] | None = None,
                   no_fallback: str | None = None,
-                  history: Mapping[int, Iterable[Earlier]] | None = None) -> Plan:
+                  history: Mapping[int, Iterable[Earlier]] | None = None,
+                  by_camera: Mapping[str, tuple[CalibRef, CalibRef] | str] | None = None) -> Plan:
     """New jobs for ``night``.
 
     exposures: the night's ingested (not quarantined) exposures.
@@ -274,8 +281,10 @@ def _plan_builtin(night: int, exposures: Iterable[ExposureInfo], existing: Itera
     tiles: dict[int, list[ExposureInfo]] = defaultdict(list)
     for e in n.of(ObsType.SCIENCE):
         if e.laststep != "ignore":
+            deps, why, word = _per_camera(e.cameras, calib_deps, calib_night or night, hold,
+                                          by_camera or {})
             add(PlannedJob(job_key(night, "science", e.expid), "science", night, e.tileid,
-                           (e.expid,), e.cameras, calib_deps, calib_night, hold))
+                           (e.expid,), e.cameras, deps, calib_night, why, word))
         tiles[e.tileid if e.tileid is not None else -1].append(e)
 
     for tile, every in tiles.items():
@@ -351,6 +360,25 @@ def _one_calib_night(psf: CalibRef | None, ff: CalibRef | None, fallback: Mappin
         return fb_psf, fb_ff, None
     return None, None, (f"psfnight of {psf.night} and fiberflatnight of {ff.night} "
                         "are never mixed")
+
+
+def _per_camera(cameras: Iterable[str], deps: tuple[str, ...], base: int, hold: str | None,
+                by_camera: Mapping[str, tuple[CalibRef, CalibRef] | str]
+                ) -> tuple[tuple[str, ...], str | None, str | None]:
+    """A science job's (deps, hold, calib_nights) under per-camera choices: each chosen
+    camera adds its night's psfnight and fiberflatnight as parents. A job held for want of the
+    night's own calibrations stays held (its other cameras need them too)."""
+    mine = {c: by_camera[c] for c in cameras if c in by_camera}
+    if not mine or hold:
+        return deps, hold, None
+    pairs: dict[str, tuple[CalibRef, CalibRef]] = {}
+    for c, ref in sorted(mine.items()):
+        if isinstance(ref, str):
+            return deps, f"{c}: {ref}", None
+        pairs[c] = ref
+    extra = [r.key for pair in pairs.values() for r in pair if r.key not in deps]
+    word = ",".join(f"{c}={psf.night}" for c, (psf, _) in pairs.items() if psf.night != base)
+    return deps + tuple(dict.fromkeys(extra)), None, word or None
 
 
 def _tile_done(n: _Night, tile: int, texps: list[ExposureInfo]) -> bool:

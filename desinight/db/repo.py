@@ -135,7 +135,8 @@ def _release(s: Session, prod: Production, released: Sequence[PlannedJob], actor
         job_id = ids[pj.key]
         moved = transition(s, [job_id], JobState.PLANNED, "calibrations now available", actor,
                            expect=[JobState.HELD],
-                           values={"hold_reason": None, "calib_night": pj.calib_night})
+                           values={"hold_reason": None, "calib_night": pj.calib_night,
+                                   "calib_nights": pj.calib_nights})
         if not moved.moved:
             continue
         for parent in parent_ids(ids, pj, pj.deps):

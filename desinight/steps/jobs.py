@@ -12,7 +12,7 @@ import json
 import os
 import time
 import traceback
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 
 from desinight.core import kinds as K
@@ -228,6 +228,12 @@ def _task_cumulative(night, expids, tileid, unit, calib_night, comm=None):
                                    comm=comm)
 
 
+def calib_night_of(cam: str, calib_night: int | None,
+                   calib_nights: Mapping[str, int] | None) -> int | None:
+    """The night whose calibnight files camera ``cam`` reads (None: the job's own night)."""
+    return (calib_nights or {}).get(cam, calib_night)
+
+
 def task_of(kind: str) -> Callable:
     """The kind's task function, from its registry entry point "module:function"."""
     module, _, name = K.get(kind).step.partition(":")
@@ -236,8 +242,12 @@ def task_of(kind: str) -> Callable:
 
 def run_job(kind: str, night: int, expids: Sequence[int], tileid: int | None,
             cameras: Sequence[str] | str | None, calib_night: int | None = None,
-            comm=None, bad_amps: Sequence[str] = ()) -> int:
-    """Run one job; 0 when every camera succeeded, 1 otherwise (same answer on every rank)."""
+            comm=None, bad_amps: Sequence[str] = (),
+            calib_nights: Mapping[str, int] | None = None) -> int:
+    """Run one job; 0 when every camera succeeded, 1 otherwise (same answer on every rank).
+
+    calib_nights: cameras whose calibnight files come from another night than calib_night
+    (`calib use --cameras`); each camera's task gets its own."""
     _BAD_AMPS[:] = list(bad_amps)
     if kind not in KINDS:
         raise DesinightError(f"unknown step kind {kind!r} (one of {', '.join(KINDS)})")
@@ -266,10 +276,11 @@ def run_job(kind: str, night: int, expids: Sequence[int], tileid: int | None,
         t0 = time.perf_counter()
         lead = group is None or group.Get_rank() == 0
         try:
+            cn = calib_night_of(cam, calib_night, calib_nights)
             if group is None:
-                task(night, expids, tileid, cam, calib_night)
+                task(night, expids, tileid, cam, cn)
             else:
-                task(night, expids, tileid, cam, calib_night, comm=group)
+                task(night, expids, tileid, cam, cn, comm=group)
             if lead:
                 results.append({"camera": cam, "ok": True, "seconds": time.perf_counter() - t0,
                                 "outputs": _checksums(kind, night, expids, tileid, cam)})
