@@ -304,13 +304,20 @@ def auto_laststep(s: Session, prod: Production, expid: int, cfg) -> None:  # noq
                                           Exposure.expid == expid))
     if exp is None or exp.obstype != "SCIENCE" or exp.laststep_reason == "operator":
         return
-    why = None
-    if exp.exptime is not None and exp.exptime < cfg.laststep_min_exptime_s:
-        why = f"EXPTIME {exp.exptime:g} s < laststep.min_exptime_s {cfg.laststep_min_exptime_s:g}"
-    elif (exp.program or "").lower() in {p.lower() for p in cfg.laststep_skysub_programs}:
-        why = f"PROGRAM {exp.program} in laststep.skysub_programs"
+    why = laststep_rule(exp.exptime, exp.program, cfg)
     if why:
         exp.laststep, exp.laststep_reason = "skysub", why
+
+
+def laststep_rule(exptime: float | None, program: str | None, cfg) -> str | None:  # noqa: ANN001
+    """Why a science exposure stops after sky subtraction (None: it does not). A program
+    matches when it contains a listed word, any case, as DESI's exposure table tests
+    ``"dither" in program``: PROGRAM "Dither tile 80000" matches "dither"."""
+    if exptime is not None and exptime < cfg.laststep_min_exptime_s:
+        return f"EXPTIME {exptime:g} s < laststep.min_exptime_s {cfg.laststep_min_exptime_s:g}"
+    word = next((w for w in cfg.laststep_skysub_programs if w and w.lower() in (program or "").lower()),
+                None)
+    return f"PROGRAM {program} matches laststep.skysub_programs {word!r}" if word else None
 
 
 def edits_of(s: Session, exp: Exposure) -> list[ExposureEdit]:
