@@ -10,6 +10,7 @@ from datetime import datetime, timezone
 import fitsio
 import numpy as np
 import pytest
+from click.testing import CliRunner
 from sqlalchemy import select
 
 from desinight import orchestrate as O
@@ -19,7 +20,7 @@ from desinight.db import repo
 from desinight.db.engine import transaction
 from desinight.db.models import Job
 from desinight.ingest import ingest_night
-from desinight.sim import simulate_night
+from desinight.cli.main import cli
 from desinight.steps import io, jobs, preproc
 from desinight.steps.jobs import run_job
 
@@ -32,12 +33,18 @@ CAM = "r0"
 @pytest.fixture(scope="module")
 def sim(tmp_path_factory):
     root = tmp_path_factory.mktemp("calibdata")
-    dirs = simulate_night(NIGHT, root / "raw", preset="small", seed=SEED, darks=3, narc=3,
-                          broken_arcs="incomplete")
+    res = CliRunner().invoke(cli, ["sim", "night", "--night", str(NIGHT), "--out",
+                                   str(root / "raw"), "--seed", str(SEED), "--darks", "3",
+                                   "--narc", "3", "--broken-arcs", "incomplete"])
+    assert res.exit_code == 0, res.output
     by_type: dict[str, list[int]] = {}
-    for d in dirs:
+    seq: dict[str, list[tuple[int, int]]] = {}
+    for d in sorted((root / "raw" / str(NIGHT)).iterdir()):
         h = fitsio.read_header(str(d / f"desi-{d.name}.fits.fz"), 0)
         by_type.setdefault(h["OBSTYPE"].strip(), []).append(int(h["EXPID"]))
+        seq.setdefault(h["OBSTYPE"].strip(), []).append((h["SEQNUM"], h["SEQTOT"]))
+    assert seq["DARK"] == [(1, 3), (2, 3), (3, 3)]
+    assert seq["ARC"] == [(1, 5), (2, 5), (3, 5), (1, 3), (2, 3), (3, 3)]
     return root, by_type
 
 

@@ -127,3 +127,21 @@ def test_calib_keys_from_the_config(tmp_path):
     conf.write_text("[calib]\nmin_arcs = 0\n")
     with pytest.raises(ConfigError, match="calib.min_arcs"):
         load_config(conf, env={})
+
+
+def test_simulated_broken_sequences_and_darks_in_the_schedule():
+    from desinight.core.errors import DesinightError
+    from desinight.sim import instrument as I
+    from desinight.sim import night as SN
+    p = I.PRESETS["small"]
+    corrupt = SN.schedule(p, N, 0, broken_arcs="corrupt")
+    arcs = [(e.seqnum, e.seqtot, e.bad) for e in corrupt if e.obstype == "ARC"]
+    assert arcs == [(1, 3, None), (2, 3, "truncated"), (3, 3, None), (1, 1, None)]
+    assert not any(e.defects for e in corrupt)
+    dark = SN.schedule(p, N, 0, darks=2)
+    assert [e.obstype for e in dark[:3]] == ["ZERO", "DARK", "DARK"] and all(e.defects for e in dark)
+    # the default night is the same night without them
+    assert [(e.obstype, e.seqnum, e.seqtot) for e in SN.schedule(p, N, 0)] == \
+        [(e.obstype, e.seqnum, e.seqtot) for e in corrupt[:1] + corrupt[4:]]
+    with pytest.raises(DesinightError, match="unknown broken arc sequence 'nope'"):
+        SN.schedule(p, N, 0, broken_arcs="nope")
