@@ -64,7 +64,8 @@ def test_fewest_bad_cameras_wins_and_ties_combine():
                  ("ARC", 1, 3), ("ARC", 2, 3), ("ARC", 3, 3), ("FLAT", 1, 1))
     assert job(plan_night(N, exps, rule=CalibRule(3)), "psfnight").expids == ids(exps, 4, 5, 6)
     clean = night(*[(e.obstype, e.seqnum, e.seqtot) for e in exps])
-    assert job(plan_night(N, clean, rule=CalibRule(3)), "psfnight").expids == ids(clean, *range(1, 7))
+    assert job(plan_night(N, clean, rule=CalibRule(3)), "psfnight").expids == \
+        ids(clean, *range(1, 7))
 
 
 def test_open_night_waits_for_a_minimum_set_closed_night_uses_what_it_has():
@@ -139,7 +140,8 @@ def test_simulated_broken_sequences_and_darks_in_the_schedule():
     assert arcs == [(1, 3, None), (2, 3, "truncated"), (3, 3, None), (1, 1, None)]
     assert not any(e.defects for e in corrupt)
     dark = SN.schedule(p, N, 0, darks=2)
-    assert [e.obstype for e in dark[:3]] == ["ZERO", "DARK", "DARK"] and all(e.defects for e in dark)
+    assert [e.obstype for e in dark[:3]] == ["ZERO", "DARK", "DARK"]
+    assert all(e.defects for e in dark)
     # the default night is the same night without them
     assert [(e.obstype, e.seqnum, e.seqtot) for e in SN.schedule(p, N, 0)] == \
         [(e.obstype, e.seqnum, e.seqtot) for e in corrupt[:1] + corrupt[4:]]
