@@ -114,9 +114,20 @@ def night_ctx(sim, tmp_path, db_url, fake_backend):
 
 
 def test_broken_arc_sequence_is_not_in_psfnight(sim, night_ctx):
-    """Ingested and planned while the night is open: psfnight reads the good sequence only,
-    and every preproc waits for the night's darknight."""
-    _, by_type = sim
+    """Ingested and planned while the night is open (calib.min_arcs = 3): psfnight waits while
+    only the broken sequence is in, then reads the good sequence only; every preproc waits
+    for the night's darknight."""
+    root, by_type = sim
+    arcs = by_type["ARC"]
+    broken, good = arcs[:3], arcs[3:]
+    # the broken sequence and a flat have arrived: psfnight waits for a complete set of 3
+    first = [*by_type["ZERO"], *by_type["DARK"], *broken, by_type["FLAT"][0]]
+    ingest_night(night_ctx, NIGHT, datetime.now(timezone.utc),
+                 only=[root / "raw" / str(NIGHT) / f"{e:08d}" for e in first])
+    O.plan(night_ctx, NIGHT)
+    with transaction(night_ctx.sessions) as s:
+        kinds = {j.kind for j in s.scalars(select(Job))}
+    assert "arc" in kinds and not kinds & {"psfnight", "flat"}
     ingest_night(night_ctx, NIGHT, datetime.now(timezone.utc))
     O.plan(night_ctx, NIGHT)
     with transaction(night_ctx.sessions) as s:
@@ -124,12 +135,11 @@ def test_broken_arc_sequence_is_not_in_psfnight(sim, night_ctx):
         parents = repo.parents_of(s, [j.id for j in rows])
         planned = {j.key: (j.kind, j.expids, sorted(p.key for p in parents.get(j.id, [])))
                    for j in rows}
-    arcs = by_type["ARC"]
-    broken, good = arcs[:3], arcs[3:]
     psf = planned[f"{NIGHT}/psfnight"]
     assert psf[1] == good and not set(broken) & set(psf[1])
     assert sum(kind == "arc" for kind, _, _ in planned.values()) == 6
-    assert planned[f"{NIGHT}/darknight"][1] == by_type["DARK"]
+    assert planned[f"{NIGHT}/darknight"][1:] == (by_type["DARK"], [f"{NIGHT}/biasnight"])
+    assert f"{NIGHT}/darknight" in planned[f"{NIGHT}/arc/{good[0]:08d}"][2]
     assert planned[f"{NIGHT}/biasnight"][1] == by_type["ZERO"]
     sci = f"{NIGHT}/science/{by_type['SCIENCE'][0]:08d}"
     assert f"{NIGHT}/darknight" in planned[sci][2]
