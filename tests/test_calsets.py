@@ -147,3 +147,51 @@ def test_simulated_broken_sequences_and_darks_in_the_schedule():
         [(e.obstype, e.seqnum, e.seqtot) for e in corrupt[:1] + corrupt[4:]]
     with pytest.raises(DesinightError, match="unknown broken arc sequence 'nope'"):
         SN.schedule(p, N, 0, broken_arcs="nope")
+
+
+def test_darknight_takes_the_darks_of_nights_within_the_window(ctx, cfg):
+    """calib.dark_window_nights = 2: night N's darknight reads the ingested darks of N-1,
+    not those of N+3; the daemon's planning pass gets them from the database."""
+    from sqlalchemy import select
+
+    from desinight import orchestrate as O
+    from desinight.db.engine import transaction
+    from desinight.db.models import Job
+    from desinight.ingest import ingest_night
+    from tests.rawfixture import write_exposure
+    before, after = 20261123, 20261127
+    write_exposure(cfg.raw_root, before, 0, "DARK")
+    write_exposure(cfg.raw_root, after, 0, "DARK")
+    for seq, kind in enumerate(("ZERO", "DARK", "ARC", "FLAT")):
+        write_exposure(cfg.raw_root, N, seq, kind)
+    for night in (before, after, N):
+        ingest_night(ctx, night, O.utc_now())
+    O.plan(ctx, N, closed=True)
+    with transaction(ctx.sessions) as s:
+        dark = s.scalar(select(Job).where(Job.key == f"{N}/darknight"))
+        assert dark.expids == [(before - 20000000) * 100, (N - 20000000) * 100 + 1]
+
+
+def test_campaign_nights_share_their_darks(ctx, cfg):
+    """A campaign plans with the same rule: night N (no darks) takes night N+1's dark."""
+    from desinight import campaign as C
+    from desinight import orchestrate as O
+    from desinight.core.manifest import parse_manifest
+    from desinight.db.engine import transaction
+    from desinight.ingest import ingest_night
+    from tests.rawfixture import write_exposure, write_night
+    n2 = 20261125
+    write_night(cfg.raw_root, N)
+    write_night(cfg.raw_root, n2, science=1, tile=2000)
+    write_exposure(cfg.raw_root, n2, 9, "DARK")
+    for night in (N, n2):
+        ingest_night(ctx, night, O.utc_now())
+    m = parse_manifest(f'[campaign]\nname = "re"\nsource = "test"\n[selection]\n'
+                       f"nights = [{N}, {n2}]\n", "c.toml")
+    with transaction(ctx.sessions) as s:
+        pv = C.preview(s, ctx.cfg, m)
+    jobs = {j.key: j for j in pv.jobs}
+    dark = (n2 - 20000000) * 100 + 9
+    assert jobs[f"{N}/darknight"].expids == (dark,) == jobs[f"{n2}/darknight"].expids
+    sci = next(j for j in pv.jobs if j.kind == "science" and j.night == N)
+    assert f"{N}/darknight" in sci.deps
