@@ -90,6 +90,8 @@ class Config:
     max_user_jobs: int = 0
     #: slots under max_user_jobs that campaigns leave to nightly work; None = a tenth of it
     nightly_reserve: int | None = None
+    #: also plan a cumulative redshift per tile and night (docs/science.md); off: per-night only
+    cumulative_redshifts: bool = False
     source: Path | None = None            # the file this came from, for messages
 
     @property
@@ -124,6 +126,7 @@ _KEYS: dict[tuple[str, str], tuple[str, type]] = {
     ("desinight", "max_user_jobs"): ("max_user_jobs", int),
     ("desinight", "nightly_reserve"): ("nightly_reserve", int),
     ("desinight", "auto_retry"): ("auto_retry", bool),
+    ("desinight", "cumulative_redshifts"): ("cumulative_redshifts", bool),
     ("local", "cpus"): ("local_cpus", int),
     ("slurm", "account"): ("slurm_account", str),
     ("slurm", "qos"): ("slurm_qos", str),

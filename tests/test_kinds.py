@@ -91,7 +91,7 @@ def test_declared_kind_waits_for_unplanned_parents():
 
 def test_without_declared_kinds_the_plan_is_unchanged():
     night = exps(("ZERO", -1), ("DARK", -1), ("ARC", -1), ("FLAT", -1), ("SCIENCE", 7))
-    assert {j.kind for j in plan_night(N, night, closed=True).jobs} == set(K.BUILTIN)
+    assert {j.kind for j in plan_night(N, night, closed=True, history={}).jobs} == set(K.BUILTIN)
 
 
 @pytest.mark.parametrize("change,message", [

@@ -23,6 +23,10 @@ every preproc (arc, flat, science) of the night waits for it when one is planned
 Planning is idempotent and incremental: job keys are deterministic, so existing keys are
 skipped and a late exposure only adds its own jobs (plus a new version of its tile's
 redshift, which waits for the previous version so the two never write the same file).
+
+Two redshifts per tile (docs/science.md "Per-night and cumulative redshifts"): ``redshift``
+over the night's exposures, and ``cumulative`` over the tile's every good exposure on this and
+earlier nights (``history``, read by the caller), after the flux calibrations of all of them.
 """
 
 from __future__ import annotations
@@ -143,6 +147,15 @@ class PlannedJob:
     hold_reason: str | None = None     # set when the job cannot run yet
 
 
+@dataclass(frozen=True)
+class Earlier:
+    """A good exposure of a tile on an earlier night (input of the tile's cumulative redshift)
+    and the key of its fluxcalib job, which wrote its cframes (None: not planned yet)."""
+
+    info: ExposureInfo
+    fluxcalib: str | None
+
+
 @dataclass
 class Plan:
     jobs: list[PlannedJob] = field(default_factory=list)
@@ -195,12 +208,18 @@ def plan_night(night: int, exposures: Iterable[ExposureInfo], existing: Iterable
                closed: bool = False, fallback: Mapping[str, CalibRef] | None = None,
                held: Iterable[str] = (), redefine: bool = False,
                chosen: Mapping[str, CalibRef] | None = None,
-               no_fallback: str | None = None, rule: CalibRule | None = None,
+               no_fallback: str | None = None,
+               history: Mapping[int, Iterable[Earlier]] | None = None,
+               rule: CalibRule | None = None,
                dark_neighbours: Iterable[ExposureInfo] = ()) -> Plan:
-    """The built-in kinds' rules (below), then the generic rule of every declared kind."""
+    """The built-in kinds' rules (below), then the generic rule of every declared kind.
+
+    history: {tileid: its good exposures on earlier nights} for the cumulative redshifts;
+    None plans none (a caller that cannot read the production's other nights, e.g. a
+    campaign, never plans a cumulative fit over fewer exposures than it should have)."""
     exposures, existing = list(exposures), set(existing)
     plan = _plan_builtin(night, exposures, existing, closed, fallback, held, redefine, chosen,
-                         no_fallback, rule or CalibRule(), list(dark_neighbours))
+                         no_fallback, history, rule or CalibRule(), list(dark_neighbours))
     if kinds.declared():
         _plan_declared(plan, night, exposures, existing, closed, set(held))
     return plan
@@ -210,7 +229,9 @@ def _plan_builtin(night: int, exposures: Iterable[ExposureInfo], existing: Itera
                   closed: bool = False, fallback: Mapping[str, CalibRef] | None = None,
                   held: Iterable[str] = (), redefine: bool = False,
                   chosen: Mapping[str, CalibRef] | None = None,
-                  no_fallback: str | None = None, rule: CalibRule = CalibRule(),
+                  no_fallback: str | None = None,
+                  history: Mapping[int, Iterable[Earlier]] | None = None,
+                  rule: CalibRule = CalibRule(),
                   dark_neighbours: list[ExposureInfo] | None = None) -> Plan:
     """New jobs for ``night``.
 
@@ -378,9 +399,35 @@ def _plan_builtin(night: int, exposures: Iterable[ExposureInfo], existing: Itera
                        _union_cameras(zexps),
                        (*(job_key(night, "fluxcalib", e.expid) for e in zexps), *earlier[-1:]),
                        calib_night, hold))
+        if history is not None:
+            add(_cumulative(night, tile, every[-1].expid, zexps, history.get(tile, ()),
+                            existing | set(out), calib_night, hold))
 
     plan.jobs = list(out.values())
     return plan
+
+
+def _cumulative(night: int, tile: int, last: int, zexps: list[ExposureInfo],
+                before: Iterable[Earlier], known: set[str], calib_night: int | None,
+                hold: str | None) -> PlannedJob:
+    """The tile's cumulative redshift through ``night``: every good exposure (LASTSTEP all,
+    some good camera) of this and earlier nights, after the fluxcalib job of each (the
+    earlier nights' too: SLURM afterok while they are queued, nothing once completed, and
+    dep_failed with their reason if they failed). An earlier exposure whose fluxcalib job
+    is not planned yet holds it: it never fits fewer exposures than the tile has."""
+    key = f"{night}/cumulative/{tile}/{last:08d}"
+    prev = sorted(k for k in known if k.startswith(f"{night}/cumulative/{tile}/") and k < key)
+    old = sorted((b for b in before if b.info.night < night and b.info.laststep == "all"
+                  and b.info.cameras), key=lambda b: (b.info.night, b.info.expid))
+    missing = [b.info for b in old if b.fluxcalib is None]
+    if missing and hold is None:
+        hold = (f"tile {tile}: no flux calibration job yet for earlier exposure(s) "
+                + ", ".join(f"{e.expid} (night {e.night})" for e in missing))
+    exps = [b.info for b in old] + zexps
+    deps = (*(b.fluxcalib for b in old if b.fluxcalib),
+            *(job_key(night, "fluxcalib", e.expid) for e in zexps), *prev[-1:])
+    return PlannedJob(key, "cumulative", night, tile, tuple(e.expid for e in exps),
+                      _union_cameras(exps), deps, calib_night, hold)
 
 
 def _one_calib_night(psf: CalibRef | None, ff: CalibRef | None, fallback: Mapping[str, CalibRef],

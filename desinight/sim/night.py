@@ -69,14 +69,19 @@ BROKEN_ARCS = ("incomplete", "corrupt")
 
 
 def schedule(p: I.Preset, night: int, seed: int, bad: Sequence[str] = (),
-             cond: C.Conditions = C.Conditions(), darks: int = 0, narc: int | None = None,
+             cond: C.Conditions = C.Conditions(), tileids: Sequence[int] = (),
+             darks: int = 0, narc: int | None = None,
              broken_arcs: str | None = None) -> list[Exposure]:
     """The night's exposures in time order: afternoon calibrations, then tiles every ~20 min;
-    each science exposure with its conditions (cond's knobs, or drawn).
+    each science exposure with its conditions (cond's knobs, or drawn). ``tileids`` replace
+    the night's own TILEIDs, in order (a tile observed again on a later night).
 
     darks: DARK exposures (300 s) after the zeros; with any, every exposure of the night
     carries the CCD defects (ccd.dark_current). narc: arcs in the good sequence (None: the
     preset's). broken_arcs: one of BROKEN_ARCS, an arc sequence taken before the good one."""
+    if len(tileids) > p.ntiles or any(t <= 0 for t in tileids) or len(set(tileids)) < len(tileids):
+        raise DesinightError(f"--tileid: at most {p.ntiles} distinct positive TILEID(s) "
+                             f"(preset {p.name} observes {p.ntiles} tile(s) a night)")
     rng = np.random.default_rng([seed, night, 1])
     crng = np.random.default_rng([seed, night, 2])
     exptime = p.exptime if cond.exptime is None else float(cond.exptime)
@@ -108,7 +113,7 @@ def schedule(p: I.Preset, night: int, seed: int, bad: Sequence[str] = (),
             add(kind, EXPTIMES[kind], k + 1, n, 60.0)
     t = max(t, d + timedelta(hours=26, minutes=30))  # evening twilight: science starts
     for i in range(p.ntiles):
-        tileid = (night % 10000) * 10 + i
+        tileid = tileids[i] if i < len(tileids) else (night % 10000) * 10 + i
         for k in range(p.nscience):
             add("SCIENCE", exptime, k + 1, p.nscience, 300.0, tileid=tileid,
                 transparency=float(rng.uniform(0.85, 1.0)), **C.draw(cond, crng))

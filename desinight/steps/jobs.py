@@ -172,7 +172,7 @@ def _task_science(night, expids, tileid, cam, calib_night, comm=None):
 #: kinds whose extraction can share one camera between several ranks (bundles over ranks)
 BUNDLE_KINDS = tuple(k for k in K.BUILTIN if K.get(k).bundles)
 #: kinds that share one unit between several ranks: bundles (extraction), targets (redrock)
-GROUP_KINDS = BUNDLE_KINDS + ("redshift",)
+GROUP_KINDS = BUNDLE_KINDS + ("redshift", "cumulative")
 
 
 def _read_fa(night: int, expid: int) -> np.ndarray:
@@ -219,6 +219,35 @@ def _task_redshift(night, expids, tileid, unit, calib_night, comm=None):
     redshift.redshift_spectrograph(cfr, _read_fa(night, expids[0]), spectro,
                                    io.tile_path("coadd", tileid, night, spectro),
                                    io.tile_path("redrock", tileid, night, spectro), comm=comm)
+
+
+def _nights_of(expids: Sequence[int], upto: int) -> dict[int, int]:
+    """{expid: night} of a cumulative job's exposures, from where their cframes are
+    (exposures/NIGHT/EXPID/; EXPIDs are unique in a production), latest night first."""
+    root = io.redux_dir() / "exposures"
+    nights = sorted((int(d.name) for d in root.iterdir() if d.name.isdigit() and int(d.name) <= upto),
+                    reverse=True) if root.is_dir() else []
+    out = {}
+    for e in expids:
+        out[e] = next((n for n in nights if (root / str(n) / f"{e:08d}").is_dir()), None)
+        if out[e] is None:
+            raise FileNotFoundError(f"exposure {e}: no exposures/NIGHT/{e:08d} on or before "
+                                    f"night {upto} (its flux calibration has not run)")
+    return out
+
+
+def _task_cumulative(night, expids, tileid, unit, calib_night, comm=None):
+    """unit = spectrograph: as _task_redshift, over the tile's exposures of this and earlier
+    nights, written under tiles/cumulative/TILEID/NIGHT/ (each night's result is kept)."""
+    spectro = int(unit)
+    nights = _nights_of(expids, night)
+    cfr = {a: [f for f in (io.exposure_path("cframe", nights[e], e, f"{a}{spectro}") for e in expids)
+               if f.exists()] for a in "brz"}
+    last = max(expids, key=lambda e: (nights[e], e))      # tonight's: its fiberassign
+    redshift.redshift_spectrograph(cfr, _read_fa(nights[last], last), spectro,
+                                   redshift.cumulative_path("coadd", tileid, night, spectro),
+                                   redshift.cumulative_path("redrock", tileid, night, spectro),
+                                   comm=comm)
 
 
 def task_of(kind: str) -> Callable:
