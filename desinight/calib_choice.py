@@ -348,7 +348,9 @@ def _replan(s: Session, cfg: Config, prod: Production, night: int, actor: str, c
         kw["chosen"] = chosen
     if by_camera is not _KEEP:
         kw["by_camera"] = by_camera
-    want = {pj.key: pj for pj in plan_night(night, exps, (), closed=True, **kw).jobs}
+    from .plan_extras import plan_extras    # the calibration-set rule and darks, as the night's plan
+    want = {pj.key: pj for pj in plan_night(night, exps, (), closed=True, **kw,
+                                            **plan_extras(s, cfg, prod, night)).jobs}
     jobs = s.scalars(select(Job).where(Job.production_id == prod.id, Job.night == night)
                      .order_by(Job.id)).all()
     parents = repo.parents_of(s, [j.id for j in jobs])

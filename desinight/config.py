@@ -80,6 +80,9 @@ class Config:
     # calibration choice (desinight/calib_choice.py)
     max_calib_age_nights: int = D.MAX_CALIB_AGE_NIGHTS
     calib_overrides_dir: Path | None = None   # None: STATE_DIR/calib-overrides
+    min_arcs: int = D.MIN_ARCS                # calibration sets (core/planner.py)
+    min_flats: int = D.MIN_FLATS
+    dark_window_nights: int = D.DARK_WINDOW_NIGHTS
     kinds: dict[str, dict[str, Any]] = field(default_factory=dict)   # per-kind resource overrides
     #: modules declaring more job kinds (core/kinds.py register), imported when the config loads
     kind_modules: tuple[str, ...] = ()
@@ -166,6 +169,9 @@ _KEYS: dict[tuple[str, str], tuple[str, type]] = {
     ("laststep", "skysub_programs"): ("laststep_skysub_programs", tuple),
     ("calib", "max_calib_age_nights"): ("max_calib_age_nights", int),
     ("calib", "overrides_dir"): ("calib_overrides_dir", Path),
+    ("calib", "min_arcs"): ("min_arcs", int),
+    ("calib", "min_flats"): ("min_flats", int),
+    ("calib", "dark_window_nights"): ("dark_window_nights", int),
 }
 _CHOICES = {"backend": ("local", "slurm"), "watch_mode": ("auto", "native", "polling")}
 
@@ -378,7 +384,10 @@ def _RANGES(cfg: Config) -> list[tuple[str, float, float, float]]:  # noqa: N802
             ("readers.workers", cfg.reader_workers, 1, 64),
             ("readers.timeout_s", cfg.reader_timeout_s, 0.1, 3600.0),
             ("readers.memory_mb", cfg.reader_memory_mb, 256, 1 << 20),
-            ("calib.max_calib_age_nights", cfg.max_calib_age_nights, 0, 366)]
+            ("calib.max_calib_age_nights", cfg.max_calib_age_nights, 0, 366),
+            ("calib.min_arcs", cfg.min_arcs, 1, 100),
+            ("calib.min_flats", cfg.min_flats, 1, 100),
+            ("calib.dark_window_nights", cfg.dark_window_nights, 0, 30)]
 
 
 def _check_paths(cfg: Config, where: str) -> None:

@@ -156,9 +156,11 @@ def _replan(ctx: Context, s: Session, prod: Production, exp: Exposure, res: Edit
     from .calib_choice import plan_inputs   # the same calibration choice as the night's plan
     exps, calibs = plan_inputs(s, ctx.cfg, prod, night, repo.exposure_infos(s, prod, night))
     from .db.tiles import history_for       # as the night's plan: its cumulative redshifts too
+    from .plan_extras import plan_extras    # the same set rule and darks as the daemon's
     fresh = {pj.key: pj for pj in plan_night(
         night, exps, repo.job_keys(s, prod, night), closed=nrow.closed, redefine=True,
-        history=history_for(ctx.cfg, s, prod, night, exps), **calibs).jobs}
+        history=history_for(ctx.cfg, s, prod, night, exps), **calibs,
+        **plan_extras(s, ctx.cfg, prod, night)).jobs}
     # Jobs the edit calls for anew (LASTSTEP raised again): new keys are added the planner's
     # way; those an earlier edit cancelled are planned again (below, as re-planned).
     from .orchestrate import job_resources, resources_for

@@ -127,9 +127,11 @@ def _plan_one(ctx: Context, s: Session, prod: Production, night: int, closed: bo
     from .calib_choice import plan_inputs   # chosen, override file, or the checked fallback
     exps, calibs = plan_inputs(s, ctx.cfg, prod, night, repo.exposure_infos(s, prod, night))
     from .db.tiles import history_for       # the tiles' earlier nights: cumulative redshifts
+    from .plan_extras import plan_extras    # calibration-set rule, neighbouring darks
     p = plan_night(night, exps, repo.job_keys(s, prod, night), closed=closed,
                    held=repo.held_keys(s, prod, night),
-                   history=history_for(ctx.cfg, s, prod, night, exps), **calibs)
+                   history=history_for(ctx.cfg, s, prod, night, exps), **calibs,
+                   **plan_extras(s, ctx.cfg, prod, night))
     n = repo.save_plan(s, prod, p, job_resources(ctx.cfg, p.jobs, res), ctx.actor)
     if n or p.released:
         ctx.event("planned", night=night, jobs=n, released=len(p.released))

@@ -56,7 +56,8 @@ def test_good_manifest():
 def test_defaults_and_only():
     m = parse_manifest('[campaign]\nname = "x"\n[selection]\nnights = [20261124]\n'
                        '[steps]\nonly = ["redshift", "calibrations"]\n')
-    assert m.steps == ("biasnight", "arc", "psfnight", "flat", "fiberflatnight", "redshift")
+    assert m.steps == ("biasnight", "darknight", "arc", "psfnight", "flat", "fiberflatnight",
+                       "redshift")
     m = parse_manifest('[campaign]\nname = "x"\n[selection]\nnights = ["20261124"]\n')
     assert m.steps == JOB_KINDS and not m.partial and m.throttle == 500
 

@@ -194,6 +194,10 @@ for _k in (
     JobKind("biasnight", "night", _J + "_task_biasnight", "bias", 5, ("ZERO", "DARK"),
             resources={"ntasks": 1, "time_minutes": 15},
             outputs=("calibnight/{night}/biasnight-{camera}-{night}.fits",)),
+    # darks of this night and of the nights within [calib] dark_window_nights (planner)
+    JobKind("darknight", "night", _J + "_task_darknight", "dark", 4, ("DARK",), ("biasnight",),
+            resources={"ntasks": 1, "time_minutes": 15},
+            outputs=("calibnight/{night}/darknight-{camera}-{night}.fits",)),
     JobKind("arc", "exposure", _J + "_task_arc", "arc", 6, ("ARC",), ("biasnight",),
             resources={"ntasks": 1, "time_minutes": 20},
             outputs=("preproc/{night}/{expid:08d}/preproc-{camera}-{expid:08d}.fits",

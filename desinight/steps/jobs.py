@@ -45,10 +45,32 @@ def _task_biasnight(night, expids, tileid, cam, calib_night):
     preproc.biasnight_camera(raws, cam, io.calibnight_path("biasnight", night, cam))
 
 
+def _raw_anywhere(night: int, expid: int) -> Path:
+    """The raw file of ``expid``: on ``night``, else on whichever night holds it (a
+    darknight's darks come from neighbouring nights too; EXPIDs are unique in the survey)."""
+    p = io.raw_path(night, expid)
+    if p.exists():
+        return p
+    found = sorted(io.raw_root().glob(f"*/{expid:08d}/desi-{expid:08d}.fits.fz"))
+    if not found:
+        raise FileNotFoundError(f"no raw file of EXPID {expid} under {io.raw_root()}")
+    return found[0]
+
+
+def _task_darknight(night, expids, tileid, cam, calib_night):
+    raws = [_raw_anywhere(night, e) for e in expids]
+    preproc.darknight_camera(raws, cam, _bias_for(night, cam, calib_night),
+                             io.calibnight_path("darknight", night, cam))
+
+
 def _dark_for(night: int, cam: str, calib_night: int | None) -> Path | None:
-    """A measured dark (darknight, e-/s per pixel) when the night has one; no default."""
-    p = io.calibnight_path("darknight", calib_night or night, cam)
-    return p if p.exists() else None
+    """A measured dark (darknight, e-/s per pixel): the night's own (the planner makes every
+    preproc wait for it), else the calibration night's; none: no dark is subtracted."""
+    for n in (night, calib_night):
+        p = io.calibnight_path("darknight", n, cam) if n else None
+        if p is not None and p.exists():
+            return p
+    return None
 
 
 #: amplifiers the job masks (``b7D``...), from `step run --bad-amps`: one job per process
