@@ -4,7 +4,10 @@ By default nothing runs: a test moves jobs with ``finish`` (or by setting ``jobs
 can produce any outcome in any order. ``FakeBackend(run_scripts=True)`` also runs each job's
 script once its parents completed (``bash SCRIPT`` in its own process group, as the local
 backend does), which is how it passes the backend contract (tests/test_backend_contract.py).
-Either way, dependencies, cancellation, ``find`` and times follow the real backends.
+Either way, dependencies, cancellation, ``find`` and times follow the real backends. A
+dependant whose parent failed stays PENDING with reason DependencyNeverSatisfied, as on SLURM
+by default (desinight cancels it); ``kill_invalid_depend=True`` ends it CANCELLED instead, as
+SLURM with that scheduler option (the test cluster's setting) and the local backend do.
 """
 
 from __future__ import annotations
@@ -32,13 +35,14 @@ class FakeBackend:
     poll_warning = None
     capabilities = Capabilities(can_lag=True)
 
-    def __init__(self, run_scripts: bool = False):
+    def __init__(self, run_scripts: bool = False, kill_invalid_depend: bool = False):
         self.jobs: dict[str, BackendJob] = {}
         self.requests: dict[str, SubmitRequest] = {}
         self.calls = {"submit": 0, "poll": 0, "cancel": 0, "find": 0}
         self.down = False
         self.crash_after_submit = False
         self.run_scripts = run_scripts
+        self.kill_invalid_depend = kill_invalid_depend
         self.procs: dict[str, subprocess.Popen] = {}
 
     def submit(self, req: SubmitRequest) -> str:
@@ -112,10 +116,14 @@ class FakeBackend:
                 parents = [self.jobs[d] for d in self.requests[bid].depends_on if d in self.jobs]
                 if any(p.state in FINAL and p.state is not JobState.COMPLETED for p in parents):
                     # Divergence fixed: a dependant of a parent that failed or was cancelled
-                    # stayed PENDING forever here; SLURM (kill_invalid_depend) and the local
-                    # backend end it CANCELLED with this reason, without running it.
-                    self.jobs[bid] = BackendJob(bid, JobState.CANCELLED, reason=DEP_REASON)
-                    changed = True
+                    # stayed PENDING without a reason here. SLURM gives the reason; with
+                    # kill_invalid_depend SLURM (and always the local backend) ends it
+                    # CANCELLED with that reason, without running it.
+                    if self.kill_invalid_depend:
+                        self.jobs[bid] = BackendJob(bid, JobState.CANCELLED, reason=DEP_REASON)
+                        changed = True
+                    elif job.reason != DEP_REASON:
+                        self.jobs[bid] = BackendJob(bid, JobState.PENDING, reason=DEP_REASON)
                 elif self.run_scripts and all(p.state is JobState.COMPLETED for p in parents):
                     self._start(bid)
                     changed = True

@@ -31,4 +31,5 @@ class TestFakeContract(BackendContract):
     @pytest.fixture
     def backend(self):
         from tests.fakes import FakeBackend
-        return FakeBackend(run_scripts=True)
+        # the contract's never-runnable dependant ends CANCELLED: SLURM's kill_invalid_depend
+        return FakeBackend(run_scripts=True, kill_invalid_depend=True)
