@@ -85,20 +85,21 @@ def test_node_down_mid_job_then_resumed(night):
     wait_for(lambda: running(conf, f"{N}/psfnight"), 90, what="psfnight running")
     subprocess.run(["scontrol", "update", f"nodename={NODE}", "state=down", "reason=fault-test"],
                    check=True)
-    # the daemon has seen the killed job (requeued, or ended NODE_FAIL) while the node is down
-    wait_for(lambda: job(conf, f"{N}/psfnight")["state"] != "running", 60,
-             what="the daemon to see psfnight leave the downed node")
+    # jobs are submitted --no-requeue: the killed attempt ends NODE_FAIL, final, and the daemon
+    # (not SLURM) decides any retry
+    wait_for(lambda: job(conf, f"{N}/psfnight")["state"] == "node_fail", 90,
+             what="psfnight to end node_fail on the downed node")
     assert proc.poll() is None
     resume_node()
-    # SLURM either requeues the batch job (it then completes) or ends it NODE_FAIL;
-    # either way the daemon settles everything and nothing is submitted twice by us.
-    wait_for(lambda: all(j["state"] in ("completed", "node_fail", "dep_failed", "failed", "cancelled")
+    wait_for(lambda: all(j["state"] in ("completed", "node_fail", "dep_failed")
                          for j in status_json(conf, N)["jobs"]) and len(status_json(conf, N)["jobs"]) == 11,
              240, what="the night to settle after the node came back")
-    psf = job(conf, f"{N}/psfnight")
-    assert psf["state"] in ("completed", "node_fail", "cancelled", "failed")
-    if psf["state"] != "completed":
-        assert job(conf, f"{N}/science/26112403")["state"] == "dep_failed"
+    states = {j["key"]: j["state"] for j in status_json(conf, N)["jobs"]}
+    assert states[f"{N}/psfnight"] == "node_fail"
+    # what ran before psfnight completed; everything downstream of it is dep_failed
+    assert states[f"{N}/biasnight"] == "completed" and states[f"{N}/arc/26112401"] == "completed"
+    assert {k for k, v in states.items() if v == "dep_failed"} == set(states) - {
+        f"{N}/biasnight", f"{N}/arc/26112401", f"{N}/psfnight"}, states
     assert set(attempts_per_job(root).values()) == {1}
 
 
