@@ -11,10 +11,10 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from .config import Config
-from .core.cameras import subtract
 from .core.planner import CalibRule, ExposureInfo
 from .core.states import ExposureStatus, ObsType
 from .db.models import Exposure, Production
+from .db.repo import info_of
 
 
 def shift_night(night: int, days: int) -> int:
@@ -33,14 +33,7 @@ def dark_neighbours(s: Session, prod: Production, night: int, window: int) -> li
         Exposure.night.between(shift_night(night, -window), shift_night(night, window)),
         Exposure.night != night,
         Exposure.status != ExposureStatus.QUARANTINED.value).order_by(Exposure.expid)).all()
-    out = []
-    for e in rows:
-        good = tuple(subtract(e.cameras.split(",") if e.cameras else [],
-                              e.bad_cameras.split(",") if e.bad_cameras else []))
-        laststep = "ignore" if e.cameras and not good else (e.laststep or "all")
-        out.append(ExposureInfo(e.expid, e.night, e.obstype, e.tileid, good, e.seqnum, e.seqtot,
-                                laststep))
-    return out
+    return [info_of(e) for e in rows]
 
 
 def plan_extras(s: Session, cfg: Config, prod: Production, night: int) -> dict[str, Any]:

@@ -28,7 +28,7 @@ def tile_history(s: Session, prod: Production, night: int,
                  tonight: Iterable[ExposureInfo]) -> dict[int, list[Earlier]]:
     """{tileid: [Earlier]} for every tile observed tonight: its science exposures of earlier
     nights (not quarantined), each with the key of its fluxcalib job if one exists."""
-    from ..core.cameras import subtract
+    from .repo import info_of
 
     tiles = sorted({e.tileid for e in tonight
                     if e.obstype == ObsType.SCIENCE.value and e.tileid not in (None, -1)})
@@ -45,9 +45,5 @@ def tile_history(s: Session, prod: Production, night: int,
     have = set(s.scalars(select(Job.key).where(Job.production_id == prod.id, Job.key.in_(want))))
     out: dict[int, list[Earlier]] = defaultdict(list)
     for e, key in zip(rows, want):
-        good = tuple(subtract(e.cameras.split(",") if e.cameras else [],
-                              e.bad_cameras.split(",") if e.bad_cameras else []))
-        info = ExposureInfo(e.expid, e.night, e.obstype, e.tileid, good, e.seqnum, e.seqtot,
-                            e.laststep or "all")
-        out[e.tileid].append(Earlier(info, key if key in have else None))
+        out[e.tileid].append(Earlier(info_of(e), key if key in have else None))
     return dict(out)
