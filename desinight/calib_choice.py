@@ -1,6 +1,9 @@
 """Which calibrations a night's science uses: chosen, not guessed.
 
-In order: an operator's choice (`desinight calib use NIGHT --from REF`, recorded in the
+Per camera, an operator's choice for that camera (`desinight calib use NIGHT --from REF
+--cameras b3`, the ``calib_camera_choice`` table) comes first; the science jobs on it then read
+that camera's calibnight files from REF (``Job.calib_nights``, `step run --calib-nights`). For
+the night as a whole, in order: an operator's choice (`desinight calib use NIGHT --from REF`, recorded in the
 ``calib_choice`` table), a per-night override file (``calib-NIGHT.toml`` in
 ``[calib] overrides_dir``), the night's own arcs and flats, or the automatic fallback: the
 nearest earlier night at most ``calib.max_calib_age_nights`` back whose psfnight and
@@ -28,7 +31,7 @@ from .core.errors import ConfigError, DesinightError, NotFound
 from .core.planner import NIGHTLY_CALIBS, CalibRef, ExposureInfo, plan_night
 from .core.states import BROKEN, JobState
 from .db import repo
-from .db.models import CalibChoice, Job, JobEdge, Production, utcnow
+from .db.models import CalibCameraChoice, CalibChoice, Job, JobEdge, Production, utcnow
 
 PAIR = ("psfnight", "fiberflatnight")
 _CALIB_TYPES = {"ZERO", "DARK", "ARC", "FLAT"}
@@ -123,6 +126,26 @@ def choice_for(s: Session, cfg: Config, prod: Production, night: int) -> Overrid
                     f"calib use by {row.actor} at {at}", row.reason)
 
 
+def camera_choices(s: Session, prod: Production, night: int) -> dict[str, CalibCameraChoice]:
+    """The night's per-camera choices (`calib use --cameras`), by camera."""
+    return {r.camera: r for r in s.scalars(select(CalibCameraChoice).where(
+        CalibCameraChoice.production_id == prod.id, CalibCameraChoice.night == night))}
+
+
+def _by_camera(s: Session, prod: Production, refs: dict[str, int]
+               ) -> dict[str, tuple[CalibRef, CalibRef] | str]:
+    """camera -> its chosen night's (psfnight, fiberflatnight), or why that night cannot
+    serve it any more (failed since): the science on that camera is held, never re-guessed."""
+    out: dict[str, tuple[CalibRef, CalibRef] | str] = {}
+    for cam, n in refs.items():
+        ref = _calib_nights(s, prod, n, n).get(n)
+        if ref is not None and all(k in ref.keys and cam in ref.cameras[k] for k in PAIR):
+            out[cam] = (ref.refs()["psfnight"], ref.refs()["fiberflatnight"])
+        else:
+            out[cam] = f"the chosen reference night {n} has no psfnight and fiberflatnight for {cam}"
+    return out
+
+
 # --- the calibrations on record -------------------------------------------------------------------
 @dataclass
 class NightCalibs:
@@ -208,7 +231,10 @@ def plan_inputs(s: Session, cfg: Config, prod: Production, night: int,
             chosen = {}     # held: never silently back to a guess
         else:
             chosen = ref.refs()
-    return exps, {"fallback": fallback, "no_fallback": why, "chosen": chosen}
+    by_camera = _by_camera(s, prod, {c: r.ref_night
+                                     for c, r in camera_choices(s, prod, night).items()})
+    return exps, {"fallback": fallback, "no_fallback": why, "chosen": chosen,
+                  "by_camera": by_camera}
 
 
 # --- calib use -------------------------------------------------------------------------------------
@@ -218,14 +244,20 @@ class Change:
 
     night: int
     ref_night: int
+    cameras: list[str] = field(default_factory=list)       # `--cameras`; empty: the whole night
     replanned: list[str] = field(default_factory=list)     # one line per changed job
     untouched: list[str] = field(default_factory=list)     # jobs already submitted or run
+    held: list[str] = field(default_factory=list)          # jobs still held, with the reason
 
 
 def use(s: Session, cfg: Config, prod: Production, night: int, ref_night: int, actor: str,
-        dry_run: bool = False, reason: str | None = None) -> Change:
-    """Take ``night``'s psfnight and fiberflatnight from ``ref_night``; re-plan its jobs not
-    yet submitted. With ``dry_run`` the same answer, nothing written."""
+        dry_run: bool = False, reason: str | None = None,
+        cameras: list[str] | None = None) -> Change:
+    """Take ``night``'s psfnight and fiberflatnight from ``ref_night`` (only for ``cameras``
+    when given); re-plan its jobs not yet submitted. With ``dry_run`` the same answer, nothing
+    written."""
+    if cameras:
+        return _use_cameras(s, cfg, prod, night, ref_night, cameras, actor, dry_run, reason)
     if ref_night == night:
         raise DesinightError(f"--from {ref_night} is night {night} itself")
     exps = repo.exposure_infos(s, prod, night)
@@ -242,7 +274,7 @@ def use(s: Session, cfg: Config, prod: Production, night: int, ref_night: int, a
             raise DesinightError(f"night {ref_night}'s {k} lacks {camera_word(needed - ref.cameras[k])}"
                                  f" (night {night} needs {camera_word(needed)})")
     change = Change(night, ref_night)
-    _replan(s, cfg, prod, night, ref.refs(), actor, change, dry_run)
+    _replan(s, cfg, prod, night, actor, change, dry_run, chosen=ref.refs())
     if not dry_run:
         s.execute(delete(CalibChoice).where(CalibChoice.production_id == prod.id,
                                             CalibChoice.night == night))
@@ -252,20 +284,79 @@ def use(s: Session, cfg: Config, prod: Production, night: int, ref_night: int, a
     return change
 
 
-def _replan(s: Session, cfg: Config, prod: Production, night: int, chosen: dict[str, CalibRef],
-            actor: str, change: Change, dry_run: bool) -> None:
-    """Point the night's planned and held jobs at the chosen calibrations: their calibration
-    parents, calib_night and hold. Jobs already submitted or run are listed, not touched."""
+def _use_cameras(s: Session, cfg: Config, prod: Production, night: int, ref_night: int,
+                 cameras: list[str], actor: str, dry_run: bool, reason: str | None) -> Change:
+    """`calib use --cameras`: those cameras' psfnight and fiberflatnight from ``ref_night``
+    (``--from`` the night itself: back to the night's own choice); the other cameras keep what
+    they had. Choices for different cameras compose."""
+    exps = repo.exposure_infos(s, prod, night)
+    if not exps:
+        raise NotFound(f"night {night} has no exposures in production {prod.name}")
+    cams = parse_cameras(cameras)
+    absent = set(cams) - {c for e in exps for c in e.cameras}
+    if absent:
+        raise NotFound(f"night {night} has no camera {camera_word(absent)} in production "
+                       f"{prod.name}")
+    if ref_night != night:
+        ref = _calib_nights(s, prod, ref_night, ref_night).get(ref_night)
+        lacking = [k for k in PAIR if ref is None or k not in ref.keys]
+        if lacking:
+            raise NotFound(f"night {ref_night} has no {' or '.join(lacking)} in production "
+                           f"{prod.name} (not planned, or failed)")
+        for k in PAIR:
+            if not set(cams) <= ref.cameras[k]:
+                raise NotFound(f"night {ref_night}'s {k} lacks "
+                               f"{camera_word(set(cams) - ref.cameras[k])} in production {prod.name}")
+    refs = {c: r.ref_night for c, r in camera_choices(s, prod, night).items()}
+    for c in cams:
+        if ref_night == night:
+            refs.pop(c, None)
+        else:
+            refs[c] = ref_night
+    change = Change(night, ref_night, cams)
+    _replan(s, cfg, prod, night, actor, change, dry_run, by_camera=_by_camera(s, prod, refs))
+    if not dry_run:
+        s.execute(delete(CalibCameraChoice).where(
+            CalibCameraChoice.production_id == prod.id, CalibCameraChoice.night == night,
+            CalibCameraChoice.camera.in_(cams)))
+        if ref_night != night:
+            s.add_all(CalibCameraChoice(production_id=prod.id, night=night, camera=c,
+                                        ref_night=ref_night, actor=actor, reason=reason,
+                                        at=utcnow()) for c in cams)
+        s.flush()
+    return change
+
+
+def calib_text(night: int, calib_night: int | None, calib_nights: str | None) -> str:
+    """``20261124`` or ``20261124 (b3=20261123)``: the nights a job's calibrations come from."""
+    return f"{calib_night or night}" + (f" ({calib_nights})" if calib_nights else "")
+
+
+_KEEP: Any = object()
+
+
+def _replan(s: Session, cfg: Config, prod: Production, night: int, actor: str, change: Change,
+            dry_run: bool, chosen: Any = _KEEP, by_camera: Any = _KEEP) -> None:
+    """Point the night's planned and held jobs at the chosen calibrations (``chosen`` for the
+    night, ``by_camera`` per camera; else as on record): their calibration parents,
+    calib_night, calib_nights and hold. Jobs already submitted or run are listed, not touched."""
     from .db.bulk import key_ids
     from .transitions import transition
     exps = repo.exposure_infos(s, prod, night)
     exps, kw = plan_inputs(s, cfg, prod, night, exps)
-    kw["chosen"] = chosen
-    want = {pj.key: pj for pj in plan_night(night, exps, (), closed=True, **kw).jobs}
+    if chosen is not _KEEP:
+        kw["chosen"] = chosen
+    if by_camera is not _KEEP:
+        kw["by_camera"] = by_camera
+    from .plan_extras import plan_extras    # the calibration-set rule and darks, as the night's plan
+    want = {pj.key: pj for pj in plan_night(night, exps, (), closed=True, **kw,
+                                            **plan_extras(s, cfg, prod, night)).jobs}
     jobs = s.scalars(select(Job).where(Job.production_id == prod.id, Job.night == night)
                      .order_by(Job.id)).all()
     parents = repo.parents_of(s, [j.id for j in jobs])
     ids = key_ids(s, prod, [d for pj in want.values() for d in pj.deps])
+    how = f"calib use --from {change.ref_night}" + (
+        f" --cameras {camera_word(change.cameras)}" if change.cameras else "")
     for job in jobs:
         pj = want.get(job.key)
         if pj is None or pj.kind in NIGHTLY_CALIBS or pj.kind in ("arc", "flat"):
@@ -273,22 +364,27 @@ def _replan(s: Session, cfg: Config, prod: Production, night: int, chosen: dict[
         old = {p.key: p.id for p in parents[job.id] if p.kind in NIGHTLY_CALIBS}
         new = {d for d in pj.deps if d.split("/")[1] in NIGHTLY_CALIBS}
         held = job.state == JobState.HELD.value
-        if set(old) == new and job.calib_night == pj.calib_night and not held:
+        if held and pj.hold_reason:
+            change.held.append(f"{job.key} ({pj.hold_reason})")
+            continue
+        if (set(old) == new and job.calib_night == pj.calib_night
+                and job.calib_nights == pj.calib_nights and not held):
             continue
         if job.state not in (JobState.PLANNED.value, JobState.HELD.value):
             change.untouched.append(f"{job.key} ({job.state})")
             continue
-        was = job.calib_night or (None if held else night)
-        change.replanned.append(f"{job.key}: calibrations {was or 'none'} -> {pj.calib_night}"
+        was = "none" if held else calib_text(night, job.calib_night, job.calib_nights)
+        change.replanned.append(f"{job.key}: calibrations {was} -> "
+                                f"{calib_text(night, pj.calib_night, pj.calib_nights)}"
                                 + ("; held -> planned" if held else ""))
         if dry_run:
             continue
+        values = {"calib_night": pj.calib_night, "calib_nights": pj.calib_nights}
         if held:
-            transition(s, [job.id], JobState.PLANNED, f"calib use --from {change.ref_night}",
-                       actor, expect=[JobState.HELD],
-                       values={"hold_reason": None, "calib_night": pj.calib_night})
+            transition(s, [job.id], JobState.PLANNED, how, actor, expect=[JobState.HELD],
+                       values={"hold_reason": None, **values})
         else:
-            s.execute(update(Job).where(Job.id == job.id).values(calib_night=pj.calib_night))
+            s.execute(update(Job).where(Job.id == job.id).values(**values))
         gone = [pid for k, pid in old.items() if k not in new]
         if gone:
             s.execute(delete(JobEdge).where(JobEdge.child_id == job.id,
@@ -309,9 +405,15 @@ def show(s: Session, cfg: Config, prod: Production, night: int) -> dict[str, Any
     needed = needed_cameras(exps) or {c for e in exps for c in e.cameras}
     own = _calib_nights(s, prod, night, night).get(night, NightCalibs(night))
     fb = kw["fallback"]
+    per_cam = camera_choices(s, prod, night)
     cams: dict[str, dict[str, Any]] = {}
     for cam in sorted(needed, key=lambda c: (int(c[1:]), "brz".index(c[0]))):
-        if kw["chosen"] is not None:
+        if cam in per_cam:
+            row, ok = per_cam[cam], not isinstance(kw["by_camera"].get(cam), str)
+            n = row.ref_night if ok else None
+            src = (f"chosen for {cam} ({_origin(row)})" if ok
+                   else f"held: {kw['by_camera'][cam]}")
+        elif kw["chosen"] is not None:
             ref = kw["chosen"].get("psfnight")
             src = (f"chosen ({choice.origin})" if ref else
                    f"held: {kw['no_fallback']}")
@@ -327,13 +429,35 @@ def show(s: Session, cfg: Config, prod: Production, night: int) -> dict[str, Any
     held = s.execute(select(Job.key, Job.hold_reason).where(
         Job.production_id == prod.id, Job.night == night,
         Job.state == JobState.HELD.value).order_by(Job.key)).all()
-    used = sorted({cn or night for (cn,) in s.execute(select(Job.calib_night).where(
+    rows = s.execute(select(Job.calib_night, Job.calib_nights).where(
         Job.production_id == prod.id, Job.night == night, Job.kind == "science",
-        Job.state != JobState.HELD.value))})
+        Job.state != JobState.HELD.value)).all()
+    used = sorted({cn or night for cn, _ in rows})
+    by_cam: dict[str, set[int]] = {}
+    for _, word in rows:
+        for cam, n in parse_calib_nights(word).items():
+            by_cam.setdefault(cam, set()).add(n)
     return {"night": night, "production": prod.name, "science_calib_nights": used,
+            "science_calib_nights_by_camera": {c: sorted(v) for c, v in sorted(by_cam.items())},
+            "camera_choices": {c: {"from": r.ref_night, "origin": _origin(r),
+                                   "comment": r.reason} for c, r in sorted(per_cam.items())},
             "choice": None if choice is None else {
                 "from": choice.ref_night, "origin": choice.origin, "comment": choice.comment,
                 "include_expids": sorted(choice.include), "exclude_expids": sorted(choice.exclude)},
             "override_file": str(override_path(cfg, night)),
             "max_calib_age_nights": cfg.max_calib_age_nights,
             "cameras": cams, "held": [{"job": k, "reason": r} for k, r in held]}
+
+
+def _origin(row: CalibCameraChoice) -> str:
+    return f"calib use --cameras by {row.actor} at {row.at.strftime('%Y-%m-%d %H:%M UTC')}"
+
+
+def parse_calib_nights(word: str | None) -> dict[str, int]:
+    """``b3=20261123,r3=20261123`` (``Job.calib_nights``) -> {"b3": 20261123, ...}."""
+    out: dict[str, int] = {}
+    for item in (word or "").split(","):
+        cam, sep, n = item.partition("=")
+        if sep:
+            out[cam] = int(n)
+    return out

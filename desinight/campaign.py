@@ -35,12 +35,14 @@ from .core.cameras import subtract
 from .core.errors import BadExposure, NotFound
 from .core.manifest import Manifest, ManifestError, node_hours
 from .core import kinds as K
-from .core.planner import NIGHTLY_CALIBS, CalibRef, ExposureInfo, PlannedJob, plan_night
+from .core.planner import (NIGHTLY_CALIBS, CalibRef, CalibRule, ExposureInfo, PlannedJob,
+                           plan_night)
 from .core.states import ACTIVE, BROKEN, FINAL, ExposureStatus, JobState
 from .db import bulk
 from .db.engine import transaction
 from .db.models import Attempt, Exposure, Job, Night, Production
 from .orchestrate import Context, job_resources, resources_for
+from .plan_extras import shift_night
 from .transitions import campaign_actor
 
 _EXPOSURE_COLS = ("expid", "night", "obstype", "tileid", "exptime", "program", "seqnum",
@@ -183,7 +185,8 @@ def preview(s: Session, cfg: Config, m: Manifest) -> Preview:
                 Job.production_id == mine.id).group_by(Job.kind, Job.state)):
             pv.existing.setdefault(kind, {})[state] = n
     pv.new_exposures = [r for r in rows if r["expid"] not in have_exp]
-    _plan(pv, rows, keys_by_night, cfg.max_calib_age_nights)
+    _plan(pv, rows, keys_by_night, cfg.max_calib_age_nights,
+          CalibRule(cfg.min_arcs, cfg.min_flats), cfg.dark_window_nights)
     if m.partial:
         _check_inputs(s, pv, prods[m.input_production or source])
     return pv
@@ -287,7 +290,7 @@ def _good_cameras(cameras: str, bad: str) -> tuple[str, ...]:
 
 
 def _plan(pv: Preview, rows: list[dict], keys_by_night: dict[int, set[str]],
-          max_age: int) -> None:
+          max_age: int, rule: CalibRule = CalibRule(), dark_window: int = 0) -> None:
     """Plan every night in order. The fallback is the nearest earlier night whose psfnight
     and fiberflatnight both exist and cover the night's cameras, at most ``max_age`` nights
     back (calib_choice's rule, on the campaign's own nights)."""
@@ -317,8 +320,11 @@ def _plan(pv: Preview, rows: list[dict], keys_by_night: dict[int, set[str]],
         else:
             why = (f"none of the campaign's nights within {max_age} nights before "
                    "(calib.max_calib_age_nights) covers its cameras")
+        # the darks of the campaign's nights within [calib] dark_window_nights (plan_extras)
+        near = [e for k in range(-dark_window, dark_window + 1) if k
+                for e in by_night.get(shift_night(night, k), ()) if e.obstype == "DARK"]
         p = plan_night(night, by_night.get(night, []), existing, closed=True, fallback=fb,
-                       no_fallback=why)
+                       no_fallback=why, rule=rule, dark_neighbours=near)
         pv.quarantine.update(p.quarantine)
         pv.waiting.extend(f"{night}: {w}" for w in p.waiting)
         for pj in p.jobs:

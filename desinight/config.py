@@ -80,6 +80,9 @@ class Config:
     # calibration choice (desinight/calib_choice.py)
     max_calib_age_nights: int = D.MAX_CALIB_AGE_NIGHTS
     calib_overrides_dir: Path | None = None   # None: STATE_DIR/calib-overrides
+    min_arcs: int = D.MIN_ARCS                # calibration sets (core/planner.py)
+    min_flats: int = D.MIN_FLATS
+    dark_window_nights: int = D.DARK_WINDOW_NIGHTS
     kinds: dict[str, dict[str, Any]] = field(default_factory=dict)   # per-kind resource overrides
     #: modules declaring more job kinds (core/kinds.py register), imported when the config loads
     kind_modules: tuple[str, ...] = ()
@@ -87,6 +90,8 @@ class Config:
     max_user_jobs: int = 0
     #: slots under max_user_jobs that campaigns leave to nightly work; None = a tenth of it
     nightly_reserve: int | None = None
+    #: also plan a cumulative redshift per tile and night (docs/science.md); off: per-night only
+    cumulative_redshifts: bool = False
     source: Path | None = None            # the file this came from, for messages
 
     @property
@@ -121,6 +126,7 @@ _KEYS: dict[tuple[str, str], tuple[str, type]] = {
     ("desinight", "max_user_jobs"): ("max_user_jobs", int),
     ("desinight", "nightly_reserve"): ("nightly_reserve", int),
     ("desinight", "auto_retry"): ("auto_retry", bool),
+    ("desinight", "cumulative_redshifts"): ("cumulative_redshifts", bool),
     ("local", "cpus"): ("local_cpus", int),
     ("slurm", "account"): ("slurm_account", str),
     ("slurm", "qos"): ("slurm_qos", str),
@@ -163,6 +169,9 @@ _KEYS: dict[tuple[str, str], tuple[str, type]] = {
     ("laststep", "skysub_programs"): ("laststep_skysub_programs", tuple),
     ("calib", "max_calib_age_nights"): ("max_calib_age_nights", int),
     ("calib", "overrides_dir"): ("calib_overrides_dir", Path),
+    ("calib", "min_arcs"): ("min_arcs", int),
+    ("calib", "min_flats"): ("min_flats", int),
+    ("calib", "dark_window_nights"): ("dark_window_nights", int),
 }
 _CHOICES = {"backend": ("local", "slurm"), "watch_mode": ("auto", "native", "polling")}
 
@@ -375,7 +384,10 @@ def _RANGES(cfg: Config) -> list[tuple[str, float, float, float]]:  # noqa: N802
             ("readers.workers", cfg.reader_workers, 1, 64),
             ("readers.timeout_s", cfg.reader_timeout_s, 0.1, 3600.0),
             ("readers.memory_mb", cfg.reader_memory_mb, 256, 1 << 20),
-            ("calib.max_calib_age_nights", cfg.max_calib_age_nights, 0, 366)]
+            ("calib.max_calib_age_nights", cfg.max_calib_age_nights, 0, 366),
+            ("calib.min_arcs", cfg.min_arcs, 1, 100),
+            ("calib.min_flats", cfg.min_flats, 1, 100),
+            ("calib.dark_window_nights", cfg.dark_window_nights, 0, 30)]
 
 
 def _check_paths(cfg: Config, where: str) -> None:

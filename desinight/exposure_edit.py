@@ -155,9 +155,12 @@ def _replan(ctx: Context, s: Session, prod: Production, exp: Exposure, res: Edit
     nrow = repo.ensure_night(s, prod, night)
     from .calib_choice import plan_inputs   # the same calibration choice as the night's plan
     exps, calibs = plan_inputs(s, ctx.cfg, prod, night, repo.exposure_infos(s, prod, night))
+    from .db.tiles import history_for       # as the night's plan: its cumulative redshifts too
+    from .plan_extras import plan_extras    # the same set rule and darks as the daemon's
     fresh = {pj.key: pj for pj in plan_night(
         night, exps, repo.job_keys(s, prod, night), closed=nrow.closed, redefine=True,
-        **calibs).jobs}
+        history=history_for(ctx.cfg, s, prod, night, exps), **calibs,
+        **plan_extras(s, ctx.cfg, prod, night)).jobs}
     # Jobs the edit calls for anew (LASTSTEP raised again): new keys are added the planner's
     # way; those an earlier edit cancelled are planned again (below, as re-planned).
     from .orchestrate import job_resources, resources_for
@@ -254,7 +257,8 @@ def _same(s: Session, j: Job, new: PlannedJob) -> bool:
 
 def _as_planned(j: Job) -> PlannedJob:
     return PlannedJob(j.key, j.kind, j.night, j.tileid, tuple(j.expids),
-                      tuple(j.cameras.split(",")) if j.cameras else (), (), j.calib_night)
+                      tuple(j.cameras.split(",")) if j.cameras else (), (), j.calib_night,
+                      calib_nights=j.calib_nights)
 
 
 def _redefine(s: Session, prod: Production, j: Job, new: PlannedJob, dropped: set[int]) -> None:
@@ -302,13 +306,20 @@ def auto_laststep(s: Session, prod: Production, expid: int, cfg) -> None:  # noq
                                           Exposure.expid == expid))
     if exp is None or exp.obstype != "SCIENCE" or exp.laststep_reason == "operator":
         return
-    why = None
-    if exp.exptime is not None and exp.exptime < cfg.laststep_min_exptime_s:
-        why = f"EXPTIME {exp.exptime:g} s < laststep.min_exptime_s {cfg.laststep_min_exptime_s:g}"
-    elif (exp.program or "").lower() in {p.lower() for p in cfg.laststep_skysub_programs}:
-        why = f"PROGRAM {exp.program} in laststep.skysub_programs"
+    why = laststep_rule(exp.exptime, exp.program, cfg)
     if why:
         exp.laststep, exp.laststep_reason = "skysub", why
+
+
+def laststep_rule(exptime: float | None, program: str | None, cfg) -> str | None:  # noqa: ANN001
+    """Why a science exposure stops after sky subtraction (None: it does not). A program
+    matches when it contains a listed word, any case, as DESI's exposure table tests
+    ``"dither" in program``: PROGRAM "Dither tile 80000" matches "dither"."""
+    if exptime is not None and exptime < cfg.laststep_min_exptime_s:
+        return f"EXPTIME {exptime:g} s < laststep.min_exptime_s {cfg.laststep_min_exptime_s:g}"
+    word = next((w for w in cfg.laststep_skysub_programs if w and w.lower() in (program or "").lower()),
+                None)
+    return f"PROGRAM {program} matches laststep.skysub_programs {word!r}" if word else None
 
 
 def edits_of(s: Session, exp: Exposure) -> list[ExposureEdit]:

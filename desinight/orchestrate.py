@@ -22,7 +22,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session, selectinload, sessionmaker
 
 from . import alerts
-from .batch.base import Backend, Resources, SubmitRequest
+from .batch.base import Backend, BackendJob, Resources, SubmitRequest
 from .batch.exitfile import read_exits
 from .batch.render import job_name, render_script, step_command, write_script
 from .config import Config
@@ -126,8 +126,12 @@ def _plan_one(ctx: Context, s: Session, prod: Production, night: int, closed: bo
               res: dict) -> int:
     from .calib_choice import plan_inputs   # chosen, override file, or the checked fallback
     exps, calibs = plan_inputs(s, ctx.cfg, prod, night, repo.exposure_infos(s, prod, night))
+    from .db.tiles import history_for       # the tiles' earlier nights: cumulative redshifts
+    from .plan_extras import plan_extras    # calibration-set rule, neighbouring darks
     p = plan_night(night, exps, repo.job_keys(s, prod, night), closed=closed,
-                   held=repo.held_keys(s, prod, night), **calibs)
+                   held=repo.held_keys(s, prod, night),
+                   history=history_for(ctx.cfg, s, prod, night, exps), **calibs,
+                   **plan_extras(s, ctx.cfg, prod, night))
     n = repo.save_plan(s, prod, p, job_resources(ctx.cfg, p.jobs, res), ctx.actor)
     if n or p.released:
         ctx.event("planned", night=night, jobs=n, released=len(p.released))
@@ -267,7 +271,8 @@ def _submit_waves(ctx: Context, now: datetime, budget: list[int] | None) -> int:
                 script = adir / "job.sh"
                 cmd = step_command(python, job.kind, job.night, job.expids, job.tileid,
                                    job.cameras, job.calib_night,
-                                   repo.bad_amps_for(amps, job.kind, job.expids))
+                                   repo.bad_amps_for(amps, job.kind, job.expids),
+                                   calib_nights=job.calib_nights)
                 res = Resources(**job.resources) if job.resources else resources_for(ctx.cfg, job.kind)
                 name = job_name(ctx.production, job.id, job.kind)
                 write_script(script, render_script(
@@ -466,6 +471,10 @@ def poll(ctx: Context, now: datetime) -> dict[str, int]:
             repo.set_service(s, prod, "backend_error", f"poll: {e}", now)
             ctx.event("poll_failed", error=str(e))
         records = read_exits(ctx.cfg, active)
+        # Parents before the dependants the backend cancelled for them: a dependant's root
+        # cause is read from its parents' rows, so their ends must be written first. (The
+        # database returns attempts in no set order: PostgreSQL's changes with every update.)
+        active.sort(key=lambda a: (_never_satisfied(seen.get(a.backend_id)), a.job_id))
         recancel: list[str] = []
         # queued -> running moves, one compare-and-set per (read state, new state) after the
         # loop instead of one per job: most of a night's moves, and of the daemon's CPU
@@ -477,7 +486,7 @@ def poll(ctx: Context, now: datetime) -> dict[str, int]:
             if bj is not None and JobState(bj.state) not in ACTIVE:
                 state = JobState(bj.state)
                 reason = bj.reason
-                if state is JobState.CANCELLED and reason and "DependencyNeverSatisfied" in reason:
+                if _never_satisfied(bj):
                     state = JobState.DEP_FAILED
                 if state is JobState.DEP_FAILED:
                     reason = _root_cause(s, att.job) or reason
@@ -524,6 +533,12 @@ def poll(ctx: Context, now: datetime) -> dict[str, int]:
         _cancel_orphaned_dependents(ctx, s, prod)
         repo.set_service(s, prod, "last_poll", now.isoformat(), now)
     return changes
+
+
+def _never_satisfied(bj: BackendJob | None) -> bool:
+    """Cancelled by the backend because a parent can never complete (SLURM's word)."""
+    return (bj is not None and JobState(bj.state) is JobState.CANCELLED and bool(bj.reason)
+            and "DependencyNeverSatisfied" in bj.reason)
 
 
 def _cancel_orphaned_dependents(ctx: Context, s: Session, prod: Production) -> None:

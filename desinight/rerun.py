@@ -65,7 +65,8 @@ def rerun_here(ctx: Context, ident: str, cameras: str | None = None, record: boo
             # no attempt yet, or a subset of cameras: render the job's script afresh
             script = adir / "job.sh"
             cmd = step_command(sys.executable, job.kind, job.night, job.expids, job.tileid,
-                               camera_word(subset) if cameras else job.cameras, job.calib_night)
+                               camera_word(subset) if cameras else job.cameras, job.calib_night,
+                               calib_nights=job.calib_nights)
             command = " ".join(cmd)
             write_script(script, render_script(
                 ctx.cfg.templates_dir, job.kind, job_key=job.key,

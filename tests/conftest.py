@@ -85,3 +85,18 @@ def ctx(cfg, fake_backend):
 def raw_night(cfg) -> list[Path]:
     from tests.rawfixture import write_night
     return write_night(cfg.raw_root)
+
+
+# --- parallel runs (scripts/test runs the suite on two pytest-xdist workers) -----------------
+# Everything that touches the one shared SLURM cluster (or stops a service: the fault suite)
+# runs on ONE worker, in order, as a serial run would: the fault tests stop slurmctld/slurmdbd
+# and would break a SLURM test running beside them. Every other test is grouped by file, so a
+# module-scoped fixture (a simulated night, a processed chain) is built once, not once per worker.
+_CLUSTER_MARKS = ("slurm", "fault")
+
+
+def pytest_collection_modifyitems(config, items):
+    for item in items:
+        on_cluster = any(item.get_closest_marker(m) for m in _CLUSTER_MARKS) or \
+            "slurm_cluster" in getattr(item, "fixturenames", ())
+        item.add_marker(pytest.mark.xdist_group("cluster" if on_cluster else item.nodeid.split("::")[0]))

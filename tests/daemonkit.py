@@ -85,7 +85,10 @@ def start_daemon(conf: Path, log: Path) -> subprocess.Popen:
                                 stdout=f, stderr=subprocess.STDOUT)
 
 
-def stop_daemon(proc: subprocess.Popen, sig: int = signal.SIGTERM, timeout: float = 10) -> tuple[int, float]:
+def stop_daemon(proc: subprocess.Popen, sig: int = signal.SIGTERM, timeout: float = 60) -> tuple[int, float]:
+    """Signal the daemon and wait for its exit; (exit code, seconds). A daemon that does not
+    stop fails here (TimeoutExpired); how fast a clean stop is is a figure for bench/, not a
+    bound for a loaded test machine."""
     t0 = time.monotonic()
     proc.send_signal(sig)
     rc = proc.wait(timeout=timeout)

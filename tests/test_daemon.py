@@ -51,8 +51,8 @@ def test_daemon_processes_a_night_as_it_arrives(prod):
             time.sleep(0.5)
         data = wait_for(lambda: all_completed(conf), 120, what="the night to complete")
         assert [e["status"] for e in data["exposures"]] == ["planned"] * 5
-        rc, took = stop_daemon(proc)
-        assert rc == 0 and took < 10
+        rc, _ = stop_daemon(proc)
+        assert rc == 0
     finally:
         if proc.poll() is None:
             proc.kill()

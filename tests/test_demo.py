@@ -72,8 +72,8 @@ def test_issue_check_daemon_with_realtime_simulator(tmp_path):
             return jobs and all(j["state"] == "completed" for j in jobs) and any(
                 j["kind"] == "redshift" for j in jobs)
         wait_for(done, max(5.0, 180 - (time.monotonic() - t0)), interval=2, what="all jobs completed")
-        rc, took = stop_daemon(proc, signal.SIGTERM)
-        assert rc == 0 and took < 10
+        rc, _ = stop_daemon(proc, signal.SIGTERM)
+        assert rc == 0
     finally:
         if proc.poll() is None:
             proc.kill()

@@ -5,6 +5,7 @@ do to the night's jobs (cancel, re-plan, release), the [laststep] rules at inges
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import fitsio
 import numpy as np
@@ -329,3 +330,19 @@ def test_edit_of_a_completed_exposure_waits_for_resubmit_force(ctx, raw_night, f
         assert jobs[STD].state == "completed" and jobs[STD].expids == [E3]
         assert jobs[Z].expids == [E3]
     assert STD in resubmit(ctx, job=STD, force=True).replanned
+
+
+@pytest.mark.parametrize("exptime,program,expect", [
+    (900.0, "Dither tile 80000", "PROGRAM Dither tile 80000 matches laststep.skysub_programs 'dither'"),
+    (900.0, "DITHER", "PROGRAM DITHER matches laststep.skysub_programs 'dither'"),
+    (900.0, "dark", None),
+    (900.0, None, None),
+    (30.0, "dark", "EXPTIME 30 s < laststep.min_exptime_s 60"),
+])
+def test_laststep_rules_on_the_program_words_and_exptime(exptime, program, expect):
+    """The defaults ([laststep] min_exptime_s 60, skysub_programs ["dither"]): a program
+    matches when it contains the word, as DESI's exposure table tests "dither" in PROGRAM."""
+    from desinight.config import Config
+    from desinight.exposure_edit import laststep_rule
+    cfg = Config(production="t", raw_root=Path("/r"), redux_root=Path("/x"), state_dir=Path("/s"))
+    assert laststep_rule(exptime, program, cfg) == expect

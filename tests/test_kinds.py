@@ -55,8 +55,8 @@ def exps(*spec):
 
 
 def test_builtin_kinds_in_pipeline_order():
-    assert K.names()[:9] == ("biasnight", "arc", "psfnight", "flat", "fiberflatnight",
-                             "science", "stdstars", "fluxcalib", "redshift")
+    assert K.names()[:10] == ("biasnight", "darknight", "arc", "psfnight", "flat",
+                              "fiberflatnight", "science", "stdstars", "fluxcalib", "redshift")
     assert K.get("redshift").unit == "spectrograph" and K.get("science").bundles
 
 
@@ -90,8 +90,8 @@ def test_declared_kind_waits_for_unplanned_parents():
 
 
 def test_without_declared_kinds_the_plan_is_unchanged():
-    night = exps(("ZERO", -1), ("ARC", -1), ("FLAT", -1), ("SCIENCE", 7))
-    assert {j.kind for j in plan_night(N, night, closed=True).jobs} == set(K.BUILTIN)
+    night = exps(("ZERO", -1), ("DARK", -1), ("ARC", -1), ("FLAT", -1), ("SCIENCE", 7))
+    assert {j.kind for j in plan_night(N, night, closed=True, history={}).jobs} == set(K.BUILTIN)
 
 
 @pytest.mark.parametrize("change,message", [

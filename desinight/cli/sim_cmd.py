@@ -37,9 +37,22 @@ def sim() -> None:
               help="moon illuminated fraction 0-1 (default 0: dark time)")
 @click.option("--airmass", type=float, default=None,
               help="airmass of every science exposure (default: drawn, 1.0-1.5)")
+@click.option("--tileid", "tileids", type=int, multiple=True,
+              help="observe this TILEID instead of the night's own (repeatable, one per tile of "
+                   "the night, in order); reuse an earlier night's TILEID, with the same --seed, "
+                   "to spread that tile (the same targets) over several nights")
+@click.option("--darks", type=click.IntRange(0, 20), default=0, show_default=True,
+              help="DARK exposures (300 s); with any, the CCDs have hot pixels and columns")
+@click.option("--narc", type=click.IntRange(1, 20), default=None,
+              help="arcs in the night's arc sequence (default: the preset's)")
+@click.option("--broken-arcs", type=click.Choice(["incomplete", "corrupt"]), default=None,
+              help="an arc sequence before the good one: SEQTOT=5 with 3 taken, or one of 3 "
+                   "truncated")
 def night_cmd(night: int, out: str, preset: str, seed: int, realtime: float | None,
               bad: tuple[str, ...], truth_dir: str | None, exptime: float | None,
-              seeing: float | None, moon: float | None, airmass: float | None) -> None:
+              seeing: float | None, moon: float | None, airmass: float | None,
+              tileids: tuple[int, ...], darks: int, narc: int | None,
+              broken_arcs: str | None) -> None:
     """Simulate one night of raw exposures."""
     import sys
     import time
@@ -49,7 +62,8 @@ def night_cmd(night: int, out: str, preset: str, seed: int, realtime: float | No
     dirs = simulate_night(night, Path(out), preset=preset, seed=seed, realtime=realtime,
                           bad=bad, truth_dir=Path(truth_dir) if truth_dir else None,
                           progress=sys.stderr.isatty(), exptime=exptime, seeing=seeing,
-                          moon=moon, airmass=airmass)
+                          moon=moon, airmass=airmass, tileids=tileids, darks=darks, narc=narc,
+                          broken_arcs=broken_arcs)
     click.echo(f"wrote {len(dirs)} exposures of night {night} under {out} "
                f"in {time.perf_counter() - t0:.1f} s")
 

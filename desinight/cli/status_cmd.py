@@ -265,7 +265,8 @@ def show_job(obj, ident: str, as_json: bool, lines: int) -> None:
             "schema": 1, "id": job.id, "key": job.key, "kind": job.kind, "night": job.night,
             "tileid": job.tileid, "cameras": job.cameras, "expids": job.expids,
             "state": job.state, "reason": job.reason, "hold_reason": job.hold_reason,
-            "calib_night": job.calib_night, "resources": job.resources,
+            "calib_night": job.calib_night, "calib_nights": job.calib_nights,
+            "resources": job.resources,
             "parents": [{"id": p.id, "key": p.key, "state": p.state} for p in parents],
             "attempts": [{
                 "number": a.number, "backend": a.backend, "backend_id": a.backend_id,
@@ -285,6 +286,8 @@ def show_job(obj, ident: str, as_json: bool, lines: int) -> None:
                   f"state={GLYPH.get(data['state'], '')} {data['state']}")
     console.print(f"exposures {data['expids']}  cameras {data['cameras']}  tile {data['tileid']}"
                   + (f"  calibrations from night {data['calib_night']}" if data["calib_night"] else ""))
+    if data["calib_nights"]:     # `calib use --cameras`
+        console.print(f"calibrations per camera: {data['calib_nights']}")
     if data["reason"] or data["hold_reason"]:
         console.print(f"[red]reason:[/] {data['reason'] or data['hold_reason']}")
     for p in data["parents"]:

@@ -22,6 +22,25 @@ def _comm():
     return comm if comm.Get_size() > 1 else None
 
 
+def _calib_nights(ctx, param, text: str | None) -> dict[str, int]:
+    """``b3=20261123,r3=20261123`` -> {"b3": 20261123, ...} (what the planner writes)."""
+    from ..core.cameras import parse_cameras
+    from ..core.errors import DesinightError
+    out: dict[str, int] = {}
+    for item in (text or "").split(","):
+        if not item.strip():
+            continue
+        cam, sep, night = item.partition("=")
+        try:
+            cams = parse_cameras(cam) if sep else []
+            out.update({c: int(night) for c in cams})
+        except (ValueError, DesinightError):
+            cams = []
+        if not cams:
+            raise click.BadParameter(f"{item!r}: expected CAMERA=YYYYMMDD, e.g. b3=20261123")
+    return out
+
+
 @step.command("run")
 @click.argument("kind")
 @click.option("--night", required=True, type=int)
@@ -29,9 +48,11 @@ def _comm():
 @click.option("--tile", "tileid", type=int, default=None)
 @click.option("--cameras", default=None, help="e.g. b0,r0,z0 or a0123")
 @click.option("--calib-night", type=int, default=None, help="use this night's calibnight files")
+@click.option("--calib-nights", callback=_calib_nights, default=None,
+              help="cameras whose calibnight files come from another night, e.g. b3=20261123,r3=20261123")
 @click.option("--bad-amps", default="", help="amplifiers preproc masks (zero ivar), e.g. b7D,z8A")
 def run_cmd(kind: str, night: int, expids: str, tileid: int | None, cameras: str | None,
-            calib_night: int | None, bad_amps: str) -> None:
+            calib_night: int | None, calib_nights: dict[str, int], bad_amps: str) -> None:
     """Run one job of KIND; exit 0 only if every camera succeeded."""
     import os
 
@@ -43,7 +64,7 @@ def run_cmd(kind: str, night: int, expids: str, tileid: int | None, cameras: str
                         "$DESINIGHT_KIND_MODULES")
     ids = [int(e) for e in expids.split(",") if e.strip()]
     rc = run_job(kind, night, ids, tileid, cameras, calib_night=calib_night, comm=_comm(),
-                 bad_amps=[a for a in bad_amps.split(",") if a])
+                 bad_amps=[a for a in bad_amps.split(",") if a], calib_nights=calib_nights)
     sys.exit(rc)
 
 

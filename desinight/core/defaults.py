@@ -162,3 +162,12 @@ AUTO_RETRY = False
 MAX_CALIB_AGE_NIGHTS = 7
 #: Per-night calibration override files (calib-NIGHT.toml), relative to the state directory.
 CALIB_OVERRIDES_SUBDIR = "calib-overrides"
+#: Calibration sets (core/planner.py): psfnight (fiberflatnight) is built from a complete arc
+#: (flat) sequence with at least this many good exposures; while the night is open it waits
+#: for one. DESI asks 3 arcs; 1 keeps a one-arc night (the small preset) processable.
+MIN_ARCS = 1
+MIN_FLATS = 1
+#: darknight combines the DARK exposures of its night and of the nights this many calendar
+#: nights before and after it (those ingested when it is planned): the dark current of a CCD
+#: is stable for days, and DESI takes few darks a night.
+DARK_WINDOW_NIGHTS = 2

@@ -188,10 +188,16 @@ def scaled(name: str, base: Mapping[str, Any], cameras: int, exposures: int,
 # time limits are upper bounds for 30 cameras, TYPICAL minutes what a job usually takes.
 _J = "desinight.steps.jobs:"
 _EXP = "exposures/{night}/{expid:08d}/"
+#: where a cumulative redshift writes (DESI's layout), relative to the production directory
+CUMULATIVE_DIR = "tiles/cumulative/{tileid}/{night}/"
 for _k in (
     JobKind("biasnight", "night", _J + "_task_biasnight", "bias", 5, ("ZERO", "DARK"),
             resources={"ntasks": 1, "time_minutes": 15},
             outputs=("calibnight/{night}/biasnight-{camera}-{night}.fits",)),
+    # darks of this night and of the nights within [calib] dark_window_nights (planner)
+    JobKind("darknight", "night", _J + "_task_darknight", "dark", 4, ("DARK",), ("biasnight",),
+            resources={"ntasks": 1, "time_minutes": 15},
+            outputs=("calibnight/{night}/darknight-{camera}-{night}.fits",)),
     JobKind("arc", "exposure", _J + "_task_arc", "arc", 6, ("ARC",), ("biasnight",),
             resources={"ntasks": 1, "time_minutes": 20},
             outputs=("preproc/{night}/{expid:08d}/preproc-{camera}-{expid:08d}.fits",
@@ -224,6 +230,13 @@ for _k in (
             unit="spectrograph", resources={"ntasks": 1, "time_minutes": 30},
             outputs=("tiles/{tileid}/{night}/coadd-{spectro}-{tileid}-{night}.fits",
                      "tiles/{tileid}/{night}/redrock-{spectro}-{tileid}-{night}.fits")),
+    # The tile's every good exposure on nights <= this one (planner: _cumulative); its own
+    # directory per night, so night N's result stays when night N+k adds exposures.
+    JobKind("cumulative", "tile", _J + "_task_cumulative", "zc", 15, ("SCIENCE",), ("fluxcalib",),
+            unit="spectrograph", resources={"ntasks": 1, "time_minutes": 30},
+            scaling=Scaling(minutes_per_exposure=1.0),
+            outputs=(CUMULATIVE_DIR + "coadd-{spectro}-{tileid}-thru{night}.fits",
+                     CUMULATIVE_DIR + "redrock-{spectro}-{tileid}-thru{night}.fits")),
 ):
     register(JobKind(**{**_k.__dict__, "builtin": True}))
 

@@ -59,7 +59,7 @@ TYPICAL_MINUTES = K.view("typical_minutes")
 
 #: Step names an operator may use besides job kinds.
 STEP_ALIASES: dict[str, tuple[str, ...]] = {
-    "calibrations": ("biasnight", "arc", "psfnight", "flat", "fiberflatnight"),
+    "calibrations": ("biasnight", "darknight", "arc", "psfnight", "flat", "fiberflatnight"),
     "bias": ("biasnight",), "psf": ("arc", "psfnight"), "fiberflat": ("flat", "fiberflatnight"),
     "preproc": ("science",), "extract": ("science",), "sky": ("science",),
     "stdstar": ("stdstars",), "coadd": ("redshift",), "zfind": ("redshift",),

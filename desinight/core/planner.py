@@ -9,9 +9,24 @@ the data, never by the clock: a sequence is complete when its last exposure says
 (SEQNUM == SEQTOT), when an exposure of a later phase of the night has arrived (the survey
 always takes zeros, then arcs, then flats, then science), or when the night is closed.
 
+Calibration sets (DESI's rule, docs/architecture.md "Calibration sets"): psfnight and
+fiberflatnight are built from the best complete sequences of the night's arcs (flats), not from
+every arc: complete = SEQNUM 1..SEQTOT all present (ingested, not quarantined), with at least
+``CalibRule.min_arcs`` (``min_flats``) good exposures (LASTSTEP not ``ignore``); best = fewest
+bad cameras; sequences tied for best are combined. While the night is open they wait until such
+a set exists; once it is closed without one, every good exposure is used (as before sets).
+
+Darks: ZERO exposures make the nightly bias (DARKs only when there are no zeros); the DARKs of
+the night and of its neighbours (``dark_neighbours``, the caller's window) make darknight, and
+every preproc (arc, flat, science) of the night waits for it when one is planned.
+
 Planning is idempotent and incremental: job keys are deterministic, so existing keys are
 skipped and a late exposure only adds its own jobs (plus a new version of its tile's
 redshift, which waits for the previous version so the two never write the same file).
+
+Two redshifts per tile (docs/science.md "Per-night and cumulative redshifts"): ``redshift``
+over the night's exposures, and ``cumulative`` over the tile's every good exposure on this and
+earlier nights (``history``, read by the caller), after the flux calibrations of all of them.
 """
 
 from __future__ import annotations
@@ -56,6 +71,62 @@ def _upto(exps: Iterable[ExposureInfo], step: str) -> list[ExposureInfo]:
 
 
 @dataclass(frozen=True)
+class CalibRule:
+    """What a complete calibration set needs ([calib] min_arcs / min_flats; DESI: 3 arcs)."""
+
+    min_arcs: int = 1
+    min_flats: int = 1
+
+
+def calib_sequences(exps: Iterable[ExposureInfo], obstype: str) -> list[list[ExposureInfo]]:
+    """The night's ``obstype`` exposures cut into sequences: consecutive exposures (nothing of
+    another OBSTYPE between them) with SEQNUM rising under one SEQTOT. An exposure without
+    SEQNUM/SEQTOT is a sequence of its own."""
+    ordered = sorted(exps, key=lambda e: e.expid)
+    seqs: list[list[ExposureInfo]] = []
+    prev: ExposureInfo | None = None
+    for e in ordered:
+        if e.obstype != obstype:
+            prev = None
+            continue
+        if (prev is None or e.seqnum is None or prev.seqnum is None or e.seqtot != prev.seqtot
+                or e.seqnum <= prev.seqnum):
+            seqs.append([])
+        seqs[-1].append(e)
+        prev = e
+    return seqs
+
+
+def _complete(seq: list[ExposureInfo]) -> bool:
+    if len(seq) == 1 and seq[0].seqnum is None:
+        return True
+    tot = seq[0].seqtot
+    return tot is not None and sorted(e.seqnum for e in seq) == list(range(1, tot + 1))
+
+
+def best_calib_set(exps: Iterable[ExposureInfo], obstype: str,
+                   minimum: int) -> list[ExposureInfo] | None:
+    """The good exposures of the best complete set (None: no sequence qualifies).
+
+    Qualifies: complete, with at least ``minimum`` good (LASTSTEP not ignore) exposures.
+    Best: fewest bad cameras (the cameras of the night's good ``obstype`` exposures that are
+    not good in every good exposure of the sequence); sequences tied for best are combined."""
+    exps = list(exps)
+    allcams = set(_union_cameras(_upto((e for e in exps if e.obstype == obstype), "skysub")))
+    scored = []
+    for seq in calib_sequences(exps, obstype):
+        good = _upto(seq, "skysub")
+        if not _complete(seq) or len(good) < minimum:
+            continue
+        ok = set.intersection(*(set(e.cameras) for e in good))
+        scored.append((len(allcams - ok), good))
+    if not scored:
+        return None
+    least = min(bad for bad, _ in scored)
+    return sorted((e for bad, good in scored if bad == least for e in good), key=lambda e: e.expid)
+
+
+@dataclass(frozen=True)
 class CalibRef:
     """A nightly calibration job that science may use: this night's, or an earlier night's."""
 
@@ -74,6 +145,18 @@ class PlannedJob:
     deps: tuple[str, ...] = ()         # keys of parent jobs (may belong to an earlier night)
     calib_night: int | None = None     # set when calibrations come from an earlier night
     hold_reason: str | None = None     # set when the job cannot run yet
+    #: cameras whose psfnight/fiberflatnight come from another night than calib_night (or
+    #: the job's night), ``b3=20261123,r3=20261123``: `calib use --cameras` (science only)
+    calib_nights: str | None = None
+
+
+@dataclass(frozen=True)
+class Earlier:
+    """A good exposure of a tile on an earlier night (input of the tile's cumulative redshift)
+    and the key of its fluxcalib job, which wrote its cframes (None: not planned yet)."""
+
+    info: ExposureInfo
+    fluxcalib: str | None
 
 
 @dataclass
@@ -128,11 +211,22 @@ def plan_night(night: int, exposures: Iterable[ExposureInfo], existing: Iterable
                closed: bool = False, fallback: Mapping[str, CalibRef] | None = None,
                held: Iterable[str] = (), redefine: bool = False,
                chosen: Mapping[str, CalibRef] | None = None,
-               no_fallback: str | None = None) -> Plan:
-    """The built-in kinds' rules (below), then the generic rule of every declared kind."""
+               no_fallback: str | None = None,
+               history: Mapping[int, Iterable[Earlier]] | None = None,
+               by_camera: Mapping[str, tuple[CalibRef, CalibRef] | str] | None = None,
+               rule: CalibRule | None = None,
+               dark_neighbours: Iterable[ExposureInfo] = ()) -> Plan:
+    """The built-in kinds' rules (below), then the generic rule of every declared kind.
+
+    history: {tileid: its good exposures on earlier nights} for the cumulative redshifts;
+    None plans none (a caller that cannot read the production's other nights, e.g. a
+    campaign, never plans a cumulative fit over fewer exposures than it should have).
+    by_camera: per-camera choices (`calib use --cameras`): camera -> (psfnight, fiberflatnight)
+      of the chosen night, or why that night cannot serve (the science on it is held)."""
     exposures, existing = list(exposures), set(existing)
     plan = _plan_builtin(night, exposures, existing, closed, fallback, held, redefine, chosen,
-                         no_fallback)
+                         no_fallback, history, by_camera or {}, rule or CalibRule(),
+                         list(dark_neighbours))
     if kinds.declared():
         _plan_declared(plan, night, exposures, existing, closed, set(held))
     return plan
@@ -142,7 +236,11 @@ def _plan_builtin(night: int, exposures: Iterable[ExposureInfo], existing: Itera
                   closed: bool = False, fallback: Mapping[str, CalibRef] | None = None,
                   held: Iterable[str] = (), redefine: bool = False,
                   chosen: Mapping[str, CalibRef] | None = None,
-                  no_fallback: str | None = None) -> Plan:
+                  no_fallback: str | None = None,
+                  history: Mapping[int, Iterable[Earlier]] | None = None,
+                  by_camera: Mapping[str, tuple[CalibRef, CalibRef] | str] | None = None,
+                  rule: CalibRule = CalibRule(),
+                  dark_neighbours: list[ExposureInfo] | None = None) -> Plan:
     """New jobs for ``night``.
 
     exposures: the night's ingested (not quarantined) exposures.
@@ -158,6 +256,9 @@ def _plan_builtin(night: int, exposures: Iterable[ExposureInfo], existing: Itera
     chosen: psfnight and fiberflatnight picked by an operator (`calib use`, an override file):
       science uses them whatever tonight has.
     no_fallback: why ``fallback`` holds no calibrations (age, cameras): the held jobs' reason.
+    rule: what a complete arc/flat set needs (module docstring, "Calibration sets").
+    dark_neighbours: DARK exposures of other nights within the dark window: darknight
+      combines them with tonight's.
     """
     existing = set(existing)
     held = set(held)
@@ -189,21 +290,33 @@ def _plan_builtin(night: int, exposures: Iterable[ExposureInfo], existing: Itera
         elif (redefine or job.key not in existing) and job.key not in out:
             out[job.key] = job
 
-    def nightly(kind: str, types: tuple[ObsType, ...]) -> tuple[bool, CalibRef | None]:
-        """(decided, reference) for one nightly calibration: tonight's, an earlier one, or None."""
+    def nightly(kind: str, types: tuple[ObsType, ...],
+                minimum: int = 0) -> tuple[bool, CalibRef | None, list[ExposureInfo]]:
+        """(decided, reference, tonight's inputs) for one nightly calibration: tonight's, an
+        earlier one, or None. ``minimum``: tonight's inputs are the best complete set with at
+        least that many good exposures (calibration sets); 0: every good exposure."""
         mine = _upto(n.of(*types), "skysub")
         if not n.phase_done(*types):
             if mine:
                 plan.waiting.append(f"{kind}: waiting for the rest of the "
                                     f"{'/'.join(t.value for t in types)} sequence")
-            return False, None
+            return False, None, []
+        if mine and minimum:
+            best = best_calib_set(n.exps, types[0].value, minimum)
+            if best is None and not n.closed:
+                plan.waiting.append(f"{kind}: waiting for a complete {types[0].value} sequence "
+                                    f"(SEQNUM 1..SEQTOT) of at least {minimum} good exposures")
+                return False, None, []
+            mine = best or mine     # closed without a complete set: every good one
         if mine:
-            return True, CalibRef(job_key(night, kind), night)
-        return True, fallback.get(kind)
+            return True, CalibRef(job_key(night, kind), night), mine
+        return True, fallback.get(kind), []
 
-    # --- bias -------------------------------------------------------------------------
-    zeros = _upto(n.of(ObsType.ZERO, ObsType.DARK), "skysub")
-    bias_ok, bias = nightly("biasnight", (ObsType.ZERO, ObsType.DARK))
+    # --- bias, dark -------------------------------------------------------------------
+    # Zeros make the bias; darks only without zeros (their dark current would enter it).
+    zeros = (_upto(n.of(ObsType.ZERO), "skysub")
+             or _upto(n.of(ObsType.DARK), "skysub"))
+    bias_ok, bias, _ = nightly("biasnight", (ObsType.ZERO, ObsType.DARK))
     if bias_ok and zeros:
         add(PlannedJob(bias.key, "biasnight", night, None, tuple(e.expid for e in zeros),
                        _union_cameras(zeros)))
@@ -211,13 +324,22 @@ def _plan_builtin(night: int, exposures: Iterable[ExposureInfo], existing: Itera
     if not bias_ok:
         plan.jobs = list(out.values())
         return plan
+    darks = _upto(n.of(ObsType.DARK), "skysub") if n.of(ObsType.ZERO) else []
+    darks += [e for e in dark_neighbours or () if e.obstype == ObsType.DARK.value
+              and e.night != night and e.laststep != "ignore"]
+    dark_key = job_key(night, "darknight")
+    if darks:
+        darks.sort(key=lambda e: e.expid)
+        add(PlannedJob(dark_key, "darknight", night, None, tuple(e.expid for e in darks),
+                       _union_cameras(darks), bias_deps))
+    # every preproc subtracts the measured dark: it waits for the night's darknight
+    pre_deps = (*bias_deps, dark_key) if darks or dark_key in existing else bias_deps
 
     # --- arcs -> psfnight ---------------------------------------------------------------
-    arcs = _upto(n.of(ObsType.ARC), "skysub")
-    for e in arcs:
+    for e in _upto(n.of(ObsType.ARC), "skysub"):
         add(PlannedJob(job_key(night, "arc", e.expid), "arc", night, None, (e.expid,),
-                       e.cameras, bias_deps))
-    psf_ok, psf = nightly("psfnight", (ObsType.ARC,))
+                       e.cameras, pre_deps))
+    psf_ok, psf, arcs = nightly("psfnight", (ObsType.ARC,), rule.min_arcs)
     if psf_ok and arcs:
         add(PlannedJob(psf.key, "psfnight", night, None, tuple(e.expid for e in arcs),
                        _union_cameras(arcs), tuple(job_key(night, "arc", e.expid) for e in arcs)))
@@ -226,14 +348,13 @@ def _plan_builtin(night: int, exposures: Iterable[ExposureInfo], existing: Itera
         return plan
 
     # --- flats -> fiberflatnight --------------------------------------------------------
-    flats = _upto(n.of(ObsType.FLAT), "skysub")
     no_psf = None if psf else f"no PSF calibration (no arcs) on night {night} or any earlier night"
-    for e in flats:
+    for e in _upto(n.of(ObsType.FLAT), "skysub"):
         add(PlannedJob(job_key(night, "flat", e.expid), "flat", night, None, (e.expid,),
-                       e.cameras, (*bias_deps, psf.key) if psf else bias_deps,
+                       e.cameras, (*pre_deps, psf.key) if psf else pre_deps,
                        calib_night=psf.night if psf and psf.night != night else None,
                        hold_reason=no_psf))
-    ff_ok, ff = nightly("fiberflatnight", (ObsType.FLAT,))
+    ff_ok, ff, flats = nightly("fiberflatnight", (ObsType.FLAT,), rule.min_flats)
     if ff_ok and flats:
         add(PlannedJob(ff.key, "fiberflatnight", night, None, tuple(e.expid for e in flats),
                        _union_cameras(flats), tuple(job_key(night, "flat", e.expid) for e in flats),
@@ -251,12 +372,14 @@ def _plan_builtin(night: int, exposures: Iterable[ExposureInfo], existing: Itera
             if missing else None)
     calib_nights = {ref.night for ref in (psf, ff) if ref is not None} - {night}
     calib_night = min(calib_nights) if calib_nights else None
-    calib_deps = tuple(ref.key for ref in (bias, psf, ff) if ref is not None)
+    calib_deps = (*pre_deps, *(ref.key for ref in (psf, ff) if ref is not None))
     tiles: dict[int, list[ExposureInfo]] = defaultdict(list)
     for e in n.of(ObsType.SCIENCE):
         if e.laststep != "ignore":
+            deps, why, word = _per_camera(e.cameras, calib_deps, calib_night or night, hold,
+                                          by_camera or {})
             add(PlannedJob(job_key(night, "science", e.expid), "science", night, e.tileid,
-                           (e.expid,), e.cameras, calib_deps, calib_night, hold))
+                           (e.expid,), e.cameras, deps, calib_night, why, word))
         tiles[e.tileid if e.tileid is not None else -1].append(e)
 
     for tile, every in tiles.items():
@@ -286,9 +409,35 @@ def _plan_builtin(night: int, exposures: Iterable[ExposureInfo], existing: Itera
                        _union_cameras(zexps),
                        (*(job_key(night, "fluxcalib", e.expid) for e in zexps), *earlier[-1:]),
                        calib_night, hold))
+        if history is not None:
+            add(_cumulative(night, tile, every[-1].expid, zexps, history.get(tile, ()),
+                            existing | set(out), calib_night, hold))
 
     plan.jobs = list(out.values())
     return plan
+
+
+def _cumulative(night: int, tile: int, last: int, zexps: list[ExposureInfo],
+                before: Iterable[Earlier], known: set[str], calib_night: int | None,
+                hold: str | None) -> PlannedJob:
+    """The tile's cumulative redshift through ``night``: every good exposure (LASTSTEP all,
+    some good camera) of this and earlier nights, after the fluxcalib job of each (the
+    earlier nights' too: SLURM afterok while they are queued, nothing once completed, and
+    dep_failed with their reason if they failed). An earlier exposure whose fluxcalib job
+    is not planned yet holds it: it never fits fewer exposures than the tile has."""
+    key = f"{night}/cumulative/{tile}/{last:08d}"
+    prev = sorted(k for k in known if k.startswith(f"{night}/cumulative/{tile}/") and k < key)
+    old = sorted((b for b in before if b.info.night < night and b.info.laststep == "all"
+                  and b.info.cameras), key=lambda b: (b.info.night, b.info.expid))
+    missing = [b.info for b in old if b.fluxcalib is None]
+    if missing and hold is None:
+        hold = (f"tile {tile}: no flux calibration job yet for earlier exposure(s) "
+                + ", ".join(f"{e.expid} (night {e.night})" for e in missing))
+    exps = [b.info for b in old] + zexps
+    deps = (*(b.fluxcalib for b in old if b.fluxcalib),
+            *(job_key(night, "fluxcalib", e.expid) for e in zexps), *prev[-1:])
+    return PlannedJob(key, "cumulative", night, tile, tuple(e.expid for e in exps),
+                      _union_cameras(exps), deps, calib_night, hold)
 
 
 def _one_calib_night(psf: CalibRef | None, ff: CalibRef | None, fallback: Mapping[str, CalibRef],
@@ -306,6 +455,25 @@ def _one_calib_night(psf: CalibRef | None, ff: CalibRef | None, fallback: Mappin
         return fb_psf, fb_ff, None
     return None, None, (f"psfnight of {psf.night} and fiberflatnight of {ff.night} "
                         "are never mixed")
+
+
+def _per_camera(cameras: Iterable[str], deps: tuple[str, ...], base: int, hold: str | None,
+                by_camera: Mapping[str, tuple[CalibRef, CalibRef] | str]
+                ) -> tuple[tuple[str, ...], str | None, str | None]:
+    """A science job's (deps, hold, calib_nights) under per-camera choices: each chosen
+    camera adds its night's psfnight and fiberflatnight as parents. A job held for want of the
+    night's own calibrations stays held (its other cameras need them too)."""
+    mine = {c: by_camera[c] for c in cameras if c in by_camera}
+    if not mine or hold:
+        return deps, hold, None
+    pairs: dict[str, tuple[CalibRef, CalibRef]] = {}
+    for c, ref in sorted(mine.items()):
+        if isinstance(ref, str):
+            return deps, f"{c}: {ref}", None
+        pairs[c] = ref
+    extra = [r.key for pair in pairs.values() for r in pair if r.key not in deps]
+    word = ",".join(f"{c}={psf.night}" for c, (psf, _) in pairs.items() if psf.night != base)
+    return deps + tuple(dict.fromkeys(extra)), None, word or None
 
 
 def _tile_done(n: _Night, tile: int, texps: list[ExposureInfo]) -> bool:

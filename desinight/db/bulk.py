@@ -69,6 +69,7 @@ def save_jobs(s: Session, prod: Production, jobs: Sequence[PlannedJob],
     now = utcnow()
     rows = [{"production_id": prod.id, "key": pj.key, "kind": pj.kind, "night": pj.night,
              "tileid": pj.tileid, "cameras": ",".join(pj.cameras), "calib_night": pj.calib_night,
+             "calib_nights": pj.calib_nights,
              # creation, not a move: a new job starts planned, or held with its reason
              "state": (JobState.HELD if pj.hold_reason else JobState.PLANNED).value,
              "hold_reason": pj.hold_reason, "reason": None,

@@ -148,6 +148,9 @@ class Job(Base):
     tileid: Mapped[int | None] = mapped_column(Integer, nullable=True)
     cameras: Mapped[str] = mapped_column(String(512), default="")
     calib_night: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    #: cameras whose psfnight/fiberflatnight come from another night than calib_night (or the
+    #: job's own night): ``b3=20261123,r3=20261123`` (`calib use --cameras`)
+    calib_nights: Mapped[str | None] = mapped_column(String(512), nullable=True)
     state: Mapped[str] = mapped_column(String(16))          # JobState
     hold_reason: Mapped[str | None] = mapped_column(Text, nullable=True)
     reason: Mapped[str | None] = mapped_column(Text, nullable=True)   # why it failed / dep_failed
@@ -254,6 +257,23 @@ class CalibChoice(Base):
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     production_id: Mapped[int] = mapped_column(ForeignKey("production.id"))
     night: Mapped[int] = mapped_column(Integer)
+    ref_night: Mapped[int] = mapped_column(Integer)
+    actor: Mapped[str] = mapped_column(String(128))    # operator:LOGIN
+    reason: Mapped[str | None] = mapped_column(Text, nullable=True)
+    at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+
+class CalibCameraChoice(Base):
+    """An operator's choice of one camera's calibrations for one night (`desinight calib use
+    --cameras`): that camera's psfnight and fiberflatnight both from ``ref_night``, over the
+    night's own choice. One row per night and camera; a new choice replaces it."""
+
+    __tablename__ = "calib_camera_choice"
+    __table_args__ = (UniqueConstraint("production_id", "night", "camera"),)
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    production_id: Mapped[int] = mapped_column(ForeignKey("production.id"))
+    night: Mapped[int] = mapped_column(Integer)
+    camera: Mapped[str] = mapped_column(String(8))
     ref_night: Mapped[int] = mapped_column(Integer)
     actor: Mapped[str] = mapped_column(String(128))    # operator:LOGIN
     reason: Mapped[str | None] = mapped_column(Text, nullable=True)

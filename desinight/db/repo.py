@@ -68,19 +68,20 @@ def add_exposure(s: Session, prod: Production, **fields) -> tuple[Exposure, bool
 
 
 def exposure_infos(s: Session, prod: Production, night: int) -> list[ExposureInfo]:
-    from ..core.cameras import subtract
     rows = s.scalars(select(Exposure).where(
         Exposure.production_id == prod.id, Exposure.night == night,
         Exposure.status != ExposureStatus.QUARANTINED.value).order_by(Exposure.expid)).all()
-    out = []
-    for e in rows:
-        good = tuple(subtract(e.cameras.split(",") if e.cameras else [],
-                              e.bad_cameras.split(",") if e.bad_cameras else []))
-        # every camera bad: nothing of it to process, as if ignored (its tile goes on without it)
-        laststep = "ignore" if e.cameras and not good else (e.laststep or "all")
-        out.append(ExposureInfo(e.expid, e.night, e.obstype, e.tileid, good, e.seqnum, e.seqtot,
-                                laststep))
-    return out
+    return [info_of(e) for e in rows]
+
+
+def info_of(e: Exposure) -> ExposureInfo:
+    """The planner's view of an exposure row: its good cameras (bad ones removed) and LASTSTEP."""
+    from ..core.cameras import subtract
+    good = tuple(subtract(e.cameras.split(",") if e.cameras else [],
+                          e.bad_cameras.split(",") if e.bad_cameras else []))
+    # every camera bad: nothing of it to process, as if ignored (its tile goes on without it)
+    laststep = "ignore" if e.cameras and not good else (e.laststep or "all")
+    return ExposureInfo(e.expid, e.night, e.obstype, e.tileid, good, e.seqnum, e.seqtot, laststep)
 
 
 def bad_amps_by_expid(s: Session, prod: Production) -> dict[int, str]:
@@ -135,7 +136,8 @@ def _release(s: Session, prod: Production, released: Sequence[PlannedJob], actor
         job_id = ids[pj.key]
         moved = transition(s, [job_id], JobState.PLANNED, "calibrations now available", actor,
                            expect=[JobState.HELD],
-                           values={"hold_reason": None, "calib_night": pj.calib_night})
+                           values={"hold_reason": None, "calib_night": pj.calib_night,
+                                   "calib_nights": pj.calib_nights})
         if not moved.moved:
             continue
         for parent in parent_ids(ids, pj, pj.deps):

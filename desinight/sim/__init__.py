@@ -19,7 +19,9 @@ def simulate_night(night: int, out: Path, preset: str = "small", seed: int = 0,
                    realtime: float | None = None, bad: Sequence[str] = (),
                    truth_dir: Path | None = None, progress: bool = False,
                    exptime: float | None = None, seeing: float | None = None,
-                   moon: float | None = None, airmass: float | None = None) -> list[Path]:
+                   moon: float | None = None, airmass: float | None = None,
+                   tileids: Sequence[int] = (), darks: int = 0, narc: int | None = None,
+                   broken_arcs: str | None = None) -> list[Path]:
     """Write night ``night`` under ``out``; return the exposure directories in time order.
 
     realtime: speed-up factor; files appear in time order with the night's gaps divided by
@@ -27,6 +29,10 @@ def simulate_night(night: int, out: Path, preset: str = "small", seed: int = 0,
     bad: bad-data modes (``desinight.sim.badmodes.BAD_MODES``), each one extra exposure.
     exptime, seeing, moon, airmass: conditions of every science exposure (None: the preset's
       exposure time; seeing, airmass drawn per exposure; dark time). See docs/simulator.md.
+    tileids: TILEIDs of the night's tiles, in order, instead of the night's own (a TILEID of
+      an earlier night with the same seed observes the same targets again).
+    darks, narc, broken_arcs: DARK exposures (and with them the CCD defects), arcs in the
+      good sequence, a broken arc sequence before it (``night.schedule``).
     """
     import numpy as np
 
@@ -45,7 +51,8 @@ def simulate_night(night: int, out: Path, preset: str = "small", seed: int = 0,
     _check_conditions(cond)
     p = I.PRESETS[preset]
     out = Path(out)
-    exps = N.schedule(p, int(night), seed, bad, cond)
+    exps = N.schedule(p, int(night), seed, bad, cond, tileids, darks=darks, narc=narc,
+                      broken_arcs=broken_arcs)
     tiles: dict[int, TG.Tile] = {}
     for e in exps:
         if e.obstype == "SCIENCE" and e.tileid not in tiles:

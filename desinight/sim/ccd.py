@@ -5,9 +5,15 @@ pixel-integrated Gaussians along y), then are spread across columns with the
 pixel-integrated Gaussian cross-section of each trace. Then: shot noise, dark current,
 cosmic rays, and per amplifier gain, bias level (+ a fixed bias pattern that nightly zeros
 measure), read noise, prescan/overscan, saturation, int16.
+
+The dark current is uniform unless a night is simulated with darks: then every exposure of it
+carries the camera's defects (``dark_current``: hot pixels and hot column segments, fixed per
+camera and seed, so stable across nights), which a darknight measures.
 """
 
 from __future__ import annotations
+
+from functools import lru_cache
 
 import numpy as np
 from scipy.special import erf
@@ -35,6 +41,32 @@ def bias_pattern(p: I.Preset, camera: str) -> np.ndarray:
     dist = np.where(x < hx, x, p.nx - 1 - x)
     k = 1 + int(camera[1:]) % 3
     return (3.0 * k * np.exp(-dist / 25.0) + 1.5 * y / p.ny).astype(np.float32)
+
+
+#: fraction of pixels that are hot, and their dark current range (e-/s): 0.05 e/s is 50 e in a
+#: 1000 s science exposure, well above the read noise, so a measured dark visibly helps
+HOT_PIXEL_FRACTION = 2e-3
+HOT_PIXEL_E_PER_S = (0.05, 0.5)
+#: hot column segments per camera (a charge trap leaking up the column) and their dark current
+HOT_COLUMNS = 2
+HOT_COLUMN_E_PER_S = (0.02, 0.08)
+
+
+@lru_cache(maxsize=64)
+def dark_current(p: I.Preset, camera: str, seed: int) -> np.ndarray:
+    """Dark current (e-/s per pixel, trimmed-image shape) of a camera with defects: the
+    uniform design value plus hot pixels and hot column segments, fixed per camera and seed
+    (the same every night). Read-only: it is shared between calls."""
+    rng = np.random.default_rng([seed, ord(camera[0]), int(camera[1:]), 4242])
+    d = np.full((p.ny, p.nx), I.DARK_E_PER_S, np.float32)
+    n = int(HOT_PIXEL_FRACTION * p.ny * p.nx)
+    idx = rng.choice(p.ny * p.nx, n, replace=False)
+    d.flat[idx] += rng.uniform(*HOT_PIXEL_E_PER_S, n).astype(np.float32)
+    for _ in range(HOT_COLUMNS):
+        col, y0 = int(rng.integers(p.nx)), int(rng.integers(p.ny // 2))
+        d[y0:, col] += np.float32(rng.uniform(*HOT_COLUMN_E_PER_S))
+    d.setflags(write=False)
+    return d
 
 
 def line_rows(wave_rows: np.ndarray, lam: np.ndarray) -> np.ndarray:
@@ -128,9 +160,11 @@ def cosmics(p: I.Preset, exptime: float, rng: np.random.Generator) -> np.ndarray
 
 
 def raw_image(p: I.Preset, camera: str, electrons: np.ndarray, exptime: float,
-              rng: np.random.Generator) -> np.ndarray:
-    """Noisy raw int16 image with prescan/overscan per amplifier from an electron image."""
-    e = electrons.astype(np.float32) + np.float32(I.DARK_E_PER_S * exptime)
+              rng: np.random.Generator, dark: np.ndarray | None = None) -> np.ndarray:
+    """Noisy raw int16 image with prescan/overscan per amplifier from an electron image;
+    dark: the dark current per pixel (e-/s; None: the uniform design value)."""
+    e = electrons.astype(np.float32) + (np.float32(I.DARK_E_PER_S * exptime) if dark is None
+                                        else dark * np.float32(exptime))
     e += np.sqrt(np.maximum(e, 0)) * rng.standard_normal(e.shape, dtype=np.float32)
     if exptime > 0:
         e += cosmics(p, exptime, rng)

@@ -55,16 +55,33 @@ class Exposure:
     flex_x: float = 0.0
     bad: str | None = None
     cameras: list[str] = field(default_factory=list)
+    defects: bool = False       # the CCDs' hot pixels/columns are in it (ccd.dark_current)
 
 
 def expid_for(night: int, seq: int) -> int:
     return (night - 20000000) * 100 + seq
 
 
+#: broken arc sequences the simulator can take before the night's good one (calibration sets):
+#: ``incomplete`` SEQTOT=5 but only SEQNUM 1-3 taken; ``corrupt`` a sequence of 3 whose second
+#: raw file is truncated (ingest quarantines it, so the sequence lacks SEQNUM 2)
+BROKEN_ARCS = ("incomplete", "corrupt")
+
+
 def schedule(p: I.Preset, night: int, seed: int, bad: Sequence[str] = (),
-             cond: C.Conditions = C.Conditions()) -> list[Exposure]:
+             cond: C.Conditions = C.Conditions(), tileids: Sequence[int] = (),
+             darks: int = 0, narc: int | None = None,
+             broken_arcs: str | None = None) -> list[Exposure]:
     """The night's exposures in time order: afternoon calibrations, then tiles every ~20 min;
-    each science exposure with its conditions (cond's knobs, or drawn)."""
+    each science exposure with its conditions (cond's knobs, or drawn). ``tileids`` replace
+    the night's own TILEIDs, in order (a tile observed again on a later night).
+
+    darks: DARK exposures (300 s) after the zeros; with any, every exposure of the night
+    carries the CCD defects (ccd.dark_current). narc: arcs in the good sequence (None: the
+    preset's). broken_arcs: one of BROKEN_ARCS, an arc sequence taken before the good one."""
+    if len(tileids) > p.ntiles or any(t <= 0 for t in tileids) or len(set(tileids)) < len(tileids):
+        raise DesinightError(f"--tileid: at most {p.ntiles} distinct positive TILEID(s) "
+                             f"(preset {p.name} observes {p.ntiles} tile(s) a night)")
     rng = np.random.default_rng([seed, night, 1])
     crng = np.random.default_rng([seed, night, 2])
     exptime = p.exptime if cond.exptime is None else float(cond.exptime)
@@ -76,15 +93,27 @@ def schedule(p: I.Preset, night: int, seed: int, bad: Sequence[str] = (),
     def add(obstype, exptime, seqnum, seqtot, gap_s, **kw):
         nonlocal t
         out.append(Exposure(expid_for(night, len(out)), night, obstype, exptime, seqnum, seqtot,
-                            t, cameras=list(cams), **kw))
+                            t, cameras=list(cams), defects=darks > 0, **kw))
         t += timedelta(seconds=exptime + gap_s)
 
-    for kind, n in (("ZERO", p.nzero), ("ARC", p.narc), ("FLAT", p.nflat)):
+    if broken_arcs is not None and broken_arcs not in BROKEN_ARCS:
+        raise DesinightError(f"unknown broken arc sequence {broken_arcs!r} "
+                             f"(one of {', '.join(BROKEN_ARCS)})")
+    if darks < 0 or (narc is not None and narc < 1):
+        raise DesinightError("darks must be >= 0 and narc >= 1")
+    for kind, n in (("ZERO", p.nzero), ("DARK", darks), ("ARC", p.narc if narc is None else narc),
+                    ("FLAT", p.nflat)):
+        if kind == "ARC" and broken_arcs == "incomplete":
+            for k in range(3):                          # SEQNUM 4 and 5 never taken
+                add("ARC", EXPTIMES["ARC"], k + 1, 5, 60.0)
+        elif kind == "ARC" and broken_arcs == "corrupt":
+            for k in range(3):
+                add("ARC", EXPTIMES["ARC"], k + 1, 3, 60.0, bad="truncated" if k == 1 else None)
         for k in range(n):
             add(kind, EXPTIMES[kind], k + 1, n, 60.0)
     t = max(t, d + timedelta(hours=26, minutes=30))  # evening twilight: science starts
     for i in range(p.ntiles):
-        tileid = (night % 10000) * 10 + i
+        tileid = tileids[i] if i < len(tileids) else (night % 10000) * 10 + i
         for k in range(p.nscience):
             add("SCIENCE", exptime, k + 1, p.nscience, 300.0, tileid=tileid,
                 transparency=float(rng.uniform(0.85, 1.0)), **C.draw(cond, crng))
@@ -182,7 +211,8 @@ def render_camera(args) -> tuple[str, np.ndarray]:
     tile = TILES.get(exp.tileid)
     rng = np.random.default_rng([seed, exp.expid, ord(camera[0]), int(camera[1:])])
     e = camera_electrons(p, camera, exp, tile, seed)
-    return camera, ccd.raw_image(p, camera, e, exp.exptime, rng)
+    dark = ccd.dark_current(p, camera, seed) if exp.defects else None
+    return camera, ccd.raw_image(p, camera, e, exp.exptime, rng, dark)
 
 
 # --- writing ----------------------------------------------------------------------------------
@@ -290,7 +320,8 @@ def truth_tables(p: I.Preset, exps: Sequence[Exposure], seed: int):
 def write_truth(path: Path, tiles: dict[int, TG.Tile], night: int,
                 exps: Sequence[Exposure] = (), seed: int = 0, p: I.Preset | None = None) -> None:
     """The truth file: TRUTH (one row per fibre and tile; the first HDU with data), and with
-    exposures, EXPOSURES, THROUGHPUT and SKY (truth_tables)."""
+    exposures, EXPOSURES, THROUGHPUT and SKY (truth_tables); when the night carries CCD
+    defects, DARK-<CAMERA> images: each camera's true dark current (e-/s per pixel)."""
     import fitsio
     rows = np.concatenate([t.truth for t in tiles.values()]) if tiles else \
         np.zeros(0, TG.TRUTH_DTYPE)
@@ -301,6 +332,10 @@ def write_truth(path: Path, tiles: dict[int, TG.Tile], night: int,
         if p is not None and any(e.obstype == "SCIENCE" for e in exps):
             for name, table in zip(("EXPOSURES", "THROUGHPUT", "SKY"), truth_tables(p, exps, seed)):
                 f.write(table, extname=name)
+        if p is not None and any(e.defects for e in exps):
+            for cam in p.cameras():
+                f.write(np.array(ccd.dark_current(p, cam, seed)), extname=f"DARK-{cam.upper()}",
+                        header=[{"name": "BUNIT", "value": "electron/s"}])
     os.replace(tmp, path)
 
 

@@ -36,6 +36,7 @@ def run_night(night: int, cameras: list[str], quiet: bool = True) -> dict[str, i
     of = lambda t: [e["EXPID"] for e in exps if e["OBSTYPE"] == t]  # noqa: E731
     tiles = sorted({e["TILEID"] for e in exps if e["OBSTYPE"] == "SCIENCE"})
     jobs = [("biasnight", of("ZERO") or of("DARK"), None), ]
+    jobs += [("darknight", of("DARK"), None)] if of("DARK") and of("ZERO") else []
     jobs += [("arc", [e], None) for e in of("ARC")] + [("psfnight", of("ARC"), None)]
     jobs += [("flat", [e], None) for e in of("FLAT")] + [("fiberflatnight", of("FLAT"), None)]
     for t in tiles:

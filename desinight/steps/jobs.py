@@ -12,7 +12,7 @@ import json
 import os
 import time
 import traceback
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 
 from desinight.core import kinds as K
@@ -45,10 +45,32 @@ def _task_biasnight(night, expids, tileid, cam, calib_night):
     preproc.biasnight_camera(raws, cam, io.calibnight_path("biasnight", night, cam))
 
 
+def _raw_anywhere(night: int, expid: int) -> Path:
+    """The raw file of ``expid``: on ``night``, else on whichever night holds it (a
+    darknight's darks come from neighbouring nights too; EXPIDs are unique in the survey)."""
+    p = io.raw_path(night, expid)
+    if p.exists():
+        return p
+    found = sorted(io.raw_root().glob(f"*/{expid:08d}/desi-{expid:08d}.fits.fz"))
+    if not found:
+        raise FileNotFoundError(f"no raw file of EXPID {expid} under {io.raw_root()}")
+    return found[0]
+
+
+def _task_darknight(night, expids, tileid, cam, calib_night):
+    raws = [_raw_anywhere(night, e) for e in expids]
+    preproc.darknight_camera(raws, cam, _bias_for(night, cam, calib_night),
+                             io.calibnight_path("darknight", night, cam))
+
+
 def _dark_for(night: int, cam: str, calib_night: int | None) -> Path | None:
-    """A measured dark (darknight, e-/s per pixel) when the night has one; no default."""
-    p = io.calibnight_path("darknight", calib_night or night, cam)
-    return p if p.exists() else None
+    """A measured dark (darknight, e-/s per pixel): the night's own (the planner makes every
+    preproc wait for it), else the calibration night's; none: no dark is subtracted."""
+    for n in (night, calib_night):
+        p = io.calibnight_path("darknight", n, cam) if n else None
+        if p is not None and p.exists():
+            return p
+    return None
 
 
 #: amplifiers the job masks (``b7D``...), from `step run --bad-amps`: one job per process
@@ -150,7 +172,7 @@ def _task_science(night, expids, tileid, cam, calib_night, comm=None):
 #: kinds whose extraction can share one camera between several ranks (bundles over ranks)
 BUNDLE_KINDS = tuple(k for k in K.BUILTIN if K.get(k).bundles)
 #: kinds that share one unit between several ranks: bundles (extraction), targets (redrock)
-GROUP_KINDS = BUNDLE_KINDS + ("redshift",)
+GROUP_KINDS = BUNDLE_KINDS + ("redshift", "cumulative")
 
 
 def _read_fa(night: int, expid: int) -> np.ndarray:
@@ -199,6 +221,41 @@ def _task_redshift(night, expids, tileid, unit, calib_night, comm=None):
                                    io.tile_path("redrock", tileid, night, spectro), comm=comm)
 
 
+def _nights_of(expids: Sequence[int], upto: int) -> dict[int, int]:
+    """{expid: night} of a cumulative job's exposures, from where their cframes are
+    (exposures/NIGHT/EXPID/; EXPIDs are unique in a production), latest night first."""
+    root = io.redux_dir() / "exposures"
+    nights = sorted((int(d.name) for d in root.iterdir() if d.name.isdigit() and int(d.name) <= upto),
+                    reverse=True) if root.is_dir() else []
+    out = {}
+    for e in expids:
+        out[e] = next((n for n in nights if (root / str(n) / f"{e:08d}").is_dir()), None)
+        if out[e] is None:
+            raise FileNotFoundError(f"exposure {e}: no exposures/NIGHT/{e:08d} on or before "
+                                    f"night {upto} (its flux calibration has not run)")
+    return out
+
+
+def _task_cumulative(night, expids, tileid, unit, calib_night, comm=None):
+    """unit = spectrograph: as _task_redshift, over the tile's exposures of this and earlier
+    nights, written under tiles/cumulative/TILEID/NIGHT/ (each night's result is kept)."""
+    spectro = int(unit)
+    nights = _nights_of(expids, night)
+    cfr = {a: [f for f in (io.exposure_path("cframe", nights[e], e, f"{a}{spectro}") for e in expids)
+               if f.exists()] for a in "brz"}
+    last = max(expids, key=lambda e: (nights[e], e))      # tonight's: its fiberassign
+    redshift.redshift_spectrograph(cfr, _read_fa(nights[last], last), spectro,
+                                   redshift.cumulative_path("coadd", tileid, night, spectro),
+                                   redshift.cumulative_path("redrock", tileid, night, spectro),
+                                   comm=comm)
+
+
+def calib_night_of(cam: str, calib_night: int | None,
+                   calib_nights: Mapping[str, int] | None) -> int | None:
+    """The night whose calibnight files camera ``cam`` reads (None: the job's own night)."""
+    return (calib_nights or {}).get(cam, calib_night)
+
+
 def task_of(kind: str) -> Callable:
     """The kind's task function, from its registry entry point "module:function"."""
     module, _, name = K.get(kind).step.partition(":")
@@ -207,8 +264,12 @@ def task_of(kind: str) -> Callable:
 
 def run_job(kind: str, night: int, expids: Sequence[int], tileid: int | None,
             cameras: Sequence[str] | str | None, calib_night: int | None = None,
-            comm=None, bad_amps: Sequence[str] = ()) -> int:
-    """Run one job; 0 when every camera succeeded, 1 otherwise (same answer on every rank)."""
+            comm=None, bad_amps: Sequence[str] = (),
+            calib_nights: Mapping[str, int] | None = None) -> int:
+    """Run one job; 0 when every camera succeeded, 1 otherwise (same answer on every rank).
+
+    calib_nights: cameras whose calibnight files come from another night than calib_night
+    (`calib use --cameras`); each camera's task gets its own."""
     _BAD_AMPS[:] = list(bad_amps)
     if kind not in KINDS:
         raise DesinightError(f"unknown step kind {kind!r} (one of {', '.join(KINDS)})")
@@ -237,10 +298,11 @@ def run_job(kind: str, night: int, expids: Sequence[int], tileid: int | None,
         t0 = time.perf_counter()
         lead = group is None or group.Get_rank() == 0
         try:
+            cn = calib_night_of(cam, calib_night, calib_nights)
             if group is None:
-                task(night, expids, tileid, cam, calib_night)
+                task(night, expids, tileid, cam, cn)
             else:
-                task(night, expids, tileid, cam, calib_night, comm=group)
+                task(night, expids, tileid, cam, cn, comm=group)
             if lead:
                 results.append({"camera": cam, "ok": True, "seconds": time.perf_counter() - t0,
                                 "outputs": _checksums(kind, night, expids, tileid, cam)})

@@ -127,3 +127,25 @@ def biasnight_camera(raws: list[Path], cam: str, out: Path) -> Path:
     cards = [{"name": "CAMERA", "value": cam}, {"name": "NZERO", "value": len(stack)}]
     cards += io.provenance("biasnight", raws)
     return io.write_fits(out, [("IMAGE", bias, cards)])
+
+
+def darknight_camera(raws: list[Path], cam: str, bias: Path | None, out: Path) -> Path:
+    """Median of the bias-subtracted darks, each divided by its exposure time: the dark
+    current in e-/s per pixel (hot pixels, hot columns). The median over three or more darks
+    drops the cosmic rays; one dark keeps them."""
+    b = io.read_hdu(bias, "IMAGE")[0] if bias is not None else None
+    stack = []
+    for r in raws:
+        data, hdr, prim = read_raw(r, cam)
+        exptime = float(prim.get("EXPTIME", 0.0))
+        if exptime <= 0:
+            raise ValueError(f"{r.name}: a dark needs EXPTIME > 0 (got {exptime})")
+        img = overscan_correct(data, hdr)[0]
+        stack.append(((img - b) if b is not None else img) / exptime)
+    if not stack:
+        raise ValueError(f"no dark exposures for {cam}")
+    dark = np.median(np.array(stack), axis=0).astype(np.float32)
+    cards = [{"name": "CAMERA", "value": cam}, {"name": "NDARK", "value": len(stack)},
+             {"name": "BUNIT", "value": "electron/s"}]
+    cards += io.provenance("darknight", raws + ([bias] if bias is not None else []))
+    return io.write_fits(out, [("IMAGE", dark, cards)])

@@ -9,6 +9,9 @@ correlate neighbouring pixels that the fit treats as independent.
 
 The REDSHIFTS table is redrock's: TARGETID, Z, ZERR, ZWARN, SPECTYPE, SUBTYPE, DELTACHI2, CHI2,
 COEFF, NPIXELS (and FIBER). With an MPI communicator the targets are spread over its ranks.
+
+Both files carry an EXPOSURES table (NIGHT, EXPID): the exposures whose cframes went into the
+coadd, so a per-night and a cumulative result say what they were made of.
 """
 
 from __future__ import annotations
@@ -64,6 +67,19 @@ def cosmic_outliers(fl: np.ndarray, iv: np.ndarray) -> np.ndarray:
     return bad | (grow & (chi > NSIG_GROW))
 
 
+def cumulative_path(prefix: str, tileid: int, night: int, spectro: int) -> Path:
+    """tiles/cumulative/TILEID/NIGHT/PREFIX-SPECTRO-TILEID-thruNIGHT.fits (DESI's layout)."""
+    from desinight.core.kinds import CUMULATIVE_DIR
+    return (io.redux_dir() / CUMULATIVE_DIR.format(tileid=tileid, night=night)
+            / f"{prefix}-{spectro}-{tileid}-thru{night}.fits")
+
+
+def exposure_table(inputs: list[Path]) -> np.ndarray:
+    """(NIGHT, EXPID) of the cframes exposures/NIGHT/EXPID/cframe-*.fits, sorted, once each."""
+    pairs = sorted({(int(p.parent.parent.name), int(p.parent.name)) for p in map(Path, inputs)})
+    return np.array(pairs, dtype=[("NIGHT", "i4"), ("EXPID", "i4")])
+
+
 def write_coadd(co: dict, fam: np.ndarray, inputs: list[Path], out: Path) -> Path:
     hdus = [("FIBERMAP", fam, io.provenance("coadd", inputs))]
     for arm, (w, f, i, s) in co.items():
@@ -72,6 +88,7 @@ def write_coadd(co: dict, fam: np.ndarray, inputs: list[Path], out: Path) -> Pat
                  (f"{a}_IVAR", i.astype(np.float32), None),
                  (f"{a}_MASK", (i <= 0).astype(np.int16), None),
                  (f"{a}_LSFSIGMA", s.astype(np.float32), None)]
+    hdus.append(("EXPOSURES", exposure_table(inputs), None))
     return io.write_fits(out, hdus)
 
 
@@ -92,7 +109,7 @@ def redshift_spectrograph(cframes: dict[str, list[Path]], fa: np.ndarray, spectr
             raise RuntimeError(f"rank 0 of this spectrograph failed: {msg}")
     if err is not None:
         raise err
-    tids, fibers, cams = payload
+    tids, fibers, cams, used = payload
     res = rrfit.fit(tids, cams, comm=comm)
     if rank != 0:
         return redrock_out
@@ -100,7 +117,8 @@ def redshift_spectrograph(cframes: dict[str, list[Path]], fa: np.ndarray, spectr
     for k in res.dtype.names:
         cat[k] = res[k]
     cat["FIBER"] = fibers
-    return io.write_fits(redrock_out, [("REDSHIFTS", cat, io.provenance("redshift", [coadd_out]))])
+    return io.write_fits(redrock_out, [("REDSHIFTS", cat, io.provenance("redshift", [coadd_out])),
+                                       ("EXPOSURES", used, None)])
 
 
 def _prepare(cframes, fa, spectro, coadd_out):
@@ -111,8 +129,9 @@ def _prepare(cframes, fa, spectro, coadd_out):
     nfib = next(iter(co.values()))[1].shape[0]
     fam = fa[fa["FIBER"] // nfib == spectro]
     fam = fam[np.argsort(fam["FIBER"])]
-    write_coadd(co, fam, [f for fs in cframes.values() for f in fs], coadd_out)
+    inputs = [f for fs in cframes.values() for f in fs]
+    write_coadd(co, fam, inputs, coadd_out)
     targ = np.char.strip(fam["OBJTYPE"].astype(str)) != "SKY"
     fib = (fam["FIBER"] % nfib)[targ]
     cams = {arm: (w, f[fib], i[fib], s[fib]) for arm, (w, f, i, s) in co.items()}
-    return fam["TARGETID"][targ], fam["FIBER"][targ], cams
+    return fam["TARGETID"][targ], fam["FIBER"][targ], cams, exposure_table(inputs)

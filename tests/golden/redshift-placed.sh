@@ -8,6 +8,7 @@
 #SBATCH --ntasks=1
 #SBATCH --cpus-per-task=1
 #SBATCH --time=40
+#SBATCH --no-requeue
 #SBATCH --partition=gpu
 #SBATCH --qos=realtime
 #SBATCH --constraint=gpu&hbm80g

@@ -8,6 +8,7 @@
 #SBATCH --ntasks=16
 #SBATCH --cpus-per-task=1
 #SBATCH --time=30
+#SBATCH --no-requeue
 #SBATCH --partition=cpu
 #SBATCH --qos=realtime
 

@@ -8,6 +8,7 @@
 #SBATCH --ntasks=4
 #SBATCH --cpus-per-task=1
 #SBATCH --time=30
+#SBATCH --no-requeue
 #SBATCH --mem=8000M
 
 set -uo pipefail
