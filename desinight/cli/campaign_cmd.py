@@ -34,6 +34,14 @@ def _open(obj, backend: str | None = None, need_backend: bool = False):
     return open_context(cfg, backend=None if need_backend else _NoBackend())
 
 
+def _manifest(obj, path: str):
+    """The manifest, parsed after the config: the config's kind_modules declare the kinds
+    that its steps (by default every kind) and [kinds] sections may name."""
+    from ..core.manifest import load_manifest
+    _ = obj.cfg       # imports the config's kind_modules (the config is read lazily)
+    return load_manifest(path)
+
+
 def _print_preview(pv, console: Console, title: str) -> None:
     s = pv.summary()
     console.print(f"[bold]{title} {s['campaign']}[/]: source {s['source']} -> {s['output']}")
@@ -65,9 +73,8 @@ def _print_preview(pv, console: Console, title: str) -> None:
 def plan_cmd(obj, manifest: str, as_json: bool) -> None:
     """Dry run: job counts per kind, node-hours estimate, what is already done. Writes nothing."""
     from .. import campaign as C
-    from ..core.manifest import load_manifest
     from ..db.engine import transaction
-    m = load_manifest(manifest)
+    m = _manifest(obj, manifest)
     ctx = _open(obj)
     with transaction(ctx.sessions) as s:
         pv = C.preview(s, ctx.cfg, m)   # reads only
@@ -86,8 +93,7 @@ def submit_cmd(obj, manifest: str) -> None:
     Re-submitting the same manifest adds nothing; a widened selection adds only what is new.
     """
     from .. import campaign as C
-    from ..core.manifest import load_manifest
-    m = load_manifest(manifest)
+    m = _manifest(obj, manifest)
     ctx = _open(obj)
     pv = C.enqueue(ctx.sessions, ctx.cfg, m)
     _print_preview(pv, Console(), "enqueued campaign")
@@ -106,9 +112,12 @@ def _bar(done: int, total: int, width: int = 40) -> str:
 @click.option("--poll", "poll_s", type=float, default=5.0, show_default=True,
               help="Seconds between polls.")
 @click.option("--once", is_flag=True, help="One poll + submit round, then exit.")
+@click.option("--adopt", is_flag=True,
+              help="Record completed, without running it, a job whose outputs all exist and "
+                   "match the checksums recorded when they were written.")
 @click.pass_obj
 def run_cmd(obj, name: str, backend: str | None, timeout: float | None, poll_s: float,
-            once: bool) -> None:
+            once: bool, adopt: bool) -> None:
     """Submit the campaign's jobs, never more than its throttle queued at once, until done.
 
     NAME is the campaign name (or its manifest file). A running `desinight daemon` does the
@@ -120,9 +129,10 @@ def run_cmd(obj, name: str, backend: str | None, timeout: float | None, poll_s: 
     from .. import orchestrate as O
     from ..db.engine import transaction
     from ..service import campaign_lock
-    name = _name(name)
+    name = _name(obj, name)
     base = _open(obj, backend, need_backend=True)
     ctx = C.campaign_context(base, name)
+    ctx.adopt = adopt       # adopt.py: outputs already in the campaign's directory are trusted
     lock = campaign_lock(ctx.cfg, name)
     console = Console()
     deadline = None if timeout is None else time.monotonic() + timeout
@@ -161,12 +171,11 @@ def _raise_if_failed(p: dict) -> None:
                          f"(desinight campaign status {p['campaign']})")
 
 
-def _name(text: str) -> str:
+def _name(obj, text: str) -> str:
     """A campaign name, or a manifest file whose campaign.name is used."""
     p = Path(text)
     if p.suffix == ".toml" or p.is_file():
-        from ..core.manifest import load_manifest
-        return load_manifest(p).name
+        return _manifest(obj, text).name
     return text
 
 
@@ -183,7 +192,7 @@ def status_cmd(obj, name: str, as_json: bool, failures: int) -> None:
     from .. import campaign as C
     from ..db.engine import transaction
     from .status_cmd import GLYPH
-    name = _name(name)
+    name = _name(obj, name)
     ctx = _open(obj)
     with transaction(ctx.sessions) as s:
         p = C.progress(s, name, failures=failures)
