@@ -451,3 +451,40 @@ def test_end_to_end_real_slurm(tmp_path, slurm_cluster):
     after = json.loads(cli(conf, "status", "--json").stdout)
     assert [(j["key"], j["state"], j["attempts"], j["backend_id"]) for j in after["jobs"]] == \
         [(j["key"], j["state"], j["attempts"], j["backend_id"]) for j in nightly["jobs"]]
+
+
+@pytest.mark.slow
+def test_declared_kind_is_planned_like_a_built_in_one(tmp_path):
+    """A kind declared by the config's kind_modules (qalook, tests/test_kinds.py) is planned in
+    a campaign like a built-in kind, within the manifest's steps: the CLI reads the config (which
+    declares it) before the manifest, whose default steps are every kind."""
+    from tests.test_kinds import run_cli    # subprocesses: the declaration stays out of this one
+    tpl = fast_templates(tmp_path / "templates")
+    (tpl / "qalook.sh.j2").write_text('{% extends "base.sh.j2" %}\n')
+    conf = write_config(tmp_path, templates=tpl)
+    conf.write_text(conf.read_text().replace(
+        "[daemon]", 'kind_modules = ["tests.test_kinds:declare"]\n[daemon]', 1))
+    run_cli(conf, "init")
+    write_night(tmp_path / "raw", science=2)
+    run_cli(conf, "ingest", str(N))      # records the exposures (its jobs need not end)
+    # the built-in steps only: no qalook
+    (tmp_path / "builtin").mkdir()
+    builtin = manifest(tmp_path / "builtin", '[steps]\nonly = ["calibrations", "science", '
+                       '"stdstars", "fluxcalib", "redshift"]\n', nights=(N,))
+    assert "qalook" not in json.loads(run_cli(conf, "campaign", "plan", str(builtin),
+                                              "--json").stdout)["new_jobs"]
+    # every step (the default): qalook too, one per science exposure, after its science job,
+    # with the resources the manifest gives its kind
+    every = manifest(tmp_path, "[kinds.qalook]\ntime_minutes = 9\n", nights=(N,))
+    plan = json.loads(run_cli(conf, "campaign", "plan", str(every), "--json").stdout)
+    assert plan["steps"][-1] == "qalook" and plan["new_jobs"]["qalook"] == 2
+    assert plan["new_total"] == 13, plan["new_jobs"]   # 9 built-in + 2 fluxcalib + 2 qalook
+    run_cli(conf, "campaign", "submit", str(every))
+    jobs = {j["key"]: j for j in json.loads(run_cli(
+        conf, "--production", "reproc", "status", "--night", str(N), "--json").stdout)["jobs"]}
+    qa = [k for k in jobs if "/qalook/" in k]
+    assert len(qa) == 2 and all(jobs[k]["state"] == "planned" for k in qa)
+    shown = json.loads(run_cli(conf, "--production", "reproc", "show", "job", qa[0],
+                               "--json").stdout)
+    assert [p["key"] for p in shown["parents"]] == [f"{N}/science/{qa[0].rsplit('/', 1)[1]}"]
+    assert shown["resources"]["time_minutes"] == 9
