@@ -76,3 +76,42 @@ def test_ingest_adopt_into_a_new_database_skips_what_is_on_disk(tmp_path):
     # the fast templates of the built-in kinds write no outputs: nothing to adopt, all ran
     assert all(j["attempts"] == 1 for k, j in jobs.items() if "/qalook/" not in k)
     assert len(jobs) == 10 and {j["state"] for j in jobs.values()} == {"completed"}
+
+
+def test_campaign_run_adopt_into_a_new_database_skips_what_is_on_disk(tmp_path):
+    """A campaign's database is lost; its outputs are not: the same manifest submitted into a
+    new database and `campaign run --adopt` record the jobs whose outputs are in the
+    campaign's directory as completed, and run the rest."""
+    tpl = fast_templates(tmp_path / "templates")
+    (tpl / "qalook.sh.j2").write_text('{% extends "base.sh.j2" %}\n')
+    conf = write_config(tmp_path, templates=tpl)
+    conf.write_text(conf.read_text().replace(
+        "[daemon]", 'kind_modules = ["tests.test_kinds:declare"]\n[daemon]', 1))
+    run_cli(conf, "init")
+    write_night(tmp_path / "raw", science=1)
+    run_cli(conf, "ingest", str(N))      # the source's exposures (its jobs need not end)
+    m = tmp_path / "redo.toml"
+    m.write_text(f'[campaign]\nname = "redo"\nsource = "test"\n[selection]\nnights = [{N}]\n')
+    run_cli(conf, "campaign", "submit", str(m))
+    r = run_cli(conf, "campaign", "run", "redo", "--poll", "0.3", "--timeout", "150", check=False)
+    assert "10/10 completed" in r.stdout, r.stdout + r.stderr
+    qa = f"{N}/qalook/{N - 20000000}03"
+    # a new database (state dir) over the same directories; the old attempts' scripts and logs go
+    conf2 = tmp_path / "new" / "desinight.toml"
+    conf2.parent.mkdir()
+    conf2.write_text(conf.read_text().replace('state_dir = "state"', 'state_dir = "state2"')
+                     .replace('"raw"', f'"{tmp_path / "raw"}"').replace('"redux"', f'"{tmp_path / "redux"}"'))
+    shutil.rmtree(tmp_path / "redux" / "redo" / "run" / str(N))
+    run_cli(conf2, "init")
+    run_cli(conf2, "ingest", str(N))
+    run_cli(conf2, "campaign", "submit", str(m))
+    r = run_cli(conf2, "campaign", "run", "redo", "--adopt", "--poll", "0.3", "--timeout", "150",
+                check=False)
+    assert r.returncode == 0 and "10/10 completed" in r.stdout, r.stdout + r.stderr
+    jobs = {j["key"]: j for j in json.loads(run_cli(
+        conf2, "--production", "redo", "status", "--night", str(N), "--json").stdout)["jobs"]}
+    assert jobs[qa]["state"] == "completed" and jobs[qa]["attempts"] == 0   # adopted, never run
+    # the fast templates of the built-in kinds write no outputs: nothing to adopt, all ran
+    assert len(jobs) == 10 and all(j["attempts"] == 1 for k, j in jobs.items() if k != qa)
+    history = run_cli(conf2, "--production", "redo", "history", qa).stdout.replace("\n", " ")
+    assert "adopted: its outputs exist and match the checksums" in history
