@@ -9,24 +9,18 @@ import shutil
 
 import pytest
 
-from tests.daemonkit import fast_templates, wait_for, write_config
-from tests.rawfixture import N, write_night
-from tests.test_kinds import run_cli
+from tests.daemonkit import wait_for
+from tests.rawfixture import N
+from tests.test_kinds import qalook_production, run_cli
 
 pytestmark = pytest.mark.slow
 
 
 def test_resubmit_adopt_completes_jobs_whose_outputs_match(tmp_path):
-    tpl = fast_templates(tmp_path / "templates")
     # qalook (declared in tests/test_kinds.py) writes its outputs, then its job dies: outputs
     # on disk, job failed (a crash in the job's last seconds)
-    (tpl / "qalook.sh.j2").write_text(
-        '{% extends "base.sh.j2" %}{% block run %}{{ super() }}exit 3\n{% endblock %}\n')
-    conf = write_config(tmp_path, templates=tpl)
-    conf.write_text(conf.read_text().replace(
-        "[daemon]", 'kind_modules = ["tests.test_kinds:declare"]\n[daemon]', 1))
-    run_cli(conf, "init")
-    write_night(tmp_path / "raw", science=2)
+    conf = qalook_production(tmp_path, science=2, template=(
+        '{% extends "base.sh.j2" %}{% block run %}{{ super() }}exit 3\n{% endblock %}\n'))
     run_cli(conf, "ingest", str(N), "--wait", "--timeout", "150", check=False)
     a, b = f"{N - 20000000}03", f"{N - 20000000}04"
     out = tmp_path / "redux" / "test" / "exposures" / str(N)
@@ -51,13 +45,7 @@ def test_resubmit_adopt_completes_jobs_whose_outputs_match(tmp_path):
 def test_ingest_adopt_into_a_new_database_skips_what_is_on_disk(tmp_path):
     """The database is lost; the outputs are not: `ingest --adopt` into a new database
     records the jobs whose outputs are on disk as recorded completed, and runs the rest."""
-    tpl = fast_templates(tmp_path / "templates")
-    (tpl / "qalook.sh.j2").write_text('{% extends "base.sh.j2" %}\n')
-    conf = write_config(tmp_path, templates=tpl)
-    conf.write_text(conf.read_text().replace(
-        "[daemon]", 'kind_modules = ["tests.test_kinds:declare"]\n[daemon]', 1))
-    run_cli(conf, "init")
-    write_night(tmp_path / "raw", science=1)
+    conf = qalook_production(tmp_path)
     assert run_cli(conf, "ingest", str(N), "--wait", "--timeout", "150", check=False).returncode == 0
     # a new database (state dir) over the same outputs; the old attempts' scripts and logs go
     new = tmp_path / "new"
@@ -82,13 +70,7 @@ def test_campaign_run_adopt_into_a_new_database_skips_what_is_on_disk(tmp_path):
     """A campaign's database is lost; its outputs are not: the same manifest submitted into a
     new database and `campaign run --adopt` record the jobs whose outputs are in the
     campaign's directory as completed, and run the rest."""
-    tpl = fast_templates(tmp_path / "templates")
-    (tpl / "qalook.sh.j2").write_text('{% extends "base.sh.j2" %}\n')
-    conf = write_config(tmp_path, templates=tpl)
-    conf.write_text(conf.read_text().replace(
-        "[daemon]", 'kind_modules = ["tests.test_kinds:declare"]\n[daemon]', 1))
-    run_cli(conf, "init")
-    write_night(tmp_path / "raw", science=1)
+    conf = qalook_production(tmp_path)
     run_cli(conf, "ingest", str(N))      # the source's exposures (its jobs need not end)
     m = tmp_path / "redo.toml"
     m.write_text(f'[campaign]\nname = "redo"\nsource = "test"\n[selection]\nnights = [{N}]\n')

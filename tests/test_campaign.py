@@ -458,14 +458,9 @@ def test_declared_kind_is_planned_like_a_built_in_one(tmp_path):
     """A kind declared by the config's kind_modules (qalook, tests/test_kinds.py) is planned in
     a campaign like a built-in kind, within the manifest's steps: the CLI reads the config (which
     declares it) before the manifest, whose default steps are every kind."""
-    from tests.test_kinds import run_cli    # subprocesses: the declaration stays out of this one
-    tpl = fast_templates(tmp_path / "templates")
-    (tpl / "qalook.sh.j2").write_text('{% extends "base.sh.j2" %}\n')
-    conf = write_config(tmp_path, templates=tpl)
-    conf.write_text(conf.read_text().replace(
-        "[daemon]", 'kind_modules = ["tests.test_kinds:declare"]\n[daemon]', 1))
-    run_cli(conf, "init")
-    write_night(tmp_path / "raw", science=2)
+    # subprocesses (run_cli): the declaration stays out of this process
+    from tests.test_kinds import qalook_production, run_cli
+    conf = qalook_production(tmp_path, science=2)
     run_cli(conf, "ingest", str(N))      # records the exposures (its jobs need not end)
     # the built-in steps only: no qalook
     (tmp_path / "builtin").mkdir()

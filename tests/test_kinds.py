@@ -145,16 +145,26 @@ def run_cli(conf: Path, *args: str, check: bool = True) -> subprocess.CompletedP
                           capture_output=True, text=True, check=check, timeout=180, env=env)
 
 
-@pytest.mark.slow
-def test_new_kind_end_to_end_on_the_local_backend(tmp_path):
+def qalook_production(tmp_path: Path, science: int = 1,
+                      template: str = '{% extends "base.sh.j2" %}\n') -> Path:
+    """A production whose config declares qalook (kind_modules), fast templates for the
+    built-in kinds, ``template`` for qalook; initialised, with a raw night of ``science``
+    exposures. Returns the config path."""
     tpl = fast_templates(tmp_path / "templates")
-    # the kind's template: the base's real run block (python -m desinight step run qalook ...)
-    (tpl / "qalook.sh.j2").write_text('{% extends "base.sh.j2" %}\n')
+    (tpl / "qalook.sh.j2").write_text(template)
     conf = write_config(tmp_path, templates=tpl)
     conf.write_text(conf.read_text().replace(
         "[daemon]", 'kind_modules = ["tests.test_kinds:declare"]\n[daemon]', 1))
     run_cli(conf, "init")
-    write_night(tmp_path / "raw", science=1)       # zero, arc, flat, 1 science of tile 1000
+    write_night(tmp_path / "raw", science=science)
+    return conf
+
+
+@pytest.mark.slow
+def test_new_kind_end_to_end_on_the_local_backend(tmp_path):
+    # the kind's template: the base's real run block (python -m desinight step run qalook ...);
+    # the night: zero, arc, flat, 1 science of tile 1000
+    conf = qalook_production(tmp_path)
     r = run_cli(conf, "ingest", str(N), "--wait", "--timeout", "150", check=False)
     assert r.returncode == 0, r.stdout + r.stderr
 
