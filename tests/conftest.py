@@ -92,11 +92,47 @@ def raw_night(cfg) -> list[Path]:
 # runs on ONE worker, in order, as a serial run would: the fault tests stop slurmctld/slurmdbd
 # and would break a SLURM test running beside them. Every other test is grouped by file, so a
 # module-scoped fixture (a simulated night, a processed chain) is built once, not once per worker.
+# xdist's own `xdist_group` cannot carry this under pytest 9 (it renames node ids through an
+# attribute pytest 9 no longer reads), so: the workers write each test's group to a file while
+# they collect, and the controller's scheduler (LoadScope with our scopes) reads it.
 _CLUSTER_MARKS = ("slurm", "fault")
+_GROUPS_ENV = "DESINIGHT_XDIST_GROUPS"
+
+
+def pytest_configure(config):
+    if getattr(config.option, "numprocesses", None) and not hasattr(config, "workerinput"):
+        import tempfile
+        fd, path = tempfile.mkstemp(prefix="desinight-xdist-groups-", suffix=".json")
+        os.close(fd)
+        os.environ[_GROUPS_ENV] = path      # the workers, started after this, inherit it
 
 
 def pytest_collection_modifyitems(config, items):
+    path = os.environ.get(_GROUPS_ENV)
+    if not path or not hasattr(config, "workerinput"):
+        return
+    import json
+    groups = {}
     for item in items:
         on_cluster = any(item.get_closest_marker(m) for m in _CLUSTER_MARKS) or \
             "slurm_cluster" in getattr(item, "fixturenames", ())
-        item.add_marker(pytest.mark.xdist_group("cluster" if on_cluster else item.nodeid.split("::")[0]))
+        groups[item.nodeid] = "cluster" if on_cluster else item.nodeid.split("::")[0]
+    tmp = f"{path}.{config.workerinput['workerid']}"
+    Path(tmp).write_text(json.dumps(groups))
+    os.replace(tmp, path)       # every worker collects the same tests: the same content
+
+
+def pytest_xdist_make_scheduler(config, log):
+    from xdist.scheduler import LoadScopeScheduling
+
+    class GroupScheduling(LoadScopeScheduling):
+        """LoadScope with the scopes above; read once every worker has collected."""
+        _groups: dict | None = None
+
+        def _split_scope(self, nodeid: str) -> str:
+            if self._groups is None:
+                import json
+                type(self)._groups = json.loads(Path(os.environ[_GROUPS_ENV]).read_text() or "{}")
+            return self._groups.get(nodeid) or nodeid.split("::")[0]
+
+    return GroupScheduling(config, log)

@@ -72,7 +72,7 @@ def test_campaign_manifests_plan(daily, tmp_path):
     _run_calibrations(ctx, N2)
     part = json.loads(cli(conf, "campaign", "plan", str(EX / "campaign-partial.toml"),
                           "--json").stdout)
-    assert part["steps"] == ["science", "stdstars", "fluxcalib", "redshift"]
+    assert part["steps"] == ["science", "stdstars", "fluxcalib", "redshift", "cumulative"]
     assert part["new_jobs"] == {"science": 4, "stdstars": 2, "fluxcalib": 4, "redshift": 2}
 
 
