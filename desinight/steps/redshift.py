@@ -1,8 +1,9 @@
 """coadd + redshift: per tile and spectrograph, combine exposures, then fit with redrock.
 
 Coadd: inverse-variance mean of the cframes of each arm (they share the camera's wavelength
-grid), cosmic rays left by preproc rejected against the other exposures, written per arm like DESI's coadds, with each fibre's line-spread width ({ARM}_LSFSIGMA,
-Angstrom: the ivar-weighted r.m.s. of the exposures'). Redshift: redrock (steps/rrfit.py) with
+grid), cosmic rays left by preproc rejected against the other exposures, written per arm like
+DESI's coadds, with each fibre's line-spread width ({ARM}_LSFSIGMA, Angstrom: the
+ivar-weighted r.m.s. of the exposures'). Redshift: redrock (steps/rrfit.py) with
 DESI's templates fits each target's three arms at once, each on its own grid with its own
 resolution matrix; no common-grid resampling, which would blur the spectra a second time and
 correlate neighbouring pixels that the fit treats as independent.
