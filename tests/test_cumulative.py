@@ -17,12 +17,12 @@ from sqlalchemy import select
 from desinight import orchestrate as O
 from desinight.config import Config
 from desinight.core.planner import Earlier, ExposureInfo, plan_night
-from desinight.core.states import JobState
 from desinight.db.engine import transaction
 from desinight.db.models import Job
 from desinight.ingest import ingest_night
 from desinight.retry import resubmit
 from tests.rawfixture import write_night
+from tests.test_orchestrate import run_all
 
 N1, N3 = 20261101, 20261103
 T = 1000
@@ -97,21 +97,10 @@ def process(ctx, backend, night, fail=frozenset(), finish=True):
     end (afterok: a job runs once its parents completed; ``fail``: kinds that fail)."""
     ingest_night(ctx, night, O.utc_now())
     O.plan(ctx, night, closed=True)
-    for _ in range(30 if finish else 1):
-        now = O.utc_now()
-        O.submit_ready(ctx, now)
-        if not finish:
-            return
-        for bid, bj in list(backend.jobs.items()):
-            if bj.state is JobState.PENDING and all(
-                    backend.jobs[d].state is JobState.COMPLETED for d in backend.requests[bid].depends_on):
-                kind = backend.requests[bid].name.rsplit("-", 1)[1]
-                backend.finish(bid, JobState.FAILED if kind in fail else JobState.COMPLETED,
-                               1 if kind in fail else 0)
-        O.poll(ctx, now)
-        if O.night_done(ctx, night):
-            return
-    raise AssertionError(f"night {night} did not finish")
+    if finish:
+        run_all(ctx, backend, fail, night)
+    else:
+        O.submit_ready(ctx, O.utc_now())
 
 
 def earlier_flux(jobs):

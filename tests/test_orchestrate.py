@@ -26,7 +26,7 @@ def jobs(ctx):
         return {j.key: j for j in s.scalars(select(Job))}
 
 
-def run_all(ctx, backend, fail: set[str] = frozenset()):
+def run_all(ctx, backend, fail: set[str] = frozenset(), night: int = N):
     """Drive the night to the end, completing jobs in the fake backend (failing some kinds)."""
     for _ in range(30):
         now = O.utc_now()
@@ -41,9 +41,9 @@ def run_all(ctx, backend, fail: set[str] = frozenset()):
                 backend.finish(bid, JobState.FAILED if kind in fail else JobState.COMPLETED,
                                1 if kind in fail else 0)
         O.poll(ctx, now)
-        if O.night_done(ctx, N):
+        if O.night_done(ctx, night):
             return
-    raise AssertionError("night did not finish")
+    raise AssertionError(f"night {night} did not finish")
 
 
 def test_ingest_is_idempotent_and_quarantines_bad_input(ctx, raw_night, cfg):
