@@ -92,17 +92,19 @@ def age_of_universe_gyr(z: float, h0: float = 67.7, om: float = 0.31) -> float:
 
 
 def sfh_mass(ages: np.ndarray, dage: np.ndarray, age_form_yr: float, tau_yr: float,
-             burst: tuple[float, float] | None = None) -> np.ndarray:
+             burst: tuple[float, float, float] | None = None) -> np.ndarray:
     """Mass formed in each age bin (sums to 1): delayed tau since age_form, plus a burst
-    (mass fraction, age in yr) put in the bin of that age."""
+    (mass fraction, youngest and oldest age in yr) formed at a constant rate between those
+    ages: a burst reaching age 0 is still going on, and lights the nebular lines."""
     t = np.clip(age_form_yr - ages, 0.0, None)          # time since star formation began
     m = t * np.exp(-t / tau_yr) * dage
     m = m / m.sum()
     if burst is not None:
-        frac, age = burst
-        b = np.zeros_like(m)
-        b[int(np.argmin(np.abs(ages - age)))] = 1.0
-        m = (1 - frac) * m + frac * b
+        frac, young, old = burst
+        b = np.where((ages >= young) & (ages <= old), dage, 0.0)
+        if not b.any():
+            b[int(np.argmin(np.abs(ages - old)))] = 1.0
+        m = (1 - frac) * m + frac * b / b.sum()
     return m
 
 
@@ -152,8 +154,9 @@ def draw_history(kind: str, z: float, rng: np.random.Generator) -> dict:
         zmet = np.exp(rng.uniform(np.log(0.8 if kind == "LRG" else 0.5), np.log(2.0)))
         av = rng.uniform(0.0, 0.2) if kind == "LRG" else min(rng.exponential(0.1), 0.5)
         sigma = rng.uniform(180.0, 300.0) if kind == "LRG" else rng.uniform(100.0, 250.0)
-        if rng.uniform() < 0.1:           # a little rejuvenation
-            burst = (rng.uniform(0.005, 0.02), np.exp(rng.uniform(np.log(1e8), np.log(1.5e9))))
+        if rng.uniform() < 0.1:           # a little rejuvenation, over by now
+            age = np.exp(rng.uniform(np.log(1e8), np.log(1.5e9)))
+            burst = (rng.uniform(0.005, 0.02), 0.5 * age, age)
     elif kind == "BGS":
         # star-forming disc: extended history, solar-ish, moderate dust
         age_form = t_univ - rng.uniform(0.5, 4.0)
@@ -161,8 +164,8 @@ def draw_history(kind: str, z: float, rng: np.random.Generator) -> dict:
         zmet = np.exp(rng.uniform(np.log(0.4), np.log(1.5)))
         av = min(rng.exponential(0.35), 1.0)
         sigma = rng.uniform(50.0, 150.0)
-        if rng.uniform() < 0.2:
-            burst = (rng.uniform(0.01, 0.05), np.exp(rng.uniform(np.log(1e7), np.log(3e8))))
+        if rng.uniform() < 0.2:           # an ongoing burst (at most doubling the SFR)
+            burst = (rng.uniform(0.005, 0.03), 0.0, np.exp(rng.uniform(np.log(3e7), np.log(3e8))))
     else:
         # ELG: young, rising or constant star formation, sub-solar, dusty, often bursting
         age_form = rng.uniform(0.5, min(4.0, t_univ - 0.2))
@@ -170,8 +173,8 @@ def draw_history(kind: str, z: float, rng: np.random.Generator) -> dict:
         zmet = np.exp(rng.uniform(np.log(0.2), np.log(1.0)))
         av = min(0.1 + rng.exponential(0.4), 1.2)
         sigma = rng.uniform(40.0, 100.0)
-        if rng.uniform() < 0.5:
-            burst = (rng.uniform(0.02, 0.1), np.exp(rng.uniform(np.log(5e6), np.log(1e8))))
+        if rng.uniform() < 0.5:           # an ongoing starburst
+            burst = (rng.uniform(0.02, 0.1), 0.0, np.exp(rng.uniform(np.log(1e7), np.log(1e8))))
     return {"AGE_FORM": age_form * 1e9, "TAU": tau * 1e9, "ZMET": float(zmet), "AV": float(av),
             "VDISP": float(sigma), "BURST": burst}
 
