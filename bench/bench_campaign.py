@@ -119,7 +119,7 @@ def build_source(cfg: Config, night_list: list[int]) -> dict:
                            f'night_ranges = [[{night_list[0]}, {night_list[-1]}]]\n')
         pv = C.Preview(m, "daily", cfg.raw_root, cfg.redux_root / "daily", False,
                        nights=night_list)
-        C._plan(pv, [{**r, "status": "ingested"} for r in rows], {})
+        C._plan(pv, [{**r, "status": "ingested"} for r in rows], {}, cfg.max_calib_age_nights)
         bulk.save_jobs(s, prod, pv.jobs, {}, "campaign:bench")
     ctx.sessions.kw["bind"].dispose()
     return {"exposures": len(rows), "jobs": len(pv.jobs), "build_s": round(time.perf_counter() - t0, 1)}
