@@ -130,3 +130,30 @@ def test_head_revision_is_alembics_head():
 
     from desinight.db.engine import _alembic_config, _head_revision
     assert _head_revision() == ScriptDirectory.from_config(_alembic_config(None)).get_current_head()
+
+
+def test_covering_indexes_migration_up_and_down(db_url):
+    """0007 swaps job/exposure indexes for covering ones on both databases, and back; migrate()
+    upgrades a database behind the head (its fast path skips only a database at the head)."""
+    from alembic import command
+    from sqlalchemy import inspect
+
+    from desinight.db.engine import _alembic_config, make_engine, migrate
+
+    def names(engine, table):
+        return {ix["name"] for ix in inspect(engine).get_indexes(table)}
+
+    engine = make_engine(db_url)
+    try:
+        migrate(engine)
+        new = {"ix_job_prod_night_state", "ix_job_prod_state_kind"}
+        old = {"ix_job_prod_night", "ix_job_prod_state"}
+        assert new <= names(engine, "job") and not old & names(engine, "job")
+        assert "ix_exposure_prod_night_obstype" in names(engine, "exposure")
+        command.downgrade(_alembic_config(engine), "0006_calib_cameras")
+        assert old <= names(engine, "job") and not new & names(engine, "job")
+        assert "ix_exposure_prod_night" in names(engine, "exposure")
+        migrate(engine)
+        assert new <= names(engine, "job") and not old & names(engine, "job")
+    finally:
+        engine.dispose()
