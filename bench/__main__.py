@@ -145,17 +145,19 @@ TARGETS = [
      "overhead", "budget.slurm_wall_production_over_benchmark", lambda v: v <= 1.1),
     ("#18.3", "manager CPU per night: desinight (benchmark cadence) below Snakemake tuned", "overhead",
      "ratio_snakemake_tuned_over_desinight_benchmark.manager_cpu", lambda v: v > 1),
-    ("#18.5", "10,000 nights on PostgreSQL: plan+save < 60 s", "campaign_pg_10k", "plan_and_save.wall_s",
-     lambda v: v < 60),
-    ("#18.5", "10,000 nights on PostgreSQL: plan+save < 2 GiB", "campaign_pg_10k",
-     "plan_and_save.peak_rss_mib", lambda v: v < 2048),
-    ("#18.5", "10,000 nights on PostgreSQL: status < 0.3 s", "campaign_pg_10k", "status_collect_latest_s",
-     lambda v: v < 0.3),
-    ("#18.5", "10,000 nights on PostgreSQL: a campaign round < 1 s", "campaign_pg_10k", "round_s",
-     lambda v: v < 1),
-    ("#18.5", "1,000 nights on PostgreSQL: status < 0.3 s", "campaign_pg", "status_collect_latest_s",
-     lambda v: v < 0.3),
-    ("#18.5", "1,000 nights on PostgreSQL: a campaign round < 1 s", "campaign_pg", "round_s", lambda v: v < 1),
+    *[t for name, n in (("campaign_pg_10k", "10,000"), ("campaign_pg", "1,000")) for t in (
+        ("#18.5", f"{n} nights on PostgreSQL: plan+save < 60 s", name, "plan_and_save.wall_s",
+         lambda v: v < 60),
+        ("#18.5", f"{n} nights on PostgreSQL: plan+save < 2 GiB (peak RSS, MiB)", name,
+         "plan_and_save.peak_rss_mib", lambda v: v < 2048),
+        ("#18.5", f"{n} nights on PostgreSQL: `status --json` < 0.3 s (whole CLI process)", name,
+         "cli_status_s", lambda v: v < 0.3),
+        ("#18.5", f"{n} nights on PostgreSQL: `campaign status` < 0.3 s (whole CLI process)", name,
+         "cli_campaign_status_s", lambda v: v < 0.3),
+        ("#18.5", f"{n} nights on PostgreSQL: status query < 0.3 s (in process)", name,
+         "status_collect_latest_s", lambda v: v < 0.3),
+        ("#18.5", f"{n} nights on PostgreSQL: a campaign round < 1 s (500 submitted, 500 settled)",
+         name, "round_s", lambda v: v < 1))],
 ]
 
 
@@ -215,8 +217,12 @@ def headlines(results: dict) -> list[str]:
     for name in ("campaign", "campaign_pg", "campaign_pg_10k"):
         c = results.get(name, {})
         if "plan_and_save" in c:
+            cpu = c["plan_and_save"].get("cpu_s")
             out.append(f"- {name}: {c['nights']} nights ({c.get('database', 'sqlite')}, {c['source_jobs']} jobs): "
-                       f"plan+save {c['plan_and_save']['wall_s']} s, peak RSS {c['plan_and_save']['peak_rss_mib']} MiB; "
+                       f"plan+save {c['plan_and_save']['wall_s']} s"
+                       + (f" ({cpu} s CPU + {c['plan_and_save'].get('server_cpu_s')} s PostgreSQL CPU, load "
+                          f"{c['plan_and_save'].get('load_average')})" if cpu is not None else "")
+                       + f", peak RSS {c['plan_and_save']['peak_rss_mib']} MiB; "
                        f"status {c['status_collect_latest_s']} s (CLI {c.get('cli_status_s')} s); campaign status "
                        f"CLI {c.get('cli_campaign_status_s')} s; round {c.get('round_s')} s; database "
                        f"{c.get('db_mib')} MiB")

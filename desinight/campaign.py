@@ -426,6 +426,8 @@ def enqueue(sessions, cfg: Config, m: Manifest, batch: int | None = None) -> Pre
             _check_inputs(s, pv, inp)    # refused: the transaction (and every batch) rolls back
         # the planner's rejects are never in a job, so saving first changes nothing for them
         bulk.quarantine(s, prod, pv.quarantine, actor)
+        if pv.new_total >= bulk.ANALYZE_AFTER:
+            bulk.analyze(s)
         if pv.inputs:
             from . import partial_inputs
             inp = s.scalar(select(Production).where(

@@ -114,6 +114,20 @@ def _allocate_ids(s: Session, n: int) -> list[int] | None:
         "ORDER BY 1"), {"n": n}))
 
 
+#: new jobs from which a save refreshes PostgreSQL's statistics before its commit
+ANALYZE_AFTER = 10_000
+
+
+def analyze(s: Session) -> None:
+    """Fresh planner statistics for the tables a campaign just grew (PostgreSQL only).
+
+    Without them the first `status` after a 790,000-job save plans its per-night counts on
+    the empty tables' estimates, until autovacuum gets round to it. ANALYZE samples (30,000
+    rows a table), so it costs well under a second at any size."""
+    if s.connection().dialect.name == "postgresql":
+        s.execute(text("ANALYZE job, job_edge, job_exposure, exposure, state_event, night"))
+
+
 def key_ids(s: Session, prod: Production, keys: Iterable[str]) -> dict[str, int]:
     """{job key: id} of the given keys that exist."""
     keys = sorted(set(keys))
