@@ -15,10 +15,16 @@ and then, in this process, ``status.collect()`` (the latest night and the nights
 Targets (issue #18, at 10,000 nights on PostgreSQL): plan+save < 60 s and < 2 GiB; status
 < 0.3 s; a campaign round < 1 s.
 
-    python bench/bench_campaign.py [--nights 1000] [--pg] [--keep DIR]
+    python bench/bench_campaign.py [--nights 1000] [--pg | --db-url URL] [--keep DIR]
+                                   [--keep-db] [--no-dry-run]
 
-``--pg``: a fresh database on the local PostgreSQL ($DESINIGHT_TEST_PG_URL, else
-``scripts/local-postgres url``), dropped afterwards.
+``--pg``: a fresh database of the run's own on the local PostgreSQL ($DESINIGHT_TEST_PG_URL,
+else ``scripts/local-postgres url``; ``--db-url``: on that server), dropped afterwards
+(``--keep-db``: left for EXPLAIN and the like; drop it yourself).
+
+Every figure comes with its CPU seconds (and, on PostgreSQL, the server's) and the load
+average: the machine is shared, so wall times are pessimistic. The last lines list each
+target with met / NOT met; ``python -m bench`` puts them in docs/benchmarks.md.
 """
 
 from __future__ import annotations
