@@ -20,6 +20,7 @@ alike.
 from __future__ import annotations
 
 from collections import Counter, defaultdict
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime
 from functools import lru_cache
@@ -67,11 +68,24 @@ class Preview:
     waiting: list[str] = field(default_factory=list)
     #: partial campaign: input job key (a step not run) -> the first planned job needing it
     inputs: dict[str, str] = field(default_factory=dict)
+    #: new jobs per kind already handed to the sink (saved) and no longer in ``jobs``
+    flushed: Counter = field(default_factory=Counter)
 
     @property
     def new_by_kind(self) -> dict[str, int]:
-        c = Counter(j.kind for j in self.jobs)
+        c = Counter(j.kind for j in self.jobs) + self.flushed
         return {k: c[k] for k in K.names() if c[k]}
+
+    @property
+    def new_total(self) -> int:
+        return len(self.jobs) + sum(self.flushed.values())
+
+    def flush(self, sink: Callable[[list[PlannedJob]], None]) -> None:
+        """Hand the jobs planned so far to ``sink`` and keep only their counts."""
+        if self.jobs:
+            sink(self.jobs)
+            self.flushed.update(j.kind for j in self.jobs)
+            self.jobs = []
 
     @property
     def node_hours(self) -> tuple[float, float]:
@@ -87,7 +101,7 @@ class Preview:
                 "last_night": self.nights[-1] if self.nights else None,
                 "exposures": self.selected_exposures, "new_exposures": len(self.new_exposures),
                 "steps": list(self.manifest.steps), "throttle": self.manifest.throttle,
-                "new_jobs": self.new_by_kind, "new_total": len(self.jobs),
+                "new_jobs": self.new_by_kind, "new_total": self.new_total,
                 "existing_jobs": done, "existing_completed": completed,
                 "node_hours": round(typical, 1), "node_hours_limit": round(upper, 1),
                 "quarantined": len(self.quarantine)}
@@ -114,8 +128,29 @@ def _resources(ccfg: Config) -> dict[str, dict[str, Any]]:
 
 
 # --- the dry run ------------------------------------------------------------------------------
-def preview(s: Session, cfg: Config, m: Manifest) -> Preview:
-    """Everything `campaign plan` shows; raises ManifestError (with line) on a bad manifest."""
+#: new jobs planned before a batch is saved (``enqueue``) or counted and dropped (the dry run
+#: with ``keep_jobs=False``): bounds memory at 10,000 nights (790,000 jobs) to one batch's
+#: objects, whole nights at a time (calibration fallbacks reach back into saved batches)
+BATCH_JOBS = 50_000
+
+
+def preview(s: Session, cfg: Config, m: Manifest, keep_jobs: bool = True) -> Preview:
+    """Everything `campaign plan` shows; raises ManifestError (with line) on a bad manifest.
+    ``keep_jobs=False``: the new jobs are counted, not kept in ``Preview.jobs``."""
+    pv, rows, keys_by_night, inp = _select(s, cfg, m)
+    _plan(pv, rows, keys_by_night, cfg.max_calib_age_nights,
+          CalibRule(cfg.min_arcs, cfg.min_flats), cfg.dark_window_nights,
+          sink=None if keep_jobs else (lambda jobs: None))
+    if inp is not None:
+        _check_inputs(s, pv, inp)
+    return pv
+
+
+def _select(s: Session, cfg: Config, m: Manifest
+            ) -> tuple[Preview, list[dict], dict[int, set[str]], Production | None]:
+    """The checks and the selection, before any planning: the preview (nights, exposures,
+    existing jobs), the exposure rows to plan, the existing job keys per night and, for a
+    partial campaign, the input production."""
     prods = {p.name: p for p in s.scalars(select(Production))}
     source = m.source or cfg.production
     src = prods.get(source)
@@ -185,11 +220,7 @@ def preview(s: Session, cfg: Config, m: Manifest) -> Preview:
                 Job.production_id == mine.id).group_by(Job.kind, Job.state)):
             pv.existing.setdefault(kind, {})[state] = n
     pv.new_exposures = [r for r in rows if r["expid"] not in have_exp]
-    _plan(pv, rows, keys_by_night, cfg.max_calib_age_nights,
-          CalibRule(cfg.min_arcs, cfg.min_flats), cfg.dark_window_nights)
-    if m.partial:
-        _check_inputs(s, pv, prods[m.input_production or source])
-    return pv
+    return pv, rows, keys_by_night, prods[m.input_production or source] if m.partial else None
 
 
 def _check_inputs(s: Session, pv: Preview, inp: Production) -> None:
@@ -290,10 +321,16 @@ def _good_cameras(cameras: str, bad: str) -> tuple[str, ...]:
 
 
 def _plan(pv: Preview, rows: list[dict], keys_by_night: dict[int, set[str]],
-          max_age: int, rule: CalibRule = CalibRule(), dark_window: int = 0) -> None:
+          max_age: int, rule: CalibRule = CalibRule(), dark_window: int = 0,
+          sink: Callable[[list[PlannedJob]], None] | None = None,
+          batch: int | None = None) -> None:
     """Plan every night in order. The fallback is the nearest earlier night whose psfnight
     and fiberflatnight both exist and cover the night's cameras, at most ``max_age`` nights
-    back (calib_choice's rule, on the campaign's own nights)."""
+    back (calib_choice's rule, on the campaign's own nights).
+
+    With ``sink``, every ``batch`` (default ``BATCH_JOBS``) new jobs, at a night's end, go
+    to ``sink`` and leave ``pv.jobs`` (``Preview.flush``); the last ones too."""
+    batch = batch or BATCH_JOBS
     from .calib_choice import age, needed_cameras
     m = pv.manifest
     steps = set(m.steps)
@@ -328,7 +365,8 @@ def _plan(pv: Preview, rows: list[dict], keys_by_night: dict[int, set[str]],
         pv.quarantine.update(p.quarantine)
         pv.waiting.extend(f"{night}: {w}" for w in p.waiting)
         for pj in p.jobs:
-            cams_of[pj.key] = set(pj.cameras)
+            if pj.kind in ("psfnight", "fiberflatnight"):   # the only ones asked below
+                cams_of[pj.key] = set(pj.cameras)
             if pj.kind not in steps:
                 continue
             deps = tuple(d for d in pj.deps if d.split("/")[1] in steps)
@@ -348,13 +386,21 @@ def _plan(pv: Preview, rows: list[dict], keys_by_night: dict[int, set[str]],
             pairs.append((night, cams_of.get(f"{night}/psfnight", set())
                           & cams_of.get(f"{night}/fiberflatnight", set())
                           if f"{night}/psfnight" in cams_of else needed))
+        if sink is not None and len(pv.jobs) >= batch:
+            pv.flush(sink)
+    if sink is not None:
+        pv.flush(sink)
 
 
 # --- writing ----------------------------------------------------------------------------------
-def enqueue(sessions, cfg: Config, m: Manifest) -> Preview:
-    """Record the campaign and its new jobs (state planned) in one transaction."""
+def enqueue(sessions, cfg: Config, m: Manifest, batch: int | None = None) -> Preview:
+    """Record the campaign and its new jobs (state planned) in one transaction.
+
+    Planned and saved in batches of whole nights (``BATCH_JOBS`` jobs): a 10,000-night
+    campaign never holds its 790,000 jobs' objects at once. ``pv.jobs`` is left empty;
+    ``pv.new_by_kind`` counts them."""
     with transaction(sessions) as s:
-        pv = preview(s, cfg, m)
+        pv, rows, keys_by_night, inp = _select(s, cfg, m)
         prod = s.scalar(select(Production).where(Production.name == m.name))
         if prod is None:
             prod = Production(name=m.name, raw_root=str(pv.raw_root), redux_dir=str(pv.redux_dir),
@@ -365,10 +411,23 @@ def enqueue(sessions, cfg: Config, m: Manifest) -> Preview:
             prod.settings = {**m.settings(), "source": pv.source}
         bulk.insert_nights(s, prod, pv.nights, closed=True)
         bulk.insert_exposures(s, prod, pv.new_exposures)
-        bulk.quarantine(s, prod, pv.quarantine, campaign_actor(m.name))
         ccfg = campaign_config(cfg, m.name, pv.redux_dir, pv.raw_root, m.settings())
-        bulk.save_jobs(s, prod, pv.jobs, job_resources(ccfg, pv.jobs, pv.resources),
-                       campaign_actor(m.name), campaign=m.name)
+        actor = campaign_actor(m.name)
+
+        def save(jobs: list[PlannedJob]) -> None:
+            bulk.save_jobs(s, prod, jobs, job_resources(ccfg, jobs, pv.resources), actor,
+                           campaign=m.name)
+
+        _plan(pv, rows, keys_by_night, cfg.max_calib_age_nights,
+              CalibRule(cfg.min_arcs, cfg.min_flats), cfg.dark_window_nights,
+              sink=save, batch=batch)
+        del rows, keys_by_night
+        if inp is not None:
+            _check_inputs(s, pv, inp)    # refused: the transaction (and every batch) rolls back
+        # the planner's rejects are never in a job, so saving first changes nothing for them
+        bulk.quarantine(s, prod, pv.quarantine, actor)
+        if pv.new_total >= bulk.ANALYZE_AFTER:
+            bulk.analyze(s)
         if pv.inputs:
             from . import partial_inputs
             inp = s.scalar(select(Production).where(

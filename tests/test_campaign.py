@@ -77,10 +77,10 @@ def test_preview_counts_and_idempotent_enqueue(nightly, tmp_path):
     assert _snapshot(ctx) == before   # a dry run writes nothing
 
     pv = C.enqueue(ctx.sessions, ctx.cfg, m)
-    assert len(pv.jobs) == 33
+    assert pv.new_total == 33 and pv.jobs == []   # saved in batches, counted
     assert _snapshot(ctx) == before   # the nightly production is untouched
     again = C.enqueue(ctx.sessions, ctx.cfg, m)
-    assert again.jobs == [] and again.new_exposures == [] and again.exists
+    assert again.new_total == 0 and again.new_exposures == [] and again.exists
     assert sum(again.summary()["existing_jobs"].values()) == 33
     camp = _snapshot(ctx, "reproc")
     assert {j[2] for j in camp[0]} == {"reproc"} and {j[1] for j in camp[0]} == {"planned"}
@@ -96,26 +96,29 @@ def test_preview_counts_and_idempotent_enqueue(nightly, tmp_path):
     # the same selection written differently adds nothing
     m2 = parse_manifest(manifest(tmp_path, nights=(N, N2, N3)).read_text().replace(
         f"nights = {[N, N2, N3]}", f"nights = {[N, N2, N3]}\nexclude_expids = []"), "c.toml")
-    assert C.enqueue(ctx.sessions, ctx.cfg, m2).jobs == []
+    assert C.enqueue(ctx.sessions, ctx.cfg, m2).new_total == 0
 
 
 def test_widening_a_campaign_adds_only_the_new_nights_jobs(nightly, tmp_path):
     ctx = nightly
     narrow = parse_manifest(manifest(tmp_path, name="widen", nights=(N,)).read_text(), "c.toml")
     first = C.enqueue(ctx.sessions, ctx.cfg, narrow)
-    assert len(first.jobs) == 11 and {j.night for j in first.jobs} == {N}
+    assert first.new_total == 11
     wide = parse_manifest(manifest(tmp_path, name="widen", nights=(N, N3)).read_text(), "c.toml")
-    added = C.enqueue(ctx.sessions, ctx.cfg, wide)
+    added = _preview(ctx, wide)     # the dry run keeps the new jobs themselves
     # night N3 (one science exposure): bias, arc, psf, flat, ff, science, stdstars, cal, z
     assert sorted(j.kind for j in added.jobs) == sorted(
         ["biasnight", "arc", "psfnight", "flat", "fiberflatnight", "science", "stdstars",
          "fluxcalib", "redshift"])
     assert {j.night for j in added.jobs} == {N3}
     assert {e["night"] for e in added.new_exposures} == {N3}
+    assert C.enqueue(ctx.sessions, ctx.cfg, wide).new_by_kind == added.new_by_kind
     with transaction(ctx.sessions) as s:
         prod = s.scalar(select(Production).where(Production.name == "widen"))
         count = s.scalar(select(func.count()).select_from(Job).where(Job.production_id == prod.id))
-    assert count == 11 + 9
+        by_night = dict(s.execute(select(Job.night, func.count()).where(
+            Job.production_id == prod.id).group_by(Job.night)).all())
+    assert count == 11 + 9 and by_night == {N: 11, N3: 9}
 
 
 def test_steps_from_extract_and_bad_cameras(nightly, tmp_path):

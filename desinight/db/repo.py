@@ -230,7 +230,9 @@ def active_attempts(s: Session, prod: Production, unconfirmed_cancels: bool = Fa
         live = or_(live, and_(Attempt.state == JobState.CANCELLED.value,
                               Attempt.ended_at.is_(None), Attempt.backend_id.is_not(None)))
     return list(s.scalars(select(Attempt).join(Job).where(Job.production_id == prod.id, live)
-                          .options(selectinload(Attempt.job))))
+                          # the jobs and their attempts in two queries, not two per attempt
+                          # (the poll asks each job for its last attempt)
+                          .options(selectinload(Attempt.job).selectinload(Job.attempts))))
 
 
 def count_active(s: Session, prod: Production) -> int:
