@@ -33,15 +33,15 @@ from sqlalchemy.orm import Session
 from . import rawdata, readers
 from .config import Config
 from .core.cameras import subtract
-from .core.errors import BadExposure, NotFound
+from .core.errors import BadExposure
 from .core.manifest import Manifest, ManifestError, node_hours
 from .core import kinds as K
 from .core.planner import (NIGHTLY_CALIBS, CalibRef, CalibRule, ExposureInfo, PlannedJob,
                            plan_night)
-from .core.states import ACTIVE, BROKEN, FINAL, ExposureStatus, JobState
+from .core.states import ACTIVE, ExposureStatus, JobState
 from .db import bulk
 from .db.engine import transaction
-from .db.models import Attempt, Exposure, Job, Night, Production
+from .db.models import Exposure, Job, Production
 from .orchestrate import Context, job_resources, resources_for
 from .plan_extras import shift_night
 from .transitions import campaign_actor
@@ -437,12 +437,8 @@ def enqueue(sessions, cfg: Config, m: Manifest, batch: int | None = None) -> Pre
 
 
 def get_campaign(s: Session, name: str) -> Production:
-    prod = s.scalar(select(Production).where(Production.name == name))
-    if prod is None or prod.kind != "campaign":
-        names = s.scalars(select(Production.name).where(Production.kind == "campaign")).all()
-        hint = f" (campaigns: {', '.join(names)})" if names else " (none submitted yet)"
-        raise NotFound(f"no campaign named {name!r}{hint}")
-    return prod
+    from .db.stats import campaign_production
+    return campaign_production(s, name)
 
 
 def campaign_context(base: Context, name: str) -> Context:
@@ -477,39 +473,10 @@ def run_tick(ctx: Context, now: datetime) -> int:
 
 # --- progress -----------------------------------------------------------------------------------
 def progress(s: Session, name: str, failures: int = 20) -> dict[str, Any]:
-    """Counts per kind and state, the totals and the first failures (all in SQL)."""
-    prod = get_campaign(s, name)
-    by_kind: dict[str, dict[str, int]] = {}
-    for kind, state, n in s.execute(select(Job.kind, Job.state, func.count()).where(
-            Job.production_id == prod.id).group_by(Job.kind, Job.state)):
-        by_kind.setdefault(kind, {})[state] = n
-    states: Counter[str] = Counter()
-    for v in by_kind.values():
-        states.update(v)
-    total = sum(states.values())
-    final = sum(states[st.value] for st in FINAL)
-    bad = [st.value for st in BROKEN]
-    fail_rows = s.execute(select(Job.id, Job.key, Job.state, Job.reason).where(
-        Job.production_id == prod.id, Job.state.in_(bad)).order_by(Job.night, Job.id)
-        .limit(failures)).all()
-    n_nights = s.scalar(select(func.count()).select_from(Night).where(Night.production_id == prod.id))
-    n_exp = s.scalar(select(func.count()).select_from(Exposure).where(
-        Exposure.production_id == prod.id))
-    queued = s.scalar(select(func.count()).select_from(Attempt).join(Job).where(
-        Job.production_id == prod.id, Attempt.state.in_([st.value for st in ACTIVE])))
-    settings = prod.settings or {}
-    return {"schema": 1, "campaign": prod.name, "source": settings.get("source"),
-            "output": prod.redux_dir, "steps": settings.get("steps"),
-            "throttle": settings.get("throttle"), "code_version": settings.get("code_version"),
-            "nights": n_nights, "exposures": n_exp, "jobs": total, "ended": final,
-            "completed": states[JobState.COMPLETED.value],
-            "failed": sum(states[b] for b in bad), "held": states[JobState.HELD.value],
-            "queued": queued, "states": dict(states),
-            "kinds": {k: by_kind[k] for k in K.names() if k in by_kind},
-            "failures": [{"id": r.id, "job": r.key, "state": r.state, "reason": r.reason}
-                         for r in fail_rows],
-            "done": total > 0 and states[JobState.PLANNED.value] == 0
-            and not any(states[a.value] for a in ACTIVE)}
+    """Counts per kind and state, the totals and the first failures (all in SQL; the
+    query lives in db/stats.py, which `campaign status` imports without this module)."""
+    from .db.stats import campaign_progress
+    return campaign_progress(s, name, failures)
 
 
 __all__ = ["Preview", "ManifestError", "preview", "enqueue", "campaign_context", "run_tick",

@@ -12,7 +12,7 @@ from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from .core.states import ACTIVE, BROKEN, ExposureStatus, JobState
-from .db import repo
+from .db import repo, stats
 from .db.models import (Attempt, Exposure, Job, JobExposure, Night, Production, Rejection, Sighting,
                         utcnow)
 
@@ -25,9 +25,12 @@ def latest_night(s: Session, prod: Production) -> int | None:
 
 def collect(s: Session, prod: Production, night: int | None = None, expid: int | None = None,
             night_range: tuple[int, int] | None = None, failed_only: bool = False,
-            now: datetime | None = None, stale_s: float | None = None) -> dict:
+            now: datetime | None = None, stale_s: float | None = None,
+            recent: int | None = None) -> dict:
     """The status document. One night (default: the latest) in detail, or a range of nights
-    summarised with all their failures."""
+    summarised with all their failures. ``recent``: the nights list holds only the latest
+    ``recent`` nights of the selection (and the detailed night), ``earlier`` sums up the rest:
+    a production of 10,000 nights answers as fast as one of ten."""
     if expid is not None:
         night = repo.get_exposure(s, prod, expid).night
     if night is None and night_range is None:
@@ -35,10 +38,11 @@ def collect(s: Session, prod: Production, night: int | None = None, expid: int |
     lo, hi = night_range if night_range else (night, night)
     out: dict = {"schema": SCHEMA_VERSION, "production": prod.name, "redux_dir": prod.redux_dir,
                  "night": night, "range": list(night_range) if night_range else None,
-                 "nights": _nights(s, prod, night_range), "exposures": [], "jobs": [],
+                 "nights": [], "earlier": None, "exposures": [], "jobs": [],
                  "failures": _failures(s, prod, lo, hi) if lo is not None else [],
                  "rejections": [], "health": _health(s, prod, now, stale_s),
                  "unfinished": _unfinished(s, prod, lo, hi, now) if night_range else []}
+    out["nights"], out["earlier"] = _nights(s, prod, night_range, recent, night)
     if night is None:
         out["unfinished"] = _unfinished(s, prod, 0, 99999999, now)   # odd dirs before any night
         return out
@@ -148,25 +152,19 @@ def _unfinished(s: Session, prod: Production, lo: int, hi: int, now: datetime | 
              "minutes": max(0, int((now - r.first_seen).total_seconds() // 60))} for r in rows]
 
 
-def _nights(s: Session, prod: Production, night_range: tuple[int, int] | None) -> list[dict]:
+def _nights(s: Session, prod: Production, night_range: tuple[int, int] | None,
+            recent: int | None, night: int | None) -> tuple[list[dict], dict | None]:
+    """Per night: exposures per obstype, jobs per state; with ``recent``, only the latest
+    nights and a summary of the others (db/stats.py)."""
     lo, hi = night_range or (0, 99999999)
-    by_night: dict[int, dict] = {}
-    for n, closed in s.execute(select(Night.night, Night.closed).where(
-            Night.production_id == prod.id, Night.night.between(lo, hi))):
-        by_night[n] = {"night": n, "closed": closed, "exposures": {}, "jobs": {}}
-    for n, obstype, count in s.execute(select(Exposure.night, Exposure.obstype, func.count())
-                                       .where(Exposure.production_id == prod.id,
-                                              Exposure.night.between(lo, hi))
-                                       .group_by(Exposure.night, Exposure.obstype)):
-        by_night.setdefault(n, {"night": n, "closed": False, "exposures": {}, "jobs": {}})
-        by_night[n]["exposures"][obstype] = count
-    for n, state, count in s.execute(select(Job.night, Job.state, func.count())
-                                     .where(Job.production_id == prod.id,
-                                            Job.night.between(lo, hi))
-                                     .group_by(Job.night, Job.state)):
-        by_night.setdefault(n, {"night": n, "closed": False, "exposures": {}, "jobs": {}})
-        by_night[n]["jobs"][state] = count
-    return [by_night[n] for n in sorted(by_night)]
+    if recent is None:
+        return stats.per_night(s, prod.id, lo, hi), None
+    latest = stats.recent_nights(s, prod.id, lo, hi, max(1, recent))
+    if not latest:
+        return [], None
+    shown = stats.per_night(s, prod.id, latest[0], latest[-1], extra=night)
+    rest = stats.earlier(s, prod.id, lo, hi, shown)
+    return shown, rest if rest["nights"] else None
 
 
 def _last_attempts(s: Session, job_ids: list[int]) -> dict[int, Attempt]:

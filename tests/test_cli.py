@@ -167,6 +167,23 @@ def test_status_views(processed):
     assert "no production named 'nope'" in r.stderr
 
 
+def test_status_nights_lists_the_latest_and_sums_up_the_rest(processed):
+    """`--nights N`: the N latest nights, the others in `earlier` (count, first night, the
+    jobs an operator acts on); the table's default is 7, --json's every night."""
+    root, conf = processed
+    assert json.loads(view(conf, "status", "--json").stdout)["earlier"] is None
+    one = json.loads(view(conf, "status", "--nights", "1", "--json").stdout)
+    assert [n["night"] for n in one["nights"]] == [20261125]
+    assert one["earlier"] == {"nights": 1, "first": N, "jobs": {"dep_failed": 3, "failed": 1}}
+    # the night shown in detail is always listed, however old
+    old = json.loads(view(conf, "status", "--night", str(N), "--nights", "1", "--json").stdout)
+    assert [n["night"] for n in old["nights"]] == [N, 20261125] and old["earlier"] is None
+    text = cli(conf, "status", "--nights", "1").stdout
+    assert "1 earlier" in text and "dep_failed:3" in text and "failed:1" in text
+    assert "1 earlier" not in cli(conf, "status").stdout      # 2 nights: both listed
+    assert "--nights" in view(conf, "status", "--nights", "0", rc=2).stderr
+
+
 def test_report_renders_in_a_browser(processed, tmp_path):
     import shutil
     import subprocess

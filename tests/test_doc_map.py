@@ -31,7 +31,9 @@ def doc_files() -> list[Path]:
 def commands() -> dict[str, click.Command]:
     """'' (the global options), every command, and 'group sub' for subcommands."""
     out: dict[str, click.Command] = {"": cli}
-    for name, cmd in cli.commands.items():
+    for name in cli.list_commands(click.Context(cli)):   # the command tree loads lazily
+        if (cmd := cli.get_command(click.Context(cli), name)) is None:
+            continue
         out[name] = cmd
         if isinstance(cmd, click.Group):
             out.update({f"{name} {sub}": c for sub, c in cmd.commands.items()})

@@ -7,8 +7,6 @@ import time
 from pathlib import Path
 
 import click
-from rich.console import Console
-from rich.table import Table
 
 from ..core import kinds as K
 from ..core.errors import BackendError, DesinightError, JobsFailed
@@ -42,7 +40,8 @@ def _manifest(obj, path: str):
     return load_manifest(path)
 
 
-def _print_preview(pv, console: Console, title: str) -> None:
+def _print_preview(pv, console, title: str) -> None:
+    from rich.table import Table
     s = pv.summary()
     console.print(f"[bold]{title} {s['campaign']}[/]: source {s['source']} -> {s['output']}")
     console.print(f"nights {s['nights']} ({s['first_night']}..{s['last_night']}), "
@@ -81,6 +80,7 @@ def plan_cmd(obj, manifest: str, as_json: bool) -> None:
     if as_json:
         click.echo(json.dumps(pv.summary(), indent=1, sort_keys=True))
     else:
+        from rich.console import Console
         _print_preview(pv, Console(), "campaign")
 
 
@@ -96,6 +96,7 @@ def submit_cmd(obj, manifest: str) -> None:
     m = _manifest(obj, manifest)
     ctx = _open(obj)
     pv = C.enqueue(ctx.sessions, ctx.cfg, m)
+    from rich.console import Console
     _print_preview(pv, Console(), "enqueued campaign")
     click.echo(f"next: desinight campaign run {m.name}")
 
@@ -123,6 +124,7 @@ def run_cmd(obj, name: str, backend: str | None, timeout: float | None, poll_s: 
     NAME is the campaign name (or its manifest file). A running `desinight daemon` does the
     same every `daemon.campaign_tick_s`; the two take turns (a lock per campaign round).
     """
+    from rich.console import Console
     from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
     from .. import campaign as C
@@ -189,17 +191,21 @@ def status_cmd(obj, name: str, as_json: bool, failures: int) -> None:
 
     Per night and per job: `desinight status --production NAME --night N`.
     """
-    from .. import campaign as C
     from ..db.engine import transaction
-    from .status_cmd import GLYPH
+    from ..db.stats import campaign_progress
+    from .readctx import open_read
     name = _name(obj, name)
-    ctx = _open(obj)
+    ctx = open_read(obj.cfg)     # read only: no orchestrator, backend or planner to import
     with transaction(ctx.sessions) as s:
-        p = C.progress(s, name, failures=failures)
+        p = campaign_progress(s, name, failures=failures)
     if as_json:
         click.echo(json.dumps(p, indent=1, sort_keys=True))
         _raise_if_failed(p)
         return
+    from rich.console import Console
+    from rich.table import Table
+
+    from .status_cmd import GLYPH
     console = Console()
     pct = 100 * p["completed"] / p["jobs"] if p["jobs"] else 0.0
     console.print(f"[bold]campaign {p['campaign']}[/] (source {p['source']}, output {p['output']}, "

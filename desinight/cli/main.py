@@ -6,7 +6,6 @@ import sys
 
 import click
 
-from ..config import load_config
 from ..core.errors import DesinightError
 
 
@@ -22,11 +21,44 @@ class Obj:
     @property
     def cfg(self):
         if self._cfg is None:
+            from ..config import load_config
             self._cfg = load_config(self.config_path).with_overrides(production=self.production)
         return self._cfg
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
+#: each sub-command's module (desinight.cli.MODULE), imported only when that command runs
+#: or --help lists it: `desinight status` then loads neither the daemon nor the science
+#: code (tests/test_cli_imports.py checks this map against the modules' COMMANDS)
+LAZY = {"init": "ops_cmds", "ingest": "ops_cmds", "demo": "ops_cmds", "daemon": "ops_cmds",
+        "resubmit": "retry_cmds", "cancel": "retry_cmds", "rerun": "retry_cmds",
+        "status": "status_cmd", "show": "status_cmd", "report": "status_cmd",
+        "check": "check_cmd", "history": "history_cmd", "logs": "logs_cmd",
+        "exposure": "exposure_cmd", "calib": "calib_cmd",
+        # optional: absent when their extra dependencies are (an ImportError hides them)
+        "sim": "sim_cmd", "step": "step_cmd", "campaign": "campaign_cmd", "graph": "graph_cmd"}
+
+
+class LazyGroup(click.Group):
+    """Sub-commands imported on first use (see LAZY)."""
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return sorted({*self.commands, *LAZY})
+
+    def get_command(self, ctx: click.Context, name: str) -> click.Command | None:
+        if name not in self.commands and name in LAZY:
+            try:
+                mod = __import__(f"desinight.cli.{LAZY[name]}", fromlist=["COMMANDS"])
+            except ImportError:
+                return None
+            cmd = next((c for c in getattr(mod, "COMMANDS", None) or [getattr(mod, name)]
+                        if c.name == name), None)
+            if cmd is None:
+                return None
+            self.add_command(cmd)
+        return self.commands.get(name)
+
+
+@click.group(cls=LazyGroup, context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
 @click.option("--config", "config_path", type=click.Path(dir_okay=False),
               help="desinight.toml to use (else $DESINIGHT_CONFIG, else ./desinight.toml).")
 @click.option("--production", help="Act on this production of the database, e.g. a campaign "
@@ -48,25 +80,6 @@ def cli(ctx: click.Context, config_path: str | None, production: str | None, ver
     from .. import logs
     logs.setup(verbose)
     ctx.obj = Obj(config_path, verbose, production)
-
-
-def _register() -> None:
-    from . import (calib_cmd, check_cmd, exposure_cmd, history_cmd, logs_cmd, ops_cmds,
-                   retry_cmds, status_cmd)
-    for cmd in (*ops_cmds.COMMANDS, *retry_cmds.COMMANDS, *status_cmd.COMMANDS,
-                *check_cmd.COMMANDS, *history_cmd.COMMANDS, *logs_cmd.COMMANDS,
-                *exposure_cmd.COMMANDS, *calib_cmd.COMMANDS):
-        cli.add_command(cmd)
-    for module, name in (("sim_cmd", "sim"), ("step_cmd", "step"), ("campaign_cmd", "campaign"),
-                         ("graph_cmd", "graph")):
-        try:
-            mod = __import__(f"desinight.cli.{module}", fromlist=[name])
-        except ImportError:
-            continue
-        cli.add_command(getattr(mod, name))
-
-
-_register()
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -11,12 +11,7 @@ import click
 from rich.console import Console
 
 from ..core.errors import BackendError, DesinightError, JobsFailed
-
-
-def _night(value: str) -> int:
-    if not (len(value) == 8 and value.isdigit() and value.startswith("20")):
-        raise DesinightError(f"night must look like YYYYMMDD, got {value!r}")
-    return int(value)
+from .readctx import parse_night as _night
 
 
 @click.command()

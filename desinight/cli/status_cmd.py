@@ -5,11 +5,8 @@ from __future__ import annotations
 import json
 
 import click
-from rich.console import Console
-from rich.table import Table
 
 from ..core.errors import DesinightError
-from ..core import kinds as K
 
 GLYPH = {"completed": "[green]✔[/]", "running": "[cyan]▶[/]", "pending": "[yellow]…[/]",
          "submitted": "[yellow]↑[/]", "planned": "[dim]·[/]", "held": "[magenta]H[/]",
@@ -19,15 +16,20 @@ GLYPH = {"completed": "[green]✔[/]", "running": "[cyan]▶[/]", "pending": "[y
 #: the exposure's progress (status.exposure_progress) as the table shows it
 PROGRESS_STYLE = {"done": "[green]{}[/]", "processing": "[cyan]{}[/]", "failed": "[red]{}[/]",
                   "held": "[magenta]{}[/]", "quarantined": "[red]{}[/]", "waiting": "[dim]{}[/]"}
-#: each kind's label in the steps column (its registry entry, core/kinds.py)
-SHORT = K.view("short")
+
+
+#: nights in the table by default: the latest, with one line for the others
+TABLE_NIGHTS = 7
 
 
 def print_status(ctx, night: int | None = None, expid: int | None = None,
-                 console: Console | None = None, **kw) -> dict:
+                 console=None, **kw) -> dict:
+    from rich.console import Console     # rich only when printing (not for --json)
     console = console or Console()
+    if not kw.get("night_range"):        # a range is the operator's choice: all of it
+        kw.setdefault("recent", TABLE_NIGHTS)
     data = status_data(ctx, night=night, expid=expid, **kw)
-    render(data, console)
+    render(data, console, rows=kw.get("recent") or TABLE_NIGHTS)
     return data
 
 
@@ -42,14 +44,21 @@ def status_data(ctx, **kw) -> dict:
     return data
 
 
-def render(data: dict, console: Console) -> None:
+def render(data: dict, console, rows: int = TABLE_NIGHTS) -> None:
+    from rich.table import Table
+
+    from ..core import kinds as K
+    short = K.view("short")      # each kind's label in the steps column (core/kinds.py)
     nights = Table(title=f"production {data['production']}", title_justify="left")
     for col in ("night", "exposures", "jobs"):
         nights.add_column(col, no_wrap=col == "night")
-    for n in data["nights"][-7:]:
+    older = data["nights"][:-rows]
+    for n in data["nights"][-rows:]:
         exps = " ".join(f"{k}:{v}" for k, v in sorted(n["exposures"].items()))
         jobs = " ".join(f"{GLYPH.get(k, k)}{k}:{v}" for k, v in sorted(n["jobs"].items()))
         nights.add_row(str(n["night"]) + (" closed" if n["closed"] else ""), exps, jobs)
+    if data.get("earlier") or older:
+        nights.add_row(*_earlier_row(data.get("earlier"), older))
     console.print(nights)
     if data["night"] is None and not data["range"]:
         console.print("no nights yet")
@@ -64,7 +73,7 @@ def render(data: dict, console: Console) -> None:
         status = PROGRESS_STYLE.get(e["progress"], "{}").format(e["progress"])
         if e.get("laststep", "all") != "all":   # an edit or a [laststep] rule stops it early
             status += f" (to {e['laststep']})"
-        steps = " ".join(f"{SHORT[k]}{GLYPH.get(e['jobs'][k], '?')}" for k in K.names()
+        steps = " ".join(f"{short[k]}{GLYPH.get(e['jobs'][k], '?')}" for k in K.names()
                          if k in e["jobs"])
         t.add_row(str(e["expid"]), e["obstype"], "" if e["tileid"] is None else str(e["tileid"]),
                   cams, status, steps)
@@ -94,6 +103,18 @@ def render(data: dict, console: Console) -> None:
                   + (f" | [red]daemon error: {h['tick_error']}[/]" if h.get("tick_error") else ""))
 
 
+def _earlier_row(earlier: dict | None, older: list[dict]) -> tuple[str, str, str]:
+    """One line for the nights the table leaves out: how many, and the jobs an operator
+    would act on (failed, held, queued: docs/operator-guide.md "Many nights")."""
+    n = len(older) + (earlier["nights"] if earlier else 0)
+    jobs: dict[str, int] = dict(earlier["jobs"]) if earlier else {}
+    for night in older:
+        for k, v in night["jobs"].items():
+            jobs[k] = jobs.get(k, 0) + v
+    return (f"{n} earlier", "(--nights N, --json)",
+            " ".join(f"{GLYPH.get(k, k)}{k}:{v}" for k, v in sorted(jobs.items())) or "-")
+
+
 def _freshness(h: dict) -> str:
     """How old the job states shown are: the batch system's last answer to the daemon's poll
     (production polls SLURM every 30-60 s, docs/daemon.md "SLURM load budget")."""
@@ -106,8 +127,9 @@ def _freshness(h: dict) -> str:
     return f"{name} states as of {when} ago"
 
 
-def _render_unfinished(data: dict, console: Console) -> None:
+def _render_unfinished(data: dict, console) -> None:
     """Directories seen in the raw tree but not ingested, with why: nothing stays invisible."""
+    from rich.table import Table
     rows = data.get("unfinished") or []
     if not rows:
         return
@@ -155,6 +177,9 @@ def _require_night(ctx, night: int) -> None:
     from ..db.models import Night
     with transaction(ctx.sessions) as s:
         prod = repo.get_production(s, ctx.production)
+        if s.scalar(select(Night.night).where(Night.production_id == prod.id,
+                                              Night.night == night)) is not None:
+            return
         known = s.scalars(select(Night.night).where(Night.production_id == prod.id)).all()
     if night not in known:
         near = sorted(known, key=lambda n: abs(n - night))[:3]
@@ -163,7 +188,7 @@ def _require_night(ctx, night: int) -> None:
 
 
 def _range(text: str) -> tuple[int, int]:
-    from .ops_cmds import _night
+    from .readctx import parse_night as _night
     lo, sep, hi = text.partition(":")
     if not sep:
         raise DesinightError(f"--range must look like YYYYMMDD:YYYYMMDD, got {text!r}")
@@ -179,10 +204,13 @@ def _range(text: str) -> tuple[int, int]:
 @click.option("--production", help="Another production of the same database (e.g. a campaign).")
 @click.option("--watch", type=float, is_flag=False, flag_value=5.0, default=None,
               help="Refresh every N seconds (default 5) until Ctrl-C.")
+@click.option("--nights", "recent", type=click.IntRange(min=1), default=None,
+              help="List the N latest nights, one line for the others (default: 7 in the "
+              "table; every night with --json or --range).")
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output (docs/status-json.md).")
 @click.pass_obj
 def status(obj, night: str | None, night_range: str | None, expid: int | None, failed: bool,
-           production: str | None, watch: float | None, as_json: bool) -> None:
+           production: str | None, watch: float | None, recent: int | None, as_json: bool) -> None:
     """Nights, exposures, jobs and failures at a glance.
 
     \b
@@ -190,14 +218,16 @@ def status(obj, night: str | None, night_range: str | None, expid: int | None, f
       desinight status
       desinight status --night 20261124 --failed
       desinight status --range 20261101:20261130 --json | jq '.failures'
+      desinight status --nights 30
       desinight status --watch
     """
-    from ..app import open_context
-    from .ops_cmds import _NoBackend, _night
-    cfg = obj.cfg.with_overrides(production=production)
-    ctx = open_context(cfg, backend=_NoBackend())
+    from .readctx import open_read
+    from .readctx import parse_night as _night
+    ctx = open_read(obj.cfg.with_overrides(production=production))
     kw = dict(night=_night(night) if night else None, expid=expid, failed_only=failed,
               night_range=_range(night_range) if night_range else None)
+    if recent is not None:
+        kw["recent"] = recent
     if kw["night"] is not None:
         _require_night(ctx, kw["night"])
     if as_json:
@@ -206,6 +236,8 @@ def status(obj, night: str | None, night_range: str | None, expid: int | None, f
     if watch is None:
         print_status(ctx, **kw)
         return
+    if not kw["night_range"]:
+        kw.setdefault("recent", TABLE_NIGHTS)
     _watch(ctx, kw, max(0.5, watch))
 
 
@@ -217,6 +249,7 @@ def _watch(ctx, kw: dict, every: float) -> None:
     import time
     from datetime import datetime
 
+    from rich.console import Console
     from rich.live import Live
     from rich.text import Text
     console = Console()
@@ -225,7 +258,7 @@ def _watch(ctx, kw: dict, every: float) -> None:
             while True:
                 frame = Console(record=True, file=io.StringIO(), width=console.width,
                                 force_terminal=True, color_system=console.color_system or "standard")
-                render(status_data(ctx, **kw), frame)
+                render(status_data(ctx, **kw), frame, rows=kw.get("recent") or TABLE_NIGHTS)
                 frame.print(f"[dim]refreshed {datetime.now():%H:%M:%S}, every {every:g} s; "
                             "Ctrl-C to stop[/]")
                 live.update(Text.from_ansi(frame.export_text(styles=True)), refresh=True)
@@ -281,6 +314,7 @@ def show_job(obj, ident: str, as_json: bool, lines: int) -> None:
     if as_json:
         click.echo(json.dumps(data, indent=1))
         return
+    from rich.console import Console
     console = Console()
     console.print(f"[bold]job {data['id']}[/] {data['key']}  kind={data['kind']} "
                   f"state={GLYPH.get(data['state'], '')} {data['state']}")
@@ -377,6 +411,8 @@ def show_exposure(obj, expid: int, as_json: bool) -> None:
     if as_json:
         click.echo(json.dumps(data, indent=1))
         return
+    from rich.console import Console
+    from rich.table import Table
     console = Console()
     console.print(f"[bold]exposure {e.expid}[/] night {e.night} {e.obstype} tile {e.tileid} "
                   f"exptime {e.exptime} program {e.program} seq {e.seqnum}/{e.seqtot}")
