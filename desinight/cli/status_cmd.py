@@ -44,6 +44,17 @@ def status_data(ctx, **kw) -> dict:
     return data
 
 
+def to_json(data: dict) -> str:
+    """The document with each top-level key, and each item of a top-level list, on a line of
+    its own: as greppable as ``indent=1`` but written by json's C encoder, which ``indent``
+    turns off (that pure-Python path took longer than the query for 10,000 nights)."""
+    def value(v) -> str:
+        if isinstance(v, list) and v:
+            return "[\n  " + ",\n  ".join(json.dumps(x, sort_keys=True) for x in v) + "\n ]"
+        return json.dumps(v, sort_keys=True)
+    return "{\n" + ",\n".join(f" {json.dumps(k)}: {value(v)}" for k, v in sorted(data.items())) + "\n}"
+
+
 def render(data: dict, console, rows: int = TABLE_NIGHTS) -> None:
     from rich.table import Table
 
@@ -231,7 +242,7 @@ def status(obj, night: str | None, night_range: str | None, expid: int | None, f
     if kw["night"] is not None:
         _require_night(ctx, kw["night"])
     if as_json:
-        click.echo(json.dumps(status_data(ctx, **kw), indent=1, sort_keys=True))
+        click.echo(to_json(status_data(ctx, **kw)))
         return
     if watch is None:
         print_status(ctx, **kw)
