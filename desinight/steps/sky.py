@@ -230,7 +230,7 @@ def subtract_sky(frame: Path, fiberflat: Path, skyfibers: np.ndarray, cam: str, 
     model, var_model, a, inside, clipped = sky_model(wave, lsf.astype(float), d, div, sky_idx)
     # a sky fibre holds only sky: its pixels far off the sky model are cosmic-ray hits that
     # preproc and extraction missed, masked (a science fibre's cannot be told from its target)
-    nrej = int(np.sum((div[sky_idx] > 0) & (clipped[sky_idx] == 0)))
+    nrej = int(np.sum((div[sky_idx] > 0) & (clipped[sky_idx] == 0) & inside[sky_idx]))
     div = clipped
     sflux = d - model
     sivar = np.where((div > 0) & inside, 1.0 / (1.0 / np.maximum(div, 1e-30) + var_model), 0.0)
