@@ -36,15 +36,15 @@ from .fiberflat import density
 KNOTS_PER_ROW = 1.0
 SCALE_DEG = 2        # the sky's drift over a spectrograph's fibres: smooth, a quadratic
 NFOLD = 5            # sky fibres predicted by the model of the other 4/5 of them
-NQUAD = 25           # quadrature points of the LSF x row kernel
+NQUAD = 25           # quadrature points of the LSF x row kernel (1/3 sigma apart: 13 cost 0.02 in z pulls)
 KERNEL_HALF = 4.0    # ... over +- this many kernel sigmas
 RIDGE = 1e-8         # relative ridge: keeps coefficients the data cannot see (edges) at 0
 CLIP = 5.0           # sigma: cosmic-ray residuals left by preproc and extraction
 
 
 class SkyBasis:
-    """Cubic B-spline knots over a wavelength range, and each fibre's design matrix: the
-    B-splines convolved with the fibre's LSF and averaged over each row."""
+    """Cubic B-spline knots over a wavelength range, and what a fibre sees of a spline: the
+    spline convolved with the fibre's LSF and averaged over each row."""
 
     def __init__(self, lo: float, hi: float, step: float):
         inner = np.arange(lo + step, hi - step / 2, step)
@@ -52,34 +52,48 @@ class SkyBasis:
         self.n = self.t.size - 4
         self.lo, self.hi = lo, hi
 
-    def design(self, wave: np.ndarray, lsf: np.ndarray) -> sp.csr_matrix:
-        """(ny, n): row i of a fibre = integral of K_i(delta) B(wave_i - delta), K_i = Gaussian
-        of sigma lsf_i convolved with a box one row wide (the pixel)."""
+    def kernel(self, wave: np.ndarray, lsf: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Quadrature points x (ny, NQUAD) and weights: row i sees integral K_i(delta)
+        S(wave_i - delta), K_i a Gaussian of sigma lsf_i convolved with the row's box."""
         dl = np.abs(np.gradient(wave))
         sig = np.maximum(lsf, 1e-3)
         s_tot = np.sqrt(sig**2 + dl**2 / 12.0)
-        u = np.linspace(-KERNEL_HALF, KERNEL_HALF, NQUAD)
-        delta = s_tot[:, None] * u[None, :]                               # (ny, Q)
+        delta = s_tot[:, None] * np.linspace(-KERNEL_HALF, KERNEL_HALF, NQUAD)[None, :]
         r2s = np.sqrt(2.0) * sig[:, None]
         k = erf((delta + dl[:, None] / 2) / r2s) - erf((delta - dl[:, None] / 2) / r2s)
-        k /= k.sum(axis=1, keepdims=True)
-        x = np.clip((wave[:, None] - delta).ravel(), self.lo, self.hi)
-        d = BSpline.design_matrix(x, self.t, 3).tocsr()
+        return np.clip(wave[:, None] - delta, self.lo, self.hi), k / k.sum(axis=1, keepdims=True)
+
+    def design(self, wave: np.ndarray, lsf: np.ndarray) -> sp.csr_matrix:
+        """(ny, n) design matrix of one fibre."""
+        x, k = self.kernel(wave, lsf)
+        d = BSpline.design_matrix(x.ravel(), self.t, 3).tocsr()
         rows = np.repeat(np.arange(wave.size), NQUAD)
         kmat = sp.csr_matrix((k.ravel(), (rows, np.arange(x.size))), shape=(wave.size, x.size))
         return (kmat @ d).tocsr()
 
+    def evaluate(self, coef: np.ndarray, wave: np.ndarray, lsf: np.ndarray) -> np.ndarray:
+        """The spline as one fibre sees it (ny,)."""
+        x, k = self.kernel(wave, lsf)
+        return np.sum(BSpline(self.t, coef, 3)(x) * k, axis=1)
 
-def solve(normal: sp.spmatrix, rhs: np.ndarray) -> np.ndarray:
-    """Banded symmetric solve of the normal equations (a small ridge for unseen coefficients)."""
-    n = rhs.size
+
+def banded(normal: sp.spmatrix, bw: int) -> np.ndarray:
+    """Upper band (bw + 1, n) of a symmetric sparse matrix, as solveh_banded takes it."""
     nm = normal.tocoo()
-    bw = int(np.max(np.abs(nm.row - nm.col))) if nm.nnz else 0
-    ab = np.zeros((bw + 1, n))
     up = nm.col >= nm.row
-    ab[bw + nm.row[up] - nm.col[up], nm.col[up]] = nm.data[up]
-    scale = np.median(ab[bw][ab[bw] > 0]) if np.any(ab[bw] > 0) else 1.0
-    ab[bw] += RIDGE * scale
+    if nm.nnz and np.max(nm.col[up] - nm.row[up]) > bw:
+        raise ValueError("sky model: normal matrix wider than its band")
+    ab = np.zeros((bw + 1, normal.shape[0]))
+    np.add.at(ab, (bw + nm.row[up] - nm.col[up], nm.col[up]), nm.data[up])
+    return ab
+
+
+def solve(ab: np.ndarray, rhs: np.ndarray) -> np.ndarray:
+    """Banded symmetric solve of the normal equations (a small ridge for unseen coefficients)."""
+    ab = ab.copy()
+    diag = ab[-1]
+    scale = np.median(diag[diag > 0]) if np.any(diag > 0) else 1.0
+    ab[-1] += RIDGE * scale
     return solveh_banded(ab, rhs)
 
 
@@ -97,18 +111,26 @@ def fibre_scales(d, div, model, sky_idx: np.ndarray) -> np.ndarray:
     return a
 
 
-LINE_WINDOW = 41     # rows: a running low percentile over this many rows is the continuum
+LINE_WINDOW = 41     # knot steps (rows): a running low percentile over them is the continuum
 LINE_PCT = 30
 
 
-def split_lines(shape: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """(continuum, lines) of one fibre's sky: the continuum a running 30th percentile (sky lines
-    cover well under half of any 41 rows), smoothed; the lines the rest."""
+def continuum(basis: SkyBasis, coef: np.ndarray, step: float, lsf: float):
+    """The sky's continuum as a function of wavelength: a running 30th percentile over
+    LINE_WINDOW rows of the spline seen through a typical LSF (sky lines cover well under half
+    of any such window), smoothed; the lines are the rest."""
     from scipy.ndimage import percentile_filter, uniform_filter1d
-    cont = uniform_filter1d(percentile_filter(shape, LINE_PCT, size=LINE_WINDOW, mode="nearest"),
+    grid = np.arange(basis.lo, basis.hi, step)
+    sky = basis.evaluate(coef, grid, np.full(grid.size, lsf))
+    cont = uniform_filter1d(percentile_filter(sky, LINE_PCT, size=LINE_WINDOW, mode="nearest"),
                             LINE_WINDOW // 2, mode="nearest")
-    cont = np.minimum(cont, shape)
-    return cont, shape - cont
+    return lambda w: np.interp(w, grid, cont)
+
+
+def split(cont: np.ndarray, shape: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(continuum, lines) of a fibre's sky: the continuum never above the sky itself."""
+    c = np.minimum(cont, shape)
+    return c, shape - c
 
 
 def two_scales(d, div, parts: dict, sky_idx: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -142,16 +164,18 @@ def own_scales(d, div, m) -> np.ndarray:
     return np.where(den > 0, num / np.maximum(den, 1e-30), 1.0)
 
 
-def fit_sky(designs: dict, d: np.ndarray, div: np.ndarray, a: np.ndarray, use,
-            basis: SkyBasis) -> np.ndarray:
-    """Spline coefficients of S from sky fibres `use` (indices into d), data d/a_f."""
-    normal = sp.csr_matrix((basis.n, basis.n))
-    rhs = np.zeros(basis.n)
-    for f in use:
-        A, w = designs[f], div[f] * a[f] ** 2
-        normal = normal + A.T @ sp.diags(w) @ A
-        rhs += A.T @ (w * d[f] / a[f])
-    return solve(normal, rhs)
+def normals(designs: dict, d: np.ndarray, div: np.ndarray, a: np.ndarray, bw: int) -> dict:
+    """Each sky fibre's share of the normal equations for S, data d/a_f: (band, rhs)."""
+    out = {}
+    for f, A in designs.items():
+        w = div[f] * a[f] ** 2
+        out[f] = (banded(A.T @ sp.diags(w) @ A, bw), A.T @ (w * d[f] / a[f]))
+    return out
+
+
+def fit_sky(parts: dict, use) -> np.ndarray:
+    """Spline coefficients of S from the sky fibres `use`."""
+    return solve(sum(parts[f][0] for f in use), sum(parts[f][1] for f in use))
 
 
 def sky_model(wave, lsf, d, div, sky_idx: np.ndarray):
@@ -165,35 +189,40 @@ def sky_model(wave, lsf, d, div, sky_idx: np.ndarray):
     lo = float(np.min(wave[sky_idx])) - reach
     hi = float(np.max(wave[sky_idx])) + reach
     basis = SkyBasis(lo, hi, step)
-    designs = {f: basis.design(wave[f], lsf[f]) for f in range(nfib)}
+    designs = {f: basis.design(wave[f], lsf[f]) for f in sky_idx}
     div = div.copy()
     a = np.ones(nfib)
+    # B-splines of a fibre's row overlap over the kernel's reach: the band of the normal matrix
+    bw = int(np.ceil(2 * reach / step)) + 4
     for it in range(3):        # fit; scales; refit (dropping >CLIP sigma outliers) and rescale
-        coef = fit_sky(designs, d, div, a, sky_idx, basis)
-        shape = np.array([designs[f] @ coef for f in range(nfib)])
+        parts_n = normals(designs, d, div, a, bw)
+        coef = fit_sky(parts_n, sky_idx)
+        shape = np.zeros_like(d)
+        shape[sky_idx] = [designs[f] @ coef for f in sky_idx]
         if it < 2:
-            res = (d - a[:, None] * shape) * np.sqrt(div)
-            div[sky_idx] = np.where(np.abs(res[sky_idx]) < CLIP, div[sky_idx], 0.0)
+            res = (d[sky_idx] - a[sky_idx, None] * shape[sky_idx]) * np.sqrt(div[sky_idx])
+            div[sky_idx] = np.where(np.abs(res) < CLIP, div[sky_idx], 0.0)
         a = fibre_scales(d, div, shape, sky_idx)
+    others = np.setdiff1d(np.arange(nfib), sky_idx)
+    shape[others] = [basis.evaluate(coef, wave[f], lsf[f]) for f in others]
+    typical = float(np.median(lsf[sky_idx]))
+    cont = continuum(basis, coef, step, typical)
     a0 = a.copy()
     var_model = _model_var(wave, div, sky_idx, a0)
-    model = np.empty_like(d)
-    shape_sky = np.empty((sky_idx.size, ny))
+    parts = {f: split(cont(wave[f]), shape[f]) for f in others}
     for k in range(min(NFOLD, sky_idx.size)):
         held = sky_idx[k::NFOLD]
         rest = np.setdiff1d(sky_idx, held)
-        coef_k = fit_sky(designs, d, div, a0, rest, basis)
-        shape_sky[k::NFOLD] = [designs[f] @ coef_k for f in held]
+        coef_k = fit_sky(parts_n, rest)
+        cont_k = continuum(basis, coef_k, step, typical)
+        for f in held:
+            parts[f] = split(cont_k(wave[f]), designs[f] @ coef_k)
         var_model[held] = _model_var(wave, div, rest, a0, held)
     # continuum and lines scale apart between fibres (the airglow lines vary over the focal
     # plane on their own): each sky fibre gets both scales from its own data, the others a
     # quadratic of each in fibre number
-    parts = {f: split_lines(shape[f]) for f in range(nfib)}
-    for j, f in enumerate(sky_idx):
-        parts[f] = split_lines(shape_sky[j])
     alpha, beta = two_scales(d, div, parts, sky_idx)
-    for f in range(nfib):
-        model[f] = alpha[f] * parts[f][0] + beta[f] * parts[f][1]
+    model = np.array([alpha[f] * parts[f][0] + beta[f] * parts[f][1] for f in range(nfib)])
     a = alpha
     # outside the sky fibres' common coverage, and within a kernel's reach of its ends, the
     # convolved spline is not constrained
