@@ -10,9 +10,11 @@ its row, as extraction sees it.  The fibres sample S at slightly different wavel
 together they follow even the sharp lines.
 
 The sky's brightness differs a little between fibres (over the focal plane, throughput drift
-since the flat): each sky fibre gets its own scale a_f (least squares of its data on its model),
-S is refitted to the scaled sky fibres, and the other fibres get a_f from a quadratic in fibre
-number fitted to the sky fibres' scales: only sky fibres inform the model.
+since the flat): each sky fibre gets its own scale a_f (least squares of its data on its model)
+and S is refitted to the scaled sky fibres.  The airglow lines vary over the focal plane apart
+from the continuum, so the final model has two scales per fibre, one for the continuum (a
+running low percentile of S) and one for the lines: a sky fibre's own, the other fibres' from
+a quadratic in fibre number fitted to the sky fibres' scales: only sky fibres inform the model.
 
 A sky fibre's own residual would be flattered by a model fitted to itself (each carries ~1/nsky
 of the spline's weight), so sky fibres are predicted as a science fibre is: the sky fibres are
@@ -224,8 +226,8 @@ def sky_model(wave, lsf, d, div, sky_idx: np.ndarray):
     alpha, beta = two_scales(d, div, parts, sky_idx)
     model = np.array([alpha[f] * parts[f][0] + beta[f] * parts[f][1] for f in range(nfib)])
     a = alpha
-    # outside the sky fibres' common coverage, and within a kernel's reach of its ends, the
-    # convolved spline is not constrained
+    # outside the sky fibres' common coverage, and near its ends (half the kernel's reach),
+    # the convolved spline is not constrained
     edge = reach / 2
     cover = (wave > np.max(wave[sky_idx, 0]) + edge) & (wave < np.min(wave[sky_idx, -1]) - edge)
     return model, var_model, a, cover, div
