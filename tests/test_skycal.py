@@ -26,7 +26,8 @@ def _observe(rng, lsf_rows):
     d = np.full((NFIB, NY), 50.0)
     for w0 in LINES:            # each row integrates the line over its own width
         lo, hi = wave - step / 2, wave + step / 2
-        d += 2e4 * 0.5 * (erf((hi - w0) / (np.sqrt(2) * sig)) - erf((lo - w0) / (np.sqrt(2) * sig))) / step
+        r2s = np.sqrt(2) * sig
+        d += 2e4 * 0.5 * (erf((hi - w0) / r2s) - erf((lo - w0) / r2s)) / step
     var = d / step + 10.0
     return wave, sig, d + rng.normal(0, np.sqrt(var)), 1 / var
 

@@ -38,7 +38,7 @@ from .fiberflat import density
 KNOTS_PER_ROW = 1.0
 SCALE_DEG = 2        # the sky's drift over a spectrograph's fibres: smooth, a quadratic
 NFOLD = 5            # sky fibres predicted by the model of the other 4/5 of them
-NQUAD = 25           # quadrature points of the LSF x row kernel (1/3 sigma apart: 13 cost 0.02 in z pulls)
+NQUAD = 25           # quadrature points of the LSF x row kernel, 1/3 sigma apart (13: +0.02)
 KERNEL_HALF = 4.0    # ... over +- this many kernel sigmas
 RIDGE = 1e-8         # relative ridge: keeps coefficients the data cannot see (edges) at 0
 CLIP = 5.0           # sigma: cosmic-ray residuals left by preproc and extraction
@@ -145,7 +145,8 @@ def two_scales(d, div, parts: dict, sky_idx: np.ndarray) -> tuple[np.ndarray, np
     for j, f in enumerate(sky_idx):
         c, l = parts[f]
         w = div[f]
-        M = np.array([[np.sum(w * c * c), np.sum(w * c * l)], [np.sum(w * c * l), np.sum(w * l * l)]])
+        cl = np.sum(w * c * l)
+        M = np.array([[np.sum(w * c * c), cl], [cl, np.sum(w * l * l)]])
         b = np.array([np.sum(w * c * d[f]), np.sum(w * l * d[f])])
         wa[j], wb[j] = M[0, 0], M[1, 1]
         if np.linalg.cond(M) < 1e8 and M[1, 1] > 100:
