@@ -51,3 +51,16 @@ def test_sky_model_follows_each_fibres_lsf_and_is_judged_on_held_out_fibres():
     # told one (the median) width for every fibre, the model misses the lines' shapes
     _, bright_one = _pulls(wave, np.full_like(sig, np.median(sig)), d, div, sky)
     assert bright_one > 2.0, bright_one
+
+
+def test_rows_no_sky_fibre_saw_get_no_model():
+    """A dead amplifier over every sky fibre's rows 200-260: the other fibres get no sky model
+    (and so IVAR 0) there, rather than the spline's unconstrained guess."""
+    rng = np.random.default_rng(3)
+    wave, sig, d, div = _observe(rng, np.ones((NFIB, NY)))
+    sky = np.arange(0, NFIB, 3)
+    div[sky, 200:260] = 0.0
+    _, _, _, inside, _ = sky_model(wave, sig, d, div, sky)
+    science = np.setdiff1d(np.arange(NFIB), sky)
+    assert not inside[science][:, 205:255].any()
+    assert inside[science][:, 20:180].all() and inside[science][:, 280:580].all()

@@ -42,6 +42,7 @@ NQUAD = 25           # quadrature points of the LSF x row kernel, 1/3 sigma apar
 KERNEL_HALF = 4.0    # ... over +- this many kernel sigmas
 RIDGE = 1e-8         # relative ridge: keeps coefficients the data cannot see (edges) at 0
 CLIP = 5.0           # sigma: cosmic-ray residuals left by preproc and extraction
+NO_DATA_VAR = 1e20   # model variance (electron/A)^2 that means no sky fibre saw this wavelength
 
 
 class SkyBasis:
@@ -231,6 +232,8 @@ def sky_model(wave, lsf, d, div, sky_idx: np.ndarray):
     # the convolved spline is not constrained
     edge = reach / 2
     cover = (wave > np.max(wave[sky_idx, 0]) + edge) & (wave < np.min(wave[sky_idx, -1]) - edge)
+    # nor where no fitting sky fibre has data (a dead amplifier over all of them there)
+    cover &= var_model < NO_DATA_VAR
     return model, var_model, a, cover, div
 
 
