@@ -32,6 +32,8 @@ from scipy.interpolate import BSpline
 from scipy.linalg import solveh_banded
 from scipy.special import erf
 
+from desinight import desimodel as I
+
 from . import io
 from .fiberflat import density
 
@@ -247,6 +249,38 @@ def _model_var(wave, div, use, a, fibres=None) -> np.ndarray:
     return np.array([np.interp(wave[f], grid, inv) * a[f] ** 2 for f in fibres])
 
 
+def flexure(wave: np.ndarray, d: np.ndarray, div: np.ndarray, sky_idx: np.ndarray,
+            lines: np.ndarray) -> tuple[float, int]:
+    """(rows, lines used): how far the science exposure's sky lines sit from where the arcs'
+    wavelength solution puts them (the spectrograph flexes between arc and science; a shift
+    common to all fibres, which the sky model cannot see). Per line and sky fibre, the vertex
+    of the log-parabola through the 3 rows around the peak (exact for a Gaussian wherever its
+    centre falls) above a local baseline; the median over fibres, then over lines."""
+    ny = wave.shape[1]
+    y = np.arange(ny, dtype=float)
+    per_line = []
+    for lam in lines:
+        offs = []
+        for f in sky_idx:
+            yl = float(np.interp(lam, wave[f], y))
+            j0 = int(round(yl))
+            if j0 < 9 or j0 > ny - 10 or np.any(div[f, j0 - 7:j0 + 8] <= 0):
+                continue
+            base = np.median(np.r_[d[f, j0 - 7:j0 - 4], d[f, j0 + 5:j0 + 8]])
+            j = j0 - 2 + int(np.argmax(d[f, j0 - 2:j0 + 3]))
+            a, b, c = d[f, j - 1:j + 2] - base
+            if min(a, b, c) <= 0 or b < max(a, c) or b < 10 / np.sqrt(div[f, j]):
+                continue           # not a clean line 10 sigma above the continuum here
+            den = np.log(a) - 2 * np.log(b) + np.log(c)
+            if den < -1e-6:
+                offs.append(j + 0.5 * (np.log(a) - np.log(c)) / den - yl)
+        if len(offs) >= min(3, sky_idx.size):
+            per_line.append(float(np.median(offs)))
+    if not per_line:
+        return 0.0, 0
+    return float(np.median(per_line)), len(per_line)
+
+
 def subtract_sky(frame: Path, fiberflat: Path, skyfibers: np.ndarray, cam: str, out: Path) -> Path:
     flux, hdr = io.read_hdu(frame, "FLUX")
     ivar = io.read_hdu(frame, "IVAR")[0]
@@ -268,17 +302,22 @@ def subtract_sky(frame: Path, fiberflat: Path, skyfibers: np.ndarray, cam: str, 
     nrej = int(np.sum((div[sky_idx] > 0) & (clipped[sky_idx] == 0) & inside[sky_idx]))
     div = clipped
     sflux = d - model
+    # flexure since the arcs: relabel every fibre's rows by the shift its sky lines show
+    shift, nlines = flexure(wave, d, clipped, sky_idx, I.air_to_vacuum(I.SKY_LINES_AIR))
+    wave_out = wave - shift * np.gradient(wave, axis=1)
     sivar = np.where((div > 0) & inside, 1.0 / (1.0 / np.maximum(div, 1e-30) + var_model), 0.0)
     cards = [{"name": k, "value": hdr[k]} for k in ("EXPID", "NIGHT", "TILEID", "EXPTIME")
              if k in hdr]
     cards += [{"name": "CAMERA", "value": cam}, {"name": "BUNIT", "value": "electron/Angstrom"},
               {"name": "NSKYFIB", "value": int(sky_idx.size)},
               {"name": "NSKYREJ", "value": nrej, "comment": "sky-fibre pixels masked as outliers"},
+              {"name": "FLEXURE", "value": round(shift, 4), "comment": "rows, sky lines vs arcs"},
+              {"name": "NFLEXLN", "value": nlines, "comment": "sky lines that measured FLEXURE"},
               {"name": "SKYSCRMS", "value": float(np.std(a[sky_idx])), "comment": "rms of sky fibres' scales"}]
     cards += io.provenance("sky", [frame, fiberflat])
     return io.write_fits(out, [("FLUX", sflux.astype(np.float32), cards),
                                ("IVAR", sivar.astype(np.float32), None),
                                ("MASK", (sivar == 0).astype(np.int16), None),
-                               ("WAVELENGTH", wave, None),
+                               ("WAVELENGTH", wave_out, None),
                                ("SKY", model.astype(np.float32), None),
                                ("LSFSIGMA", lsf, None)])
