@@ -3,7 +3,7 @@ chain (steps.chain.run_night: whatever steps/redshift.py fits with), scored per 
 
     python bench/bench_science.py [--depths 250 500 1000 2000] [--seeds 201 202 ...]
                                   [--preset small] [--png docs/science-depth.png]
-                                  [--json-out FILE]
+                                  [--json-out FILE] [--jobs N]
 
 Depth = the tile's total exposure time at nominal conditions (3 exposures of depth/3 s, seeing
 1.1", airmass 1.0, dark sky), i.e. close to DESI's effective time (the truth's EFFTIME is
@@ -34,44 +34,65 @@ CAMS = ["b0", "r0", "z0"]
 OII_BINS = np.array([1e-17, 4e-17, 7e-17, 1e-16, 1.5e-16, 3.1e-16])
 
 
-def run_depth(depth: float, seeds: list[int], preset: str) -> dict:
-    """Simulate, reduce and match every seed at one depth; the concatenated matched arrays."""
+def run_one(depth: float, seed: int, preset: str) -> dict:
+    """Simulate, reduce and match one seed at one depth (in a temporary production)."""
     from desinight.sim import simulate_night
     from desinight.sim.score import match
     from desinight.steps.chain import run_night
+    import fitsio
 
-    parts, efft, fails, secs = [], [], 0, 0.0
-    for seed in seeds:
-        with tempfile.TemporaryDirectory() as tmpd:
-            tmp = Path(tmpd)
-            os.environ.update(DESI_SPECTRO_DATA=str(tmp / "raw"),
-                              DESI_SPECTRO_REDUX=str(tmp / "redux"), SPECPROD="bench")
-            simulate_night(NIGHT, tmp / "raw", preset=preset, seed=seed, exptime=depth / 3,
-                           seeing=1.1, airmass=1.0, moon=0.0)
-            t0 = time.perf_counter()
-            with contextlib.redirect_stdout(_io.StringIO()):
-                f = run_night(NIGHT, CAMS if preset == "small" else
-                              [f"{a}{s}" for s in range(2) for a in "brz"])
-            secs += time.perf_counter() - t0
-            fails += sum(f.values())
-            truth = tmp / "raw" / "truth" / f"truth-{NIGHT}.fits"
-            parts.append(match(truth, tmp / "redux" / "bench"))
-            import fitsio
-            ex = fitsio.read(str(truth), "EXPOSURES")
-            efft += [float(ex["EFFTIME"][ex["TILEID"] == t].sum()) for t in np.unique(ex["TILEID"])]
-    m = {k: np.concatenate([p[k] for p in parts]) for k in parts[0]}
-    m["efftime"] = float(np.mean(efft))
-    m["failed_jobs"] = fails
-    m["chain_s"] = secs
-    return m
+    with tempfile.TemporaryDirectory() as tmpd:
+        tmp = Path(tmpd)
+        os.environ.update(DESI_SPECTRO_DATA=str(tmp / "raw"),
+                          DESI_SPECTRO_REDUX=str(tmp / "redux"), SPECPROD="bench")
+        simulate_night(NIGHT, tmp / "raw", preset=preset, seed=seed, exptime=depth / 3,
+                       seeing=1.1, airmass=1.0, moon=0.0)
+        t0 = time.perf_counter()
+        with contextlib.redirect_stdout(_io.StringIO()):
+            f = run_night(NIGHT, CAMS if preset == "small" else
+                          [f"{a}{s}" for s in range(2) for a in "brz"])
+        secs = time.perf_counter() - t0
+        truth = tmp / "raw" / "truth" / f"truth-{NIGHT}.fits"
+        m = match(truth, tmp / "redux" / "bench")
+        ex = fitsio.read(str(truth), "EXPOSURES")
+        efft = [float(ex["EFFTIME"][ex["TILEID"] == t].sum()) for t in np.unique(ex["TILEID"])]
+    return {"m": m, "efft": efft, "fails": sum(f.values()), "secs": secs}
+
+
+def _one_alone(args: tuple) -> dict:
+    # a worker process of --jobs: one core each, so N workers use N cores and no more
+    for k in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS", "NUMBA_NUM_THREADS"):
+        os.environ[k] = "1"
+    return run_one(*args)
+
+
+def run_depths(depths: list[float], seeds: list[int], preset: str, jobs: int = 1) -> list[dict]:
+    """Every (depth, seed) night, in ``jobs`` processes; the matched arrays concatenated per depth."""
+    tasks = [(d, s, preset) for d in depths for s in seeds]
+    if jobs > 1:
+        import multiprocessing as mp
+        from concurrent.futures import ProcessPoolExecutor
+        with ProcessPoolExecutor(jobs, mp_context=mp.get_context("spawn")) as ex:
+            done = list(ex.map(_one_alone, tasks))
+    else:
+        done = [run_one(*t) for t in tasks]
+    runs = []
+    for d in depths:
+        parts = [r for t, r in zip(tasks, done) if t[0] == d]
+        m = {k: np.concatenate([p["m"][k] for p in parts]) for k in parts[0]["m"]}
+        m["efftime"] = float(np.mean([e for p in parts for e in p["efft"]]))
+        m["failed_jobs"] = sum(p["fails"] for p in parts)
+        m["chain_s"] = sum(p["secs"] for p in parts)
+        runs.append(m)
+    return runs
 
 
 def summarise(depths: list[float], runs: list[dict]) -> dict:
-    from desinight.sim.score import CLASSES, _frac, score_arrays
+    from desinight.sim.score import SCORED, _frac, score_arrays
     out = {"depths_s": depths, "classes": {}, "elg_oii": {}, "efftime_s": [], "failed_jobs": 0}
     for d, m in zip(depths, runs):
         sc = score_arrays(m["CLASS"], m["TRUEZ"], m["Z"], m["ZWARN"])
-        for c in CLASSES:
+        for c in SCORED:
             out["classes"].setdefault(c, []).append(sc[c])
         good = np.abs(m["Z"] - m["TRUEZ"]) / (1 + m["TRUEZ"]) < 0.0033
         elg = m["CLASS"] == "ELG"
@@ -141,14 +162,14 @@ def main() -> None:
     ap.add_argument("--png", type=Path, default=ROOT / "docs" / "science-depth.png")
     ap.add_argument("--json-out", type=Path, default=None,
                     help="also write every figure (fractions, k, n, intervals) here")
+    ap.add_argument("--jobs", type=int, default=1, help="nights reduced at once (one core each)")
     a = ap.parse_args()
-    runs = []
-    for d in a.depths:
-        t0 = time.perf_counter()
-        runs.append(run_depth(d, a.seeds, a.preset))
-        print(f"depth {d:.0f} s: {len(a.seeds)} nights in {time.perf_counter() - t0:.0f} s "
-              f"(chain {runs[-1]['chain_s']:.0f} s), mean tile EFFTIME "
-              f"{runs[-1]['efftime']:.0f} s, failed jobs {runs[-1]['failed_jobs']}", flush=True)
+    t0 = time.perf_counter()
+    runs = run_depths(a.depths, a.seeds, a.preset, a.jobs)
+    for d, r in zip(a.depths, runs):
+        print(f"depth {d:.0f} s: {len(a.seeds)} nights (chain {r['chain_s']:.0f} s), mean tile "
+              f"EFFTIME {r['efftime']:.0f} s, failed jobs {r['failed_jobs']}", flush=True)
+    print(f"all nights in {time.perf_counter() - t0:.0f} s on {a.jobs} process(es)", flush=True)
     res = summarise(a.depths, runs)
     for c, rows in res["classes"].items():
         for d, r in zip(a.depths, rows):

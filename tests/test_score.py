@@ -31,7 +31,10 @@ ROWS = ([("ELG", 1.0, 1.0 + 0.001, 0)] * 5 + [("ELG", 1.0, 1.0, 4)]
         + [("ELG", 1.0, 1.5, 0)] * 2 + [("ELG", 1.2, 0.3, 4)] * 2
         # LRG: 3 good, dz/(1+z) just above the limit once (unflagged)
         + [("LRG", 0.5, 0.5, 0)] * 3 + [("LRG", 0.5, 0.5 + 0.0034 * 1.5, 0)]
-        + [("QSO", 2.0, 2.0, 0)] + [("STD", 0.0, 0.0, 0), ("SKY", 0.0, 0.0, 0)])
+        # QSO: one exact, one 2000 km/s off (good by DESI's 3000 km/s, not at 1000), one 4000 off
+        + [("QSO", 2.0, 2.0, 0), ("QSO", 2.0, 2.0 + 3 * 2000 / 299792.458, 0),
+           ("QSO", 2.0, 2.0 - 3 * 4000 / 299792.458, 0)]
+        + [("STD", 0.0, 0.0, 0), ("SKY", 0.0, 0.0, 0)])
 
 
 def test_fractions_per_class_exact():
@@ -47,11 +50,13 @@ def test_fractions_per_class_exact():
         pytest.approx(wilson(2, 4), abs=1e-5)
     lrg = res["LRG"]
     assert (lrg["n"], lrg["good"]["k"], lrg["catastrophic_unflagged"]["k"]) == (4, 3, 1)
-    assert res["QSO"]["good"]["frac"] == 1.0
-    assert res["QSO"]["good"]["lo"] == pytest.approx(wilson(1, 1)[0], abs=1e-5)
-    assert res["QSO"]["good"]["hi"] == 1.0
+    qso, strict = res["QSO"], res["QSO@1000"]
+    assert (qso["n"], qso["good"]["k"], qso["catastrophic_unflagged"]["k"]) == (3, 2, 1)
+    assert (strict["n"], strict["good"]["k"], strict["catastrophic_unflagged"]["k"]) == (3, 1, 2)
+    assert (qso["good"]["lo"], qso["good"]["hi"]) == pytest.approx(wilson(2, 3), abs=1e-5)
     assert res["BGS"]["n"] == 0 and math.isnan(res["BGS"]["good"]["frac"])
-    assert set(res) == {"BGS", "LRG", "ELG", "QSO", "STAR"}     # STD and SKY are not scored
+    # STD and SKY are not scored; quasars are scored twice
+    assert set(res) == {"BGS", "LRG", "ELG", "QSO", "STAR", "QSO@1000"}
 
 
 def _production(tmp_path):
@@ -88,6 +93,10 @@ def test_cli_text_and_json(tmp_path):
     lo, hi = wilson(6, 10)
     assert f"60.0 [{100 * lo:.1f}, {100 * hi:.1f}]" in elg
     assert "catastrophic unflagged" in lines[-1]
+    # quasars: DESI's 3000 km/s row, and the same quasars at 1000 km/s beside it
+    assert next(x for x in lines if x.startswith("QSO ")).split()[2] == "66.7"
+    assert next(x for x in lines if x.startswith("QSO@1000")).split()[2] == "33.3"
+    assert js["classes"]["QSO@1000"]["catastrophic_unflagged"]["k"] == 2
 
 
 def test_no_catalogue_is_one_line_not_found(tmp_path):

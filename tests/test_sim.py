@@ -336,3 +336,20 @@ def test_truth_throughput_is_what_the_render_applies():
         np.interp(wave[f], w, thr) * tf[f]
     inner = slice(50, p.ny - 50)
     assert np.median(got[inner] / want[inner]) == pytest.approx(1.0, abs=0.01)
+
+
+def test_continuum_goes_through_the_line_spread_function():
+    """A galaxy's stellar absorption lines live in its continuum (desinight.sim.sps): the
+    continuum is convolved with the fibre's line-spread sigma and the row's width, as lines are."""
+    from desinight.sim import ccd
+
+    wave = np.tile(np.arange(5000.0, 5101.0), (2, 1))        # 1 A per row
+    cont = np.ones_like(wave)
+    cont[:, 50] = 0.0                                        # a one-row absorption line
+    lsf = np.stack([np.full(101, 1.0), np.full(101, 2.0)])
+    out = ccd.spectra_to_rows(wave, cont, np.zeros((2, 0)), np.zeros((2, 0)), np.zeros((2, 0)), lsf)
+    dip = 1.0 - out
+    assert dip.sum(axis=1) == pytest.approx([1.0, 1.0], abs=1e-6)    # flux is conserved
+    rows = np.arange(101) - 50
+    width = np.sqrt((dip * rows**2).sum(axis=1))
+    assert width == pytest.approx(np.sqrt(np.array([1.0, 4.0]) + 1 / 12), rel=0.02)

@@ -16,6 +16,7 @@ from __future__ import annotations
 from functools import lru_cache
 
 import numpy as np
+from scipy.ndimage import gaussian_filter1d
 from scipy.special import erf
 
 from . import instrument as I
@@ -87,6 +88,12 @@ def spectra_to_rows(wave_rows: np.ndarray, cont_e: np.ndarray, line_w: np.ndarra
     nfib, ny = wave_rows.shape
     dldy = np.gradient(wave_rows, axis=1)
     out = cont_e * dldy
+    # the continuum goes through the same line-spread function as the lines (with the row's
+    # width): galaxies' stellar absorption lines live in their continuum (desinight.sim.sps);
+    # one sigma per fibre, its median, as the LSF varies slowly along the trace
+    lsf_f = np.full(nfib, I.PSF_SIGMA_Y) if lsf is None else np.median(lsf, axis=1)
+    for f in range(nfib):
+        out[f] = gaussian_filter1d(out[f], np.sqrt(lsf_f[f] ** 2 + 1.0 / 12.0), mode="nearest")
     if line_w.size == 0:
         return out
     yl = np.array([np.interp(line_w[f], wave_rows[f], np.arange(ny), left=-1e3, right=1e3)

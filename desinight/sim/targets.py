@@ -3,7 +3,8 @@
 Magnitudes, redshifts and [OII] fluxes follow DESI's target classes (dark and bright programs
 mixed on one tile, so every class is scored on every night): BGS r < 19.5 at z < 0.6, LRG with
 z-band 18.5-21 at z 0.4-1.05, ELG g 22-23.5 at z 0.6-1.6 with [OII] 1e-17 .. 3e-16 erg/s/cm^2,
-QSO g < 22.5 at z 0.6-3.5, stars of six types. Galaxies have sizes: the fibre takes only part of
+QSO g < 22.5 at z 0.6-3.5, stars of six types. Galaxy spectra come from stellar-population
+synthesis (desinight.sim.sps). Galaxies have sizes: the fibre takes only part of
 their light (desinight.sim.conditions).
 """
 
@@ -13,6 +14,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from . import sps
 from . import templates as T
 from .instrument import Preset
 
@@ -132,21 +134,21 @@ def _draw(kind: str, rng: np.random.Generator):
     if kind == "BGS":
         mag = counts_mag(rng, 16.0, 19.5, 0.5)
         z = float(np.clip(0.05 + 0.1 * (mag - 16.0) + rng.normal(0, 0.06), 0.02, 0.6))
-        s, par = T.draw_galaxy("BGS", z, rng)
+        s, par = sps.draw_galaxy("BGS", z, rng)
         T.normalise_band(s, "R", mag)
         size = rng.uniform(0.8, 2.0)
     elif kind == "LRG":
         z = rng.uniform(0.4, 1.05)
         mag = float(np.clip(19.0 + 2.2 * (z - 0.4) + rng.normal(0, 0.35), 18.5, 21.0))
-        s, par = T.draw_galaxy("LRG", z, rng)
+        s, par = sps.draw_galaxy("LRG", z, rng)
         T.normalise_band(s, "Z", mag)
         size = rng.uniform(0.4, 1.0)
     else:
         z = rng.uniform(0.6, 1.6)
-        s, par = T.draw_galaxy("ELG", z, rng)
+        s, par = sps.draw_galaxy("ELG", z, rng)
         T.normalise_band(s, "G", counts_mag(rng, 22.0, 23.5, 0.4))
         log_oii = float(np.clip(rng.normal(-16.1, 0.3), -17.0, np.log10(3e-16)))
         T.set_oii(s, 10 ** (log_oii + 17))
         size = rng.uniform(0.25, 0.7)
     return s, {"type": "GALAXY", "z": z, "oii": T.oii_flux(s) * 1e-17, "AV": par["AV"],
-               "size": size}
+               "size": size, "sps": par}

@@ -1,11 +1,10 @@
-"""The simulator's own analytic spectral library: galaxies, quasars, stars.
+"""The simulator's spectrum container, and its own analytic quasars and stars.
 
 Every spectrum is continuum components plus Gaussian lines (emission positive, absorption
-negative). The simulator draws its objects with ``draw_galaxy``, ``draw_qso`` and
-``draw_star`` (the section "population" below): dust-attenuated populations of varied age and
-4000 A break, nebular lines of varied ratios and widths, quasars with two-component broad lines,
-velocity offsets and a stochastic Lyman-alpha forest, seven stellar types. These recipes are
-this project's own and independent of the redshift fitter's templates (DESI's redrock PCA set).
+negative). Quasars (``draw_qso``): broken power laws with two-component broad lines, velocity
+offsets and a stochastic Lyman-alpha forest; stars (``draw_star``): six types. Galaxies are
+drawn by stellar-population synthesis in desinight.sim.sps. These recipes are this project's own
+and independent of the redshift fitter's templates (DESI's redrock PCA set).
 
 Flux unit: 1e-17 erg/s/cm^2/A; wavelengths in A (vacuum~air).
 """
@@ -19,24 +18,7 @@ from scipy.special import expit
 
 C_KMS = 299792.458
 
-# --- line lists (rest A) ----------------------------------------------------------------------
 OII = (3726.03, 3728.82)
-#: absorption features of an old population: (rest A, EW A, sigma km/s)
-OLD_ABS = [(3933.7, 8.0, 350), (3968.5, 7.0, 350), (4101.7, 1.5, 300), (4304.4, 4.0, 400),
-           (4340.5, 1.5, 300), (4861.3, 1.5, 300), (5175.0, 4.0, 500), (5270.0, 2.5, 400),
-           (5892.5, 3.0, 350), (6562.8, 1.5, 300), (8542.1, 2.5, 300), (8662.1, 2.0, 300),
-           (2800.0, 6.0, 500), (2852.0, 3.0, 400),
-           # the metal-line forest every old population carries (Lick-index strengths of
-           # early-type galaxies: CN, Ca4227, Fe4383, Ca4455, Fe4531, C4668, Fe5015, Fe5335,
-           # Fe5406, Fe5709, Fe5782, TiO) and the blanketing lines below 4000 A
-           (4160.0, 4.0, 900), (4226.7, 1.2, 300), (4383.5, 4.5, 400), (4455.0, 1.5, 350),
-           (4531.0, 3.0, 500), (4668.0, 6.0, 700), (5015.0, 4.5, 600), (5335.0, 2.5, 400),
-           (5406.0, 1.7, 350), (5709.0, 1.0, 400), (5782.0, 0.9, 350), (5960.0, 2.0, 900),
-           (6230.0, 2.5, 1200), (3820.4, 2.5, 300), (3859.9, 3.0, 300), (3749.0, 2.0, 300),
-           (3581.0, 2.5, 350), (3646.0, 1.5, 400), (4045.8, 1.5, 250), (4063.6, 1.0, 250),
-           (4077.7, 1.0, 250), (4132.0, 1.0, 250), (4271.8, 1.2, 250), (4325.8, 1.2, 250),
-           (4405.0, 1.2, 250), (4957.6, 1.0, 300), (5528.4, 0.8, 300), (6496.9, 0.6, 300),
-           (6122.2, 0.8, 300), (6162.2, 0.8, 300), (7699.0, 0.5, 300), (8195.0, 0.8, 300)]
 
 
 @dataclass
@@ -100,92 +82,13 @@ def r_mag_to_flux(mag: float) -> float:
     return fnu * 2.998e18 / 6400.0**2 / 1e-17
 
 
-# --- population: what the simulator draws (independent of any fitter's templates) -------------
+# --- dust and [OII]: shared with desinight.sim.sps ---------------------------------------------
 def calzetti(w) -> np.ndarray:
     """Calzetti (2000) starburst attenuation k(lambda) (rest A); A_lambda = k * A_V / 4.05."""
     x = np.asarray(w, float) / 1e4
     k = np.where(x < 0.63, 2.659 * (-2.156 + 1.509 / x - 0.198 / x**2 + 0.011 / x**3) + 4.05,
                  2.659 * (-1.857 + 1.040 / x) + 4.05)
     return np.maximum(k, 0.0)
-
-
-def _dust(av: float):
-    return lambda w: 10 ** (-0.4 * av * calzetti(w) / 4.05)
-
-
-def stellar_population(age: float, d4000: float, slope: float):
-    """Continuum of a population: age in [0, 1] mixes (at 5500 A) a blue power law (young:
-    f_lambda ~ lambda^-1 in the optical, as continuous star formation, not the UV's -1.6 to -2
-    carried to 9000 A, with a 35% Balmer jump) into an old one made of its stars' light: a G/K-dwarf-and-giant blackbody
-    (4750-5350 K, cooler for a deeper break) plus 15% M-giant light (3600 K), so f_lambda peaks
-    near 5500-6500 A and falls slowly to the red as real early-type galaxies do (a power law
-    rising to the z band is not a galaxy), with a 4000 A break of relative depth d4000 from metal
-    blanketing and a UV drop below 2400 A."""
-    t_old = 5350.0 - 1500.0 * (d4000 - 0.2)
-    warm, cool = planck(t_old), planck(3600.0)
-    nw, nc = float(warm(5500.0)), float(cool(5500.0))
-
-    def f(w):
-        w = np.asarray(w, float)
-        stars = 0.85 * warm(w) / nw + 0.15 * cool(w) / nc
-        red = stars * (w / 5500.0) ** slope * \
-            (1 - d4000 / (1 + np.exp((w - 3950.0) / 80.0))) / (1 + np.exp((2400.0 - w) / 220.0))
-        blue = (w / 5500.0) ** (-1.0 + slope) * (1 - 0.35 / (1 + np.exp((w - 3700.0) / 60.0)))
-        return age * red + (1 - age) * blue + 0.01
-    return f
-
-
-#: nebular line groups relative to H-beta before dust (rest A: ratio); drawn ratios scale them
-NEB_BALMER = {6562.80: 2.86, 4861.33: 1.0, 4340.46: 0.47, 4101.73: 0.26, 3970.07: 0.16}
-NEB_METAL = {"OIII": {5006.84: 1.0, 4958.91: 0.335}, "NeIII": {3868.76: 1.0},
-             "NII": {6583.45: 1.0, 6548.05: 0.34}, "SII": {6716.44: 1.0, 6730.82: 0.75}}
-
-
-def draw_galaxy(kind: str, z: float, rng: np.random.Generator,
-                oii_flux: float | None = None) -> tuple[Spectrum, dict]:
-    """A galaxy of class BGS, LRG or ELG: (spectrum at redshift z, its drawn parameters).
-
-    oii_flux: total [OII] 3726+3729 flux (1e-17 erg/s/cm^2, before the magnitude scaling) —
-    the caller normalises the continuum to a magnitude, then sets [OII] with ``set_oii``."""
-    if kind == "LRG":
-        age, av, d4000 = rng.uniform(0.85, 1.0), rng.uniform(0.0, 0.3), rng.uniform(0.35, 0.6)
-        sf = rng.uniform(0.0, 0.15)       # residual star formation: weak lines
-    elif kind == "BGS":
-        age, av, d4000 = rng.uniform(0.2, 1.0), min(rng.exponential(0.3), 1.0), rng.uniform(0.2, 0.55)
-        sf = (1.0 - age) * rng.uniform(0.5, 1.5) + rng.uniform(0.0, 0.2)
-    else:
-        age, av, d4000 = rng.uniform(0.0, 0.35), min(rng.exponential(0.35), 1.2), rng.uniform(0.1, 0.3)
-        sf = rng.uniform(0.7, 1.3)
-    # stellar-continuum A_V of optical samples: median ~0.3, a tail to ~1 (the nebular lines
-    # see av / 0.44); a uniform 0-1.2 made most galaxies redder than real ones. The extra tilt
-    # is metallicity's: +-0.1, not +-0.25 on top of age and dust
-    slope = rng.uniform(-0.1, 0.1)
-    pop, dust = stellar_population(age, d4000, slope), _dust(av)
-    cont = (lambda w: pop(w) * dust(w))
-    s = Spectrum(z, [cont], [1.0])
-    # absorption: metal lines of the old part, Balmer lines of the intermediate-age part
-    # (the continuum at every line at once: scalar calls dominated a tile's cost)
-    cv = cont(np.array([f[0] for f in OLD_ABS]))
-    s.lines += [(w0, -ew * age * float(c), sig) for (w0, ew, sig), c in zip(OLD_ABS, cv)]
-    balmer_abs = 5.0 * age * (1 - age) * 4 + 1.0
-    bw = np.array([4101.7, 4340.5, 4861.3, 3889.0, 3970.1])
-    s.lines += [(w0, -balmer_abs * float(c), 350.0) for w0, c in zip(bw, cont(bw))]
-    sig = float(np.exp(rng.uniform(np.log(30.0), np.log(160.0))))
-    dust_gas = _dust(av / 0.44 if av > 0 else 0.0)     # nebular lines see more dust
-    hb = sf * 4.0 * float(cont(4861.0))                   # EW(Hb) ~ 4 A x star formation
-    r_o3 = float(np.exp(rng.uniform(np.log(0.15), np.log(6.0))))
-    ratios = {"OIII": r_o3, "NeIII": 0.08 * r_o3 * rng.uniform(0.5, 1.5),
-              "NII": 2.86 * rng.uniform(0.05, 0.5), "SII": 2.86 * rng.uniform(0.1, 0.45)}
-    r_oii = rng.uniform(0.7, 1.5)                          # 3729/3726: electron density
-    oii = hb * rng.uniform(1.5, 5.0)
-    lines = [(OII[0], oii / (1 + r_oii), sig), (OII[1], oii * r_oii / (1 + r_oii), sig)]
-    lines += [(w, hb * r, sig) for w, r in NEB_BALMER.items()]
-    for name, group in NEB_METAL.items():
-        lines += [(w, hb * ratios[name] * r, sig) for w, r in group.items()]
-    att = dust_gas(np.array([x[0] for x in lines]))
-    s.lines += [(w, f * float(a), sg) for (w, f, sg), a in zip(lines, att)]
-    s.oii_index = [len(s.lines) - len(lines), len(s.lines) - len(lines) + 1]
-    return s, {"AV": av, "AGE": age, "D4000": d4000, "LINESIG": sig, "OIIIHB": r_o3}
 
 
 def set_oii(s: Spectrum, total: float) -> None:
