@@ -233,7 +233,7 @@ def test_flux_calibration_is_within_2_percent_rms_of_truth_per_camera(env):
     cframes against their true spectra (the simulator's, which the steps never see), in
     40-row bins over each camera's full range, 3570-3600 A included: r.m.s. of calibrated /
     true - 1 below 2% in each camera, and no bin of the median star off by more than 5%.
-    Measured on this seed: b 0.5-0.8%, r 0.4-0.6%, z 0.6-0.9%."""
+    Measured on this seed: b 0.8-1.3%, r 0.4-0.8%, z 0.8-1.1%, worst bin 2.4%."""
     sci = env["SCIENCE"]
     if not io.exposure_path("sframe", NIGHT, sci[-1], "z0").exists():
         test_stdstars_and_fluxcalib_recover_star_fluxes(env)
