@@ -44,6 +44,8 @@ NQUAD = 25           # quadrature points of the LSF x row kernel, 1/3 sigma apar
 KERNEL_HALF = 4.0    # ... over +- this many kernel sigmas
 RIDGE = 1e-8         # relative ridge: keeps coefficients the data cannot see (edges) at 0
 CLIP = 5.0           # sigma: cosmic-ray residuals left by preproc and extraction
+LINE_WINDOW = 41     # knot steps (rows): a running low percentile over them is the continuum
+LINE_PCT = 30
 NO_DATA_VAR = 1e20   # model variance (electron/A)^2 that means no sky fibre saw this wavelength
 
 
@@ -114,10 +116,6 @@ def fibre_scales(d, div, model, sky_idx: np.ndarray) -> np.ndarray:
     a = np.clip(np.polyval(c, np.arange(nfib)), 0.5, 1.5)
     a[sky_idx] = own
     return a
-
-
-LINE_WINDOW = 41     # knot steps (rows): a running low percentile over them is the continuum
-LINE_PCT = 30
 
 
 def continuum(basis: SkyBasis, coef: np.ndarray, step: float, lsf: float):
