@@ -19,7 +19,7 @@ from datetime import datetime, timedelta
 from pathlib import Path
 
 from sqlalchemy import select
-from sqlalchemy.orm import Session, selectinload, sessionmaker
+from sqlalchemy.orm import Session, aliased, selectinload, sessionmaker
 
 from . import alerts
 from .batch.base import Backend, BackendJob, Resources, SubmitRequest
@@ -33,7 +33,7 @@ from .core.planner import plan_night
 from .core.states import ACTIVE, BROKEN, JobState
 from .db import bulk, repo
 from .db.engine import transaction
-from .db.models import Attempt, Job, Production, utcnow
+from .db.models import Attempt, Job, JobEdge, Production, utcnow
 from .depcheck import check_parents
 from .testhooks import crash_point
 from .transitions import daemon_actor, move_job, transition
@@ -456,6 +456,11 @@ def poll(ctx: Context, now: datetime) -> dict[str, int]:
             repo.set_service(s, prod, "last_poll", now.isoformat(), now)
             repo.set_service(s, prod, "states_as_of", now.isoformat(), now)
             return changes
+        # every attempt of those jobs in one query: "is this the job's latest attempt?" below
+        # (and in _finish) would otherwise lazy-load each job's attempts, one SELECT per job
+        # per poll: the largest share of the daemon's CPU in a night (bench_overhead --profile)
+        s.scalars(select(Job).where(Job.id.in_({a.job_id for a in active}))
+                  .options(selectinload(Job.attempts))).all()
         try:
             t0 = time.monotonic()
             seen = ctx.backend.poll([a.backend_id for a in active])
@@ -544,7 +549,18 @@ def _never_satisfied(bj: BackendJob | None) -> bool:
 def _cancel_orphaned_dependents(ctx: Context, s: Session, prod: Production) -> None:
     """Queued jobs whose upstream broke can never run: cancel them in the backend (SLURM
     without kill_invalid_depend keeps them PENDING forever) and mark them dep_failed."""
-    queued = repo.jobs_in_state(s, prod, [JobState.SUBMITTED, JobState.PENDING])
+    # one indexed query first: a queued job with a broken parent is rare, and loading every
+    # queued job with its parents on each poll was a fifth of the daemon's CPU in a night
+    parent = aliased(Job)
+    suspects = s.scalars(select(Job.id).join(JobEdge, JobEdge.child_id == Job.id)
+                         .join(parent, parent.id == JobEdge.parent_id)
+                         .where(Job.production_id == prod.id,
+                                Job.state.in_([JobState.SUBMITTED.value, JobState.PENDING.value]),
+                                parent.state.in_([st.value for st in BROKEN]))).all()
+    if not suspects:
+        return
+    queued = s.scalars(select(Job).where(Job.id.in_(set(suspects))).order_by(Job.id)
+                       .options(selectinload(Job.attempts))).all()
     parents = repo.parents_of(s, [j.id for j in queued])
     to_cancel = []
     for job in queued:
