@@ -409,7 +409,7 @@ CANCELLED_BY_OPERATOR = "cancelled by operator"
 
 
 def _finish(ctx: Context, s: Session, att: Attempt, state: JobState, exit_code, reason, start,
-            end, node) -> None:
+            end, node, batch: dict | None = None) -> None:
     """Record how an attempt ended (the backend's or the exit record's word: the truth), and
     move its job there if it is the job's latest attempt.
 
@@ -432,14 +432,32 @@ def _finish(ctx: Context, s: Session, att: Attempt, state: JobState, exit_code, 
     read = job.state
     if read == JobState.CANCELLED.value:
         why = f"cancel too late: {state.value}"
+    if batch is not None and why is None:
+        # a plain end (completed): moved with the others of its (read, new) state pair in
+        # one compare-and-set by _finish_batch; a poll often ends several jobs at once
+        batch.setdefault((read, state), {})[job.id] = att.number
+        return
     if move_job(s, job, state, why, ctx.actor, expect=[read], set_reason=why is not None,
                 attempt=att.number) or state is JobState.CANCELLED:
         return
-    # Lost the compare-and-set: an operator moved the job since this poll read it. Their
-    # move stands, unless it was a cancel that came after the attempt had ended.
-    if s.scalar(select(Job.state).where(Job.id == job.id)) == JobState.CANCELLED.value:
-        move_job(s, job, state, f"cancel too late: {state.value}", ctx.actor,
-                 expect=[JobState.CANCELLED], set_reason=True, attempt=att.number)
+    _lost_race(ctx, s, job.id, state, att.number)
+
+
+def _lost_race(ctx: Context, s: Session, job_id: int, state: JobState, number: int) -> None:
+    """Lost the compare-and-set: an operator moved the job since this poll read it. Their
+    move stands, unless it was a cancel that came after the attempt had ended."""
+    if s.scalar(select(Job.state).where(Job.id == job_id)) == JobState.CANCELLED.value:
+        transition(s, [job_id], state, f"cancel too late: {state.value}", ctx.actor,
+                   expect=[JobState.CANCELLED], set_reason=True, attempts={job_id: number})
+
+
+def _finish_batch(ctx: Context, s: Session, batch: dict) -> None:
+    """The ends ``_finish`` deferred: one compare-and-set per (read state, new state)."""
+    for (read, state), numbers in batch.items():
+        out = transition(s, list(numbers), state, None, ctx.actor, expect=[read], attempts=numbers)
+        if state is not JobState.CANCELLED:
+            for job_id in out.refused:
+                _lost_race(ctx, s, job_id, state, numbers[job_id])
 
 
 def poll(ctx: Context, now: datetime) -> dict[str, int]:
@@ -484,6 +502,7 @@ def poll(ctx: Context, now: datetime) -> dict[str, int]:
         # queued -> running moves, one compare-and-set per (read state, new state) after the
         # loop instead of one per job: most of a night's moves, and of the daemon's CPU
         live: dict[tuple[str, JobState], dict[int, int]] = {}
+        ended: dict[tuple[str, JobState], dict[int, int]] = {}   # plain ends, the same way
         for att in active:
             old = att.state
             bj = seen.get(att.backend_id)
@@ -498,11 +517,11 @@ def poll(ctx: Context, now: datetime) -> dict[str, int]:
                 # sacct down, squeue's final word: the exit code is in the job's own record
                 code = bj.exit_code if bj.exit_code is not None or rec is None else rec["exit_code"]
                 _finish(ctx, s, att, state, code, reason, bj.start, bj.end or (rec or {}).get("end"),
-                        bj.node)
+                        bj.node, ended)
             elif rec is not None:
                 # The job's own record is newer than a lagging or silent backend.
                 _finish(ctx, s, att, rec["state"], rec["exit_code"], None, rec["start"], rec["end"],
-                        rec.get("host"))
+                        rec.get("host"), ended)
             elif bj is not None:
                 if att.state == JobState.CANCELLED.value:
                     # An operator's scancel is on its way (asked again: the cancel may have
@@ -528,6 +547,7 @@ def poll(ctx: Context, now: datetime) -> dict[str, int]:
                 changes[att.state] = changes.get(att.state, 0) + 1
         for (read, to), numbers in live.items():
             transition(s, list(numbers), to, None, ctx.actor, expect=[read], attempts=numbers)
+        _finish_batch(ctx, s, ended)
         s.flush()
         if recancel:
             try:

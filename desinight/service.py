@@ -281,7 +281,7 @@ class Daemon:
             return 0
         try:
             self._record_start()
-            readers.pool_for(self.cfg).warm()   # a reader ready before the first exposure
+            readers.pool_for(self.cfg).warm()   # readers ready before the first exposure
             self.monitor.start()
             O.reconcile(self.ctx, self.now(), settled=True)   # before anything new is submitted
             # watch first, then scan: nothing lands unseen between the two
