@@ -143,8 +143,13 @@ TARGETS = [
      lambda v: v <= 240),
     ("#18.2", "production cadence: the night's SLURM-side wall time within 10% of benchmark cadence",
      "overhead", "budget.slurm_wall_production_over_benchmark", lambda v: v <= 1.1),
-    ("#18.3", "manager CPU per night: desinight (benchmark cadence) below Snakemake tuned", "overhead",
+    ("#18.3", "manager CPU per night, child processes included for both (Snakemake: the whole run; "
+     "desinight, a daemon that lives for many nights: the night's share): desinight (benchmark cadence) "
+     "below Snakemake tuned (figure: Snakemake / desinight)", "overhead",
      "ratio_snakemake_tuned_over_desinight_benchmark.manager_cpu", lambda v: v > 1),
+    ("#18.3", "the same, desinight counted like Snakemake: its whole process, start-up included "
+     "(figure: Snakemake / desinight)", "overhead",
+     "ratio_snakemake_tuned_over_desinight_benchmark.manager_cpu_with_startup", lambda v: v > 1),
     ("#18.5", "10,000 nights on PostgreSQL: plan+save < 60 s", "campaign_pg_10k", "plan_and_save.wall_s",
      lambda v: v < 60),
     ("#18.5", "10,000 nights on PostgreSQL: plan+save < 2 GiB", "campaign_pg_10k",
@@ -207,6 +212,24 @@ def headlines(results: dict) -> list[str]:
                    "manager CPU, scheduler calls): " + "; ".join(
                        f"{k.replace('_', ' ')} {r['wall_s']} s / {r.get('slurm_wall_s')} s, "
                        f"{r['manager_cpu_s']} s CPU, {sum(r['calls'].values())} calls" for k, r in runs))
+    if runs:   # the same runs, calls per command (issue #18.3 asks for them, not only totals)
+        out.append("- scheduler calls per command: " + "; ".join(
+            f"{k.replace('_', ' ')} " + ", ".join(f"{c} {n}" for c, n in r["calls"].items() if n)
+            for k, r in runs))
+        dn = ov.get("desinight_benchmark", {})
+        if "with_startup_cpu_s" in dn:
+            out.append(f"- desinight's CPU counted like Snakemake's, the whole process from its start "
+                       f"(start-up {dn.get('startup_cpu_s')} s included): benchmark cadence "
+                       f"{dn['with_startup_cpu_s']} s, production cadence "
+                       f"{ov.get('desinight_production', {}).get('with_startup_cpu_s')} s")
+    prof = ov.get("profile")
+    if isinstance(prof, dict) and "self_cpu_by_thread_s" in prof:
+        out.append(f"- where the daemon's CPU goes over one benchmark-cadence night ({prof['wall_s']} s, "
+                   f"{prof['manager_cpu_s_profiled']} s CPU): parts {prof['manager_cpu_parts_s']}; "
+                   f"the daemon's own threads {prof['self_cpu_by_thread_s']}; idle before the night "
+                   f"{prof['idle']['pct_of_a_core']}% of a core; start-up (once per daemon, not per "
+                   f"night) {prof['startup_cpu_parts_s']}; inside the threads, py-spy samples (wall "
+                   f"on CPU or in a system call) by tick {prof['by_tick_s']} and by layer {prof['by_layer_s']}")
     for k in ("ratio_snakemake_tuned_over_desinight_benchmark", "ratio_snakemake_defaults_over_desinight_benchmark"):
         if k in ov:
             out.append(f"- {k.removeprefix('ratio_').replace('_', ' ')}: {ov[k]}")

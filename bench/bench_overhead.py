@@ -177,7 +177,10 @@ def thread_roles(raw: Path, pid: int) -> dict[int, str]:
     return seen
 
 
-def run_desinight(work: Path, env: dict, cadence: str, profile: Path | None = None) -> tuple[dict, Path]:
+def run_desinight(work: Path, env: dict, cadence: str, profile: Path | None = None,
+                  idle_s: float = 0) -> tuple[dict, Path]:
+    """One night through a fresh daemon; ``idle_s``: first measure its CPU for that long
+    while nothing happens (the idle ticks: ingest, exits, heartbeat, leader, campaigns)."""
     tpl = fast_templates(work / "tpl", run=f"sleep {JOB_SECONDS}")
     conf = write_conf(work, tpl, cadence)
     cli(conf, "init")
@@ -186,6 +189,16 @@ def run_desinight(work: Path, env: dict, cadence: str, profile: Path | None = No
     proc = subprocess.Popen([sys.executable, "-m", "desinight", "--config", str(conf), "daemon"],
                             env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     wait_for(lambda: status_json(conf)["health"]["states_as_of"], 60, what="the daemon's first poll")
+    started = tree_cpu_parts(proc.pid)   # the daemon's start-up: imports, readers, first poll
+    idle = None
+    if idle_s:
+        time.sleep(2)   # the first poll's tick ends
+        i0, it0 = tree_cpu_parts(proc.pid), thread_cpu(proc.pid)
+        time.sleep(idle_s)
+        i1, it1 = tree_cpu_parts(proc.pid), thread_cpu(proc.pid)
+        idle = {"window_s": idle_s, "cpu_s": round(sum(i1.values()) - sum(i0.values()), 3),
+                "pct_of_a_core": round(100 * (sum(i1.values()) - sum(i0.values())) / idle_s, 2),
+                "busiest_thread_s": round(max(c - it0.get(t, 0.0) for t, c in it1.items()), 3)}
     log.write_text("")
     spy = None
     if profile:   # attached for the night only: the figure it explains is the night's share
@@ -219,7 +232,9 @@ def run_desinight(work: Path, env: dict, cadence: str, profile: Path | None = No
     # cost); with_startup_cpu_s: the whole process from its start, as Snakemake's figure is
     return {"wall_s": round(wall, 1), "slurm_wall_s": round(end - t0_wall, 1) if end else None,
             "manager_cpu_s": round(night_cpu, 2), "with_startup_cpu_s": round(cpu, 2),
-            "manager_cpu_parts_s": parts, "startup_cpu_s": round(sum(parts0.values()), 2),
+            "manager_cpu_parts_s": parts, "startup_cpu_s": round(sum(started.values()), 2),
+            "startup_cpu_parts_s": {k: round(v, 2) for k, v in started.items()},
+            **({"idle": idle} if idle else {}),
             **({"self_cpu_by_thread_s": per_thread} if per_thread else {}),
             "calls": n_calls, "jobs": len(data["jobs"])}, conf
 
@@ -421,6 +436,7 @@ def _compare(env: dict, profile: bool, steady: bool, snakemake: bool = True) -> 
                 result[f"ratio_{sm_name}_over_desinight_benchmark"] = {
                     "wall": round(sm["wall_s"] / dn["wall_s"], 2),
                     "manager_cpu": round(sm["manager_cpu_s"] / max(dn["manager_cpu_s"], 0.01), 2),
+                    "manager_cpu_with_startup": round(sm["manager_cpu_s"] / max(dn["with_startup_cpu_s"], 0.01), 2),
                     "scheduler_calls": round(sum(sm["calls"].values()) / max(sum(dn["calls"].values()), 1), 2)}
                 print(f"{sm_name} / desinight benchmark: {result[f'ratio_{sm_name}_over_desinight_benchmark']}",
                       flush=True)
@@ -429,9 +445,12 @@ def _compare(env: dict, profile: bool, steady: bool, snakemake: bool = True) -> 
         elif profile:
             (work / "profile").mkdir()
             prof = Path(tempfile.gettempdir()) / "desinight-overhead.pyspy"   # kept: the raw stacks
-            runs_p, _ = run_desinight(work / "profile", env, "benchmark", profile=prof)
+            runs_p, _ = run_desinight(work / "profile", env, "benchmark", profile=prof, idle_s=20)
             result["profile"] = {"manager_cpu_s_profiled": runs_p["manager_cpu_s"],
+                                 "wall_s": runs_p["wall_s"],
                                  "manager_cpu_parts_s": runs_p["manager_cpu_parts_s"],
+                                 "startup_cpu_parts_s": runs_p["startup_cpu_parts_s"],
+                                 "idle": runs_p["idle"],
                                  "self_cpu_by_thread_s": runs_p.get("self_cpu_by_thread_s"),
                                  **profile_buckets(prof)}
             print(f"profile of one benchmark-cadence night (py-spy, CPU seconds; raw stacks in {prof}): "

@@ -85,6 +85,10 @@ class Daemon:
         #: attempt dirs of queued/running jobs: an exit record there asks for an early poll
         self.exit_dirs: set[Path] = set()
         self.sched = None   # the running scheduler (``_loop``); None when ticks are driven by hand
+        #: held around a tick's call into the scheduler and around taking it away at stop:
+        #: APScheduler's shutdown(wait=True) holds its job-store lock while it waits for the
+        #: running tick, so a tick then calling reschedule_job would wait for it forever
+        self.sched_lock = threading.Lock()
         self.submit_backoff_until = 0.0
         self.submit_backoff = 0.0
         self.dirty_nights: set[int] = set()
@@ -198,13 +202,14 @@ class Daemon:
 
     def _reschedule_poll(self) -> None:
         from apscheduler.jobstores.base import JobLookupError
-        if self.sched is None:
-            return
-        try:
-            self.sched.reschedule_job("poll", trigger="interval",
-                                      seconds=max(0.05, self.pollclock.due - time.monotonic()))
-        except JobLookupError:
-            pass   # the scheduler is shutting down
+        with self.sched_lock:
+            if self.sched is None:
+                return   # driven by hand, or stopping
+            try:
+                self.sched.reschedule_job("poll", trigger="interval",
+                                          seconds=max(0.05, self.pollclock.due - time.monotonic()))
+            except JobLookupError:
+                pass   # the scheduler is shutting down
 
     def tick_campaigns(self) -> None:
         """One poll + submit round per submitted campaign, under its throttle. A campaign
@@ -330,6 +335,8 @@ class Daemon:
                                   replace_existing=True, max_instances=2)
         finally:
             readers.close_shared(final=True)   # a tick waiting on a reader stops waiting now
+            with self.sched_lock:   # no tick calls into the scheduler from here on
+                self.sched = None
             sched.shutdown(wait=True)   # lets a running tick finish its transaction
 
     def check_leader(self) -> None:
