@@ -67,6 +67,9 @@ class Context:
     #: seconds the last poll's backend query took (None: no query); the daemon's poll
     #: budget keeps 5x this between queries (``pollclock.py``)
     poll_latency_s: float | None = None
+    #: directories of the attempts the last poll left queued or running (None: it failed
+    #: before knowing); the daemon watches them for exit records without a query of its own
+    active_dirs: set[Path] | None = None
 
     def event(self, name: str, **fields) -> None:
         log.log(alerts.level_of(name) if self.loud else logging.INFO, name, extra={"fields": fields})
@@ -230,10 +233,13 @@ def _submit_waves(ctx: Context, now: datetime, budget: list[int] | None) -> int:
     total = 0
     python = sys.executable
     submitted_now: set[str] = set()   # backend ids of this call's earlier waves
+    first = True
     while True:
         with transaction(ctx.sessions) as s:
             prod = repo.get_production(s, ctx.production)
-            _settle_dep_failed(ctx, s, prod)
+            if first:   # later waves only move planned jobs to submitted: nothing new broke
+                _settle_dep_failed(ctx, s, prod)
+                first = False
             intents = []
             room = None
             if ctx.max_queued is not None:
@@ -465,6 +471,7 @@ def poll(ctx: Context, now: datetime) -> dict[str, int]:
     backend cannot tell (lag, purge, outage)."""
     changes: dict[str, int] = {}
     ctx.poll_latency_s = None
+    ctx.active_dirs = None
     with transaction(ctx.sessions) as s:
         prod = repo.get_production(s, ctx.production)
         # Active attempts, and operator cancels not yet confirmed by the backend (SLURM says
@@ -473,6 +480,7 @@ def poll(ctx: Context, now: datetime) -> dict[str, int]:
         if not active:   # nothing to ask: every state the database holds is current
             repo.set_service(s, prod, "last_poll", now.isoformat(), now)
             repo.set_service(s, prod, "states_as_of", now.isoformat(), now)
+            ctx.active_dirs = set()
             return changes
         # every attempt of those jobs in one query: "is this the job's latest attempt?" below
         # (and in _finish) would otherwise lazy-load each job's attempts, one SELECT per job
@@ -557,6 +565,9 @@ def poll(ctx: Context, now: datetime) -> dict[str, int]:
         _settle_dep_failed(ctx, s, prod)
         _cancel_orphaned_dependents(ctx, s, prod)
         repo.set_service(s, prod, "last_poll", now.isoformat(), now)
+        live_states = {st.value for st in ACTIVE}
+        dirs = {Path(a.attempt_dir) for a in active if a.state in live_states and a.attempt_dir}
+    ctx.active_dirs = dirs   # once committed: what active_attempt_dirs would read now
     return changes
 
 

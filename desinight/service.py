@@ -180,7 +180,10 @@ class Daemon:
         finally:   # a failed poll counts against the budget too: no hammering a sick slurmctld
             self.pollclock.polled(time.monotonic(), self.ctx.poll_latency_s, changed=bool(changes))
         retried = auto_retry(self.ctx)   # [desinight] auto_retry: NODE_FAIL/TIMEOUT/OOM only
-        self.exit_dirs = O.active_attempt_dirs(self.ctx)
+        # the poll's own list when it has one (retries submit through tick_plan_submit,
+        # which reads the dirs again)
+        dirs = self.ctx.active_dirs
+        self.exit_dirs = dirs if dirs is not None and not retried else O.active_attempt_dirs(self.ctx)
         if changes or retried:
             if any(JobState(k) in BROKEN for k in changes):
                 self._poll_soon("failure")   # its dependents: cancelled now, confirmed soon
