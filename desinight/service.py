@@ -338,9 +338,14 @@ class Daemon:
                                   replace_existing=True, max_instances=2)
         finally:
             readers.close_shared(final=True)   # a tick waiting on a reader stops waiting now
-            with self.sched_lock:   # no tick calls into the scheduler from here on
-                self.sched = None
-            sched.shutdown(wait=True)   # lets a running tick finish its transaction
+            self._stop_scheduler(sched)
+
+    def _stop_scheduler(self, sched) -> None:  # noqa: ANN001 - APScheduler's scheduler
+        """Let a running tick finish its transaction, then stop: no tick calls into the
+        scheduler once its shutdown holds the job-store lock (``sched_lock``)."""
+        with self.sched_lock:
+            self.sched = None
+        sched.shutdown(wait=True)
 
     def check_leader(self) -> None:
         """A daemon whose lock connection died has lost the lock: stop before a standby,
