@@ -74,20 +74,42 @@ def machine() -> dict:
 
 #: per benchmark: what a reader must know next to its figures (conditions, causes of misses)
 NOTES: dict[str, str] = {
-    "overhead": "measured on 2026-11-30 while six other engineers ran tests and benchmarks on the "
-                "same 2 cores (load average 10-15): every wall time is stretched, Snakemake's most (each "
-                "of its jobs starts a Python snakemake inside the job; on a quiet machine SLURM-NOTES has "
-                "146 s tuned and 403 s at defaults). desinight's manager CPU in that run is the whole "
-                "daemon process from its start, reader processes and start-up included (the night-only "
-                "share from /proc, `with_startup_cpu_s` for the whole, came after it): 4.4-4.6 s vs "
-                "Snakemake's 3.4-3.7 s, target NOT met. Where it goes (profile above, wall time inside the "
-                "ticks): waits on sacct/sbatch and the reader processes, then SQLAlchemy statement "
-                "construction (cache keys, coercions) and one compare-and-set transition per job move. "
-                "Since that run: queued->running moves are one statement per state pair, and the idle "
-                "submit pass (every 5 s) reads nothing unless a job is planned or an intent lacks its "
-                "id; not re-measured. The production cadence's 12 sacct/squeue calls over a 58 s night "
-                "are its budget polls plus the parent checks before submission waves of exposures "
-                "that arrived in separate ticks.",
+    "overhead": "measured on 2026-11-30 12:07-12:25 UTC in one run (`python -m bench overhead`, "
+                "py-spy in $PYSPY), load average 3.3-4 on the shared 2 cores. Manager CPU counts child "
+                "processes for both tools: Snakemake's is its whole run (wait4: itself, its "
+                "sbatch/sacct/scontrol calls and their PATH shims); desinight's is the night's share of "
+                "its long-running daemon (/proc, t0 to the end: its threads, the sbatch/sacct/squeue it "
+                "reaped, its reader processes). Per night that is met: 1.68 s vs Snakemake tuned 3.5 s "
+                "(2.08x), 1.38 s at production cadence. Counted like Snakemake's, the whole daemon process "
+                "from its start, it is NOT met: 3.89 s vs 3.5 s. Measured cause: start-up, once per daemon "
+                "and not per night, is 1.92 s: 1.45 s in the daemon (importing the CLI, SQLAlchemy, "
+                "alembic, APScheduler and watchdog alone takes 1.1 s of CPU; then the migration check, "
+                "reconcile and the first scan and poll) and 0.47 s for its two reader processes (Python, "
+                "numpy and fitsio each). The night's 1.68 s (profile row, py-spy over a second "
+                "benchmark-cadence night, 1.73 s): the ticks thread 1.23 s; the other threads 0.06 s "
+                "(APScheduler's scheduling thread 0.03, main 0.02, watchdog 0.01); sbatch/sacct/squeue "
+                "and their shims 0.36 s; reader processes 0.05 s. Idle, the daemon used 0.45% of a core "
+                "(ingest tick every 1 s, exit look 2 s, heartbeat and leader check 5 s): about 0.14 s of "
+                "a 30 s night. Inside the ticks (py-spy samples, which also count time in system calls "
+                "such as SQLite's fsync, so they add to more than the CPU): SQLAlchemy + sqlite3 60%, "
+                "script rendering 6%, fork/exec of the scheduler commands 4%, imports 6% (the first "
+                "night's lazy imports); by tick, ingest + plan + submission of the 33 jobs 1.82 s "
+                "(`tick_ingest` holds `tick_plan_submit`), poll 0.63 s, heartbeat 0.07 s. Before this "
+                "session's cuts, on a quiet box, desinight alone: 2.44 s per night; after: 1.68 s. The "
+                "cuts: the poll lazy-loaded each active job's attempts to ask whether an attempt is the "
+                "latest (one SELECT per job per poll, a quarter of the ticks' samples), now one query; "
+                "the orphaned-dependants check loaded every queued job with its parents on every poll, "
+                "now one indexed query that returns nothing unless a queued job has a broken parent; "
+                "completed jobs move in one compare-and-set per state pair (was ~5 statements per job); "
+                "both reader processes start with the daemon (the second started mid-night); the poll "
+                "hands the daemon its active attempt dirs (one query fewer per poll); the submission "
+                "waves settle dep_failed once per round. Wall: the production cadence's 59.8 s is the "
+                "manager knowing (its 30 s budget poll); the SLURM-side wall is within 9% of benchmark "
+                "cadence (29.8 s vs 27.3 s), since afterok chains start the children without a poll. "
+                "Snakemake's walls are stretched by the load (each of its jobs starts a Python snakemake "
+                "inside the job; SLURM-NOTES has 146 s tuned and 403 s at defaults on a quiet machine). "
+                "Snakemake asks `scontrol show job` per job and sacct per status round; it calls no "
+                "squeue.",
     "campaign_pg": "see campaign_pg_10k for the causes; the same code at a tenth of the size. Before "
                    "this round of work (COPY only): plan+save 246 s, status 0.57 s, a round 17-74 s at load "
                    "~15. Since: plan and save in batches of nights, job ids from the sequence, = ANY lookups, "
@@ -165,8 +187,13 @@ TARGETS = [
      lambda v: v <= 240),
     ("#18.2", "production cadence: the night's SLURM-side wall time within 10% of benchmark cadence",
      "overhead", "budget.slurm_wall_production_over_benchmark", lambda v: v <= 1.1),
-    ("#18.3", "manager CPU per night: desinight (benchmark cadence) below Snakemake tuned", "overhead",
+    ("#18.3", "manager CPU per night, child processes included for both (Snakemake: the whole run; "
+     "desinight, a daemon that lives for many nights: the night's share): desinight (benchmark cadence) "
+     "below Snakemake tuned (figure: Snakemake / desinight)", "overhead",
      "ratio_snakemake_tuned_over_desinight_benchmark.manager_cpu", lambda v: v > 1),
+    ("#18.3", "the same, desinight counted like Snakemake: its whole process, start-up included "
+     "(figure: Snakemake / desinight)", "overhead",
+     "ratio_snakemake_tuned_over_desinight_benchmark.manager_cpu_with_startup", lambda v: v > 1),
     *[t for name, n in (("campaign_pg_10k", "10,000"), ("campaign_pg", "1,000")) for t in (
         ("#18.5", f"{n} nights on PostgreSQL: plan+save < 60 s", name, "plan_and_save.wall_s",
          lambda v: v < 60),
@@ -235,6 +262,24 @@ def headlines(results: dict) -> list[str]:
                    "manager CPU, scheduler calls): " + "; ".join(
                        f"{k.replace('_', ' ')} {r['wall_s']} s / {r.get('slurm_wall_s')} s, "
                        f"{r['manager_cpu_s']} s CPU, {sum(r['calls'].values())} calls" for k, r in runs))
+    if runs:   # the same runs, calls per command (issue #18.3 asks for them, not only totals)
+        out.append("- scheduler calls per command: " + "; ".join(
+            f"{k.replace('_', ' ')} " + ", ".join(f"{c} {n}" for c, n in r["calls"].items() if n)
+            for k, r in runs))
+        dn = ov.get("desinight_benchmark", {})
+        if "with_startup_cpu_s" in dn:
+            out.append(f"- desinight's CPU counted like Snakemake's, the whole process from its start "
+                       f"(start-up {dn.get('startup_cpu_s')} s included): benchmark cadence "
+                       f"{dn['with_startup_cpu_s']} s, production cadence "
+                       f"{ov.get('desinight_production', {}).get('with_startup_cpu_s')} s")
+    prof = ov.get("profile")
+    if isinstance(prof, dict) and "self_cpu_by_thread_s" in prof:
+        out.append(f"- where the daemon's CPU goes over one benchmark-cadence night ({prof['wall_s']} s, "
+                   f"{prof['manager_cpu_s_profiled']} s CPU): parts {prof['manager_cpu_parts_s']}; "
+                   f"the daemon's own threads {prof['self_cpu_by_thread_s']}; idle before the night "
+                   f"{prof['idle']['pct_of_a_core']}% of a core; start-up (once per daemon, not per "
+                   f"night) {prof['startup_cpu_parts_s']}; inside the threads, py-spy samples (wall "
+                   f"on CPU or in a system call) by tick {prof['by_tick_s']} and by layer {prof['by_layer_s']}")
     for k in ("ratio_snakemake_tuned_over_desinight_benchmark", "ratio_snakemake_defaults_over_desinight_benchmark"):
         if k in ov:
             out.append(f"- {k.removeprefix('ratio_').replace('_', ' ')}: {ov[k]}")
@@ -296,6 +341,11 @@ def to_markdown(results: dict, info: dict) -> str:
         for k, v in _flatten(res):
             lines.append(f"| {k} | {v} |")
         lines.append("")
+    # figures measured by hand (not by a bench run) are kept in their own file, so that
+    # regenerating the page never drops them
+    hand = ROOT / "docs" / "benchmarks-hand.md"
+    if hand.exists():
+        lines += [l for l in hand.read_text().splitlines() if not l.startswith("<!--")]
     return "\n".join(lines)
 
 

@@ -21,14 +21,17 @@ share, from t0 to the end, read in /proc for the daemon and its reader processes
 `with_startup_cpu_s`, the whole process like Snakemake's), and scheduler calls per command, counted by
 PATH shims around sbatch/sacct/squeue/scancel/scontrol (the same shims for all).
 
-`--profile`: one more production-cadence desinight night under cProfile (the ticks, on the
-daemon's worker thread) and the functions where its CPU goes.
+`--profile`: one more benchmark-cadence desinight night with py-spy attached from t0 to the
+end (`--subprocesses`: the reader processes too; only threads on CPU are sampled), its samples
+put in buckets by tick and by layer (`profile_buckets`). py-spy is not a dependency: install it
+anywhere (`pip install --target /tmp/pyspy py-spy`) and name it in $PYSPY or put it on PATH.
 
 Then the load between events, the usual state of a night (jobs queued, nothing changing):
 desinight's daemon with its production poll settings, one long job running, calls counted
 over a window after the back-off has settled, per hour.
 
     scripts/local-slurm up && python bench/bench_overhead.py [--profile] [--no-steady | --steady-only]
+        [--desinight-only]   (desinight's two cadences alone: no Snakemake runs)
 """
 
 from __future__ import annotations
@@ -85,29 +88,6 @@ def cpu_of(proc: subprocess.Popen) -> float:
 #: [daemon] poll keys per desinight cadence; production = none (the defaults)
 CADENCES = {"benchmark": "poll_s = 3.0\npoll_min_s = 1.0\npoll_max_s = 3.0\n", "production": ""}
 
-#: python code that runs the daemon with cProfile around each tick (the ticks run on the
-#: scheduler's worker thread, which a plain `python -m cProfile` does not see)
-PROFILED_DAEMON = """
-import atexit, cProfile, sys
-from desinight import service
-prof, out = cProfile.Profile(), sys.argv.pop(1)
-orig = service.Daemon._guard
-def _guard(self, fn, name=None):
-    run = orig(self, fn, name)
-    def profiled():
-        prof.enable()
-        try:
-            run()
-        finally:
-            prof.disable()
-    return profiled
-service.Daemon._guard = _guard
-atexit.register(lambda: prof.dump_stats(out))
-from desinight.cli.main import main
-main()
-"""
-
-
 def write_conf(work: Path, tpl: Path, cadence: str) -> Path:
     conf = work / "desinight.toml"
     conf.write_text('[desinight]\nproduction = "bench"\nraw_root = "raw"\nredux_root = "redux"\n'
@@ -128,6 +108,13 @@ def slurm_end(ids: list[str]) -> float | None:
 def tree_cpu(pid: int) -> float:
     """CPU seconds of ``pid`` and its live descendants so far, children they reaped included
     (/proc: utime + stime + cutime + cstime)."""
+    return sum(tree_cpu_parts(pid).values())
+
+
+def tree_cpu_parts(pid: int) -> dict[str, float]:
+    """``tree_cpu`` split: ``self`` (the process's own threads), ``reaped`` (children it
+    waited for: sbatch/sacct and their shims, job-script renders), ``live_children`` (its
+    descendants still running: the reader processes)."""
     tick = os.sysconf("SC_CLK_TCK")
     stats: dict[int, tuple[int, float]] = {}
     for d in Path("/proc").iterdir():
@@ -136,33 +123,108 @@ def tree_cpu(pid: int) -> float:
                 f = (d / "stat").read_text().rsplit(")", 1)[1].split()
             except OSError:
                 continue
-            stats[int(d.name)] = (int(f[1]), sum(int(x) for x in f[11:15]) / tick)
+            stats[int(d.name)] = (int(f[1]), sum(int(x) for x in f[11:13]) / tick,
+                                  sum(int(x) for x in f[13:15]) / tick)
     tree, todo = set(), [pid]
     while todo:
         p = todo.pop()
         tree.add(p)
-        todo += [c for c, (pp, _) in stats.items() if pp == p and c not in tree]
-    return sum(stats[p][1] for p in tree if p in stats)
+        todo += [c for c, (pp, *_) in stats.items() if pp == p and c not in tree]
+    own = stats.get(pid, (0, 0.0, 0.0))
+    return {"self": own[1], "reaped": own[2],
+            "live_children": sum(sum(stats[p][1:]) for p in tree if p in stats and p != pid)}
 
 
-def run_desinight(work: Path, env: dict, cadence: str, profile: Path | None = None) -> tuple[dict, Path]:
+def pyspy() -> str | None:
+    exe = os.environ.get("PYSPY") or shutil.which("py-spy")
+    return exe if exe and Path(exe).exists() else None
+
+
+def thread_cpu(pid: int) -> dict[int, float]:
+    """CPU seconds per thread of ``pid`` (/proc/PID/task/TID/stat: utime + stime)."""
+    tick = os.sysconf("SC_CLK_TCK")
+    out = {}
+    for t in Path(f"/proc/{pid}/task").iterdir():
+        try:
+            f = (t / "stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        out[int(t.name)] = sum(int(x) for x in f[11:13]) / tick
+    return out
+
+
+#: a daemon thread's role, from the frames py-spy saw on it (first match wins)
+THREAD_ROLES = (("ticks (APScheduler's worker thread)", ("_guard",)),
+                ("APScheduler's scheduling thread", ("_main_loop",)),
+                ("watchdog observer / emitter", ("watchdog/",)),
+                ("main thread (signal wait loop)", ("_loop",)),
+                ("notifier", ("notify.py",)),
+                ("metrics endpoint", ("metrics.py",)))
+
+
+def thread_roles(raw: Path, pid: int) -> dict[int, str]:
+    """{tid: role} for the daemon's threads in a py-spy ``--threads`` raw file."""
+    seen: dict[int, str] = {}
+    for line in raw.read_text().splitlines():
+        parts = line.split(";")
+        if len(parts) < 3 or not parts[0].startswith(f"process {pid}:") or not parts[1].startswith("thread ("):
+            continue
+        tid = int(parts[1][len("thread ("):].split(")")[0], 0)
+        role = next((r for r, keys in THREAD_ROLES if any(k in line for k in keys)), None)
+        if role and (tid not in seen or THREAD_ROLES.index(next(x for x in THREAD_ROLES if x[0] == role))
+                     < THREAD_ROLES.index(next(x for x in THREAD_ROLES if x[0] == seen[tid]))):
+            seen[tid] = role
+    return seen
+
+
+def run_desinight(work: Path, env: dict, cadence: str, profile: Path | None = None,
+                  idle_s: float = 0) -> tuple[dict, Path]:
+    """One night through a fresh daemon; ``idle_s``: first measure its CPU for that long
+    while nothing happens (the idle ticks: ingest, exits, heartbeat, leader, campaigns)."""
     tpl = fast_templates(work / "tpl", run=f"sleep {JOB_SECONDS}")
     conf = write_conf(work, tpl, cadence)
     cli(conf, "init")
     log = work / "calls.log"
     env = {**env, "PATH": f"{make_shims(work / 'shims', log)}:{env['PATH']}"}
-    argv = ([sys.executable, "-c", PROFILED_DAEMON, str(profile)] if profile else [sys.executable, "-m", "desinight"])
-    proc = subprocess.Popen([*argv, "--config", str(conf), "daemon"],
+    proc = subprocess.Popen([sys.executable, "-m", "desinight", "--config", str(conf), "daemon"],
                             env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     wait_for(lambda: status_json(conf)["health"]["states_as_of"], 60, what="the daemon's first poll")
+    started = tree_cpu_parts(proc.pid)   # the daemon's start-up: imports, readers, first poll
+    idle = None
+    if idle_s:
+        time.sleep(2)   # the first poll's tick ends
+        i0, it0 = tree_cpu_parts(proc.pid), thread_cpu(proc.pid)
+        time.sleep(idle_s)
+        i1, it1 = tree_cpu_parts(proc.pid), thread_cpu(proc.pid)
+        idle = {"window_s": idle_s, "cpu_s": round(sum(i1.values()) - sum(i0.values()), 3),
+                "pct_of_a_core": round(100 * (sum(i1.values()) - sum(i0.values())) / idle_s, 2),
+                "busiest_thread_s": round(max(c - it0.get(t, 0.0) for t, c in it1.items()), 3)}
     log.write_text("")
-    t0, t0_wall, cpu0 = time.monotonic(), time.time(), tree_cpu(proc.pid)
+    spy = None
+    if profile:   # attached for the night only: the figure it explains is the night's share
+        spy = subprocess.Popen([pyspy(), "record", "--pid", str(proc.pid), "--subprocesses",
+                                "--format", "raw", "--threads", "--rate", "100", "--nonblocking", "-o", str(profile)],
+                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        time.sleep(1)   # py-spy attaching (a bench, not a test: no event to wait for)
+    t0, t0_wall, parts0 = time.monotonic(), time.time(), tree_cpu_parts(proc.pid)
+    threads0 = thread_cpu(proc.pid)
     for i, spec in enumerate(night_spec()):
         write_exposure(work / "raw", N, i, *spec)
     data = wait_for(lambda: night_completed(conf, N, 33), 900, interval=0.5, what="desinight night")
     wall = time.monotonic() - t0
     n_calls = calls(log)
-    night_cpu = tree_cpu(proc.pid) - cpu0
+    parts = {k: round(v - parts0[k], 2) for k, v in tree_cpu_parts(proc.pid).items()}
+    night_cpu = sum(parts.values())
+    threads = {t: c - threads0.get(t, 0.0) for t, c in thread_cpu(proc.pid).items()}
+    per_thread = None
+    if spy is not None:
+        spy.send_signal(2)   # SIGINT: py-spy writes its samples and exits
+        spy.wait(60)
+        roles = thread_roles(profile, proc.pid)
+        per_thread = Counter()
+        for t, c in threads.items():
+            per_thread[roles.get(t, "other threads")] += c
+        per_thread = {k: round(v, 2) for k, v in per_thread.most_common()}
     proc.terminate()
     cpu = cpu_of(proc)
     end = slurm_end([j["backend_id"] for j in data["jobs"]])
@@ -170,20 +232,52 @@ def run_desinight(work: Path, env: dict, cadence: str, profile: Path | None = No
     # cost); with_startup_cpu_s: the whole process from its start, as Snakemake's figure is
     return {"wall_s": round(wall, 1), "slurm_wall_s": round(end - t0_wall, 1) if end else None,
             "manager_cpu_s": round(night_cpu, 2), "with_startup_cpu_s": round(cpu, 2),
+            "manager_cpu_parts_s": parts, "startup_cpu_s": round(sum(started.values()), 2),
+            "startup_cpu_parts_s": {k: round(v, 2) for k, v in started.items()},
+            **({"idle": idle} if idle else {}),
+            **({"self_cpu_by_thread_s": per_thread} if per_thread else {}),
             "calls": n_calls, "jobs": len(data["jobs"])}, conf
 
 
-def profile_top(prof: Path, n: int = 12) -> list[str]:
-    """The functions with the most cumulative time, and the tick totals, as lines."""
-    import io
-    import pstats
-    buf = io.StringIO()
-    st = pstats.Stats(str(prof), stream=buf)
-    st.sort_stats("tottime").print_stats(n)
-    lines = [ln.rstrip() for ln in buf.getvalue().splitlines() if ln.strip()]
-    head = next((i for i, ln in enumerate(lines) if "ncalls" in ln), 0)
-    total = next((ln.strip() for ln in lines if "function calls" in ln), "")
-    return [total, *lines[head:head + n + 1]]
+#: (bucket, substrings of a stack that put a sample in it), first match wins: what the
+#: daemon's CPU is spent on, innermost layer first
+LAYERS = (
+    ("imports during the night (lazy imports)", ("_find_and_load",)),
+    ("reader processes (fitsio headers, checksums, exit files)", ("desinight.readers\"",)),
+    ("spawning sbatch/sacct/squeue (fork/exec, pipes)", ("subprocess.py",)),
+    ("job-script rendering", ("jinja2/", "batch/render", "batch/script")),
+    ("SQL: SQLAlchemy + sqlite3", ("sqlalchemy/", "sqlite3")),
+    ("watchdog observer thread", ("watchdog/",)),
+    ("APScheduler loop", ("apscheduler/",)),
+    ("heartbeat / metrics / notify", ("monitor.py", "metrics.py", "notify.py", "liveness.py")),
+    ("logging (JSON lines)", ("logging/", "logs.py")),
+)
+#: the tick a sample belongs to: the outermost of these frames in its stack
+TICKS = ("tick_ingest", "tick_plan_submit", "tick_poll", "tick_exits", "tick_scan",
+         "tick_campaigns", "check_leader", "_beat", "_loop")
+
+
+def profile_buckets(raw: Path, rate: int = 100) -> dict:
+    """py-spy's raw stacks (one ``frames count`` line each) summed into CPU seconds by layer
+    and by tick. Each sample is 1/rate s of one thread on CPU."""
+    layers: Counter = Counter()
+    ticks: Counter = Counter()
+    total = 0
+    for line in raw.read_text().splitlines():
+        stack, _, n = line.rpartition(" ")
+        if not n.isdigit():
+            continue
+        n = int(n)
+        total += n
+        layers[next((name for name, keys in LAYERS if any(k in stack for k in keys)), "other Python")] += n
+        if "desinight.readers\"" in stack:
+            tick = "reader processes"
+        else:
+            frames = [f.split(" (")[0].rsplit(".", 1)[-1] for f in stack.split(";")]
+            tick = next((f for f in frames if f in TICKS), "other")
+        ticks[tick] += n
+    sec = lambda c: {k: round(v / rate, 2) for k, v in c.most_common()}   # noqa: E731
+    return {"sampled_cpu_s": round(total / rate, 2), "by_layer_s": sec(layers), "by_tick_s": sec(ticks)}
 
 
 def steady_state(work: Path, env: dict, settle_s: float = 100, window_s: float = 180) -> dict:
@@ -295,7 +389,8 @@ def main(argv: list[str] | None = None) -> dict:
                 result = {"desinight_steady_state": steady_state(Path(tmp), env)}
             print(json.dumps({"overhead": result}))
             return result
-        return _compare(env, profile="--profile" in (argv or []), steady="--no-steady" not in (argv or []))
+        return _compare(env, profile="--profile" in (argv or []), steady="--no-steady" not in (argv or []),
+                        snakemake="--desinight-only" not in (argv or []))
     finally:
         if linked:
             default_conf.unlink()
@@ -308,7 +403,7 @@ def _line(name: str, r: dict) -> str:
             f"{r['manager_cpu_s']} s, calls {sum(r['calls'].values())} {r['calls']}")
 
 
-def _compare(env: dict, profile: bool, steady: bool) -> dict:
+def _compare(env: dict, profile: bool, steady: bool, snakemake: bool = True) -> dict:
     with tempfile.TemporaryDirectory() as tmp:
         work = Path(tmp)
         runs: dict[str, dict] = {}
@@ -318,7 +413,7 @@ def _compare(env: dict, profile: bool, steady: bool) -> dict:
             runs[f"desinight_{cadence}"], c = run_desinight(work / cadence, env, cadence)
             conf = conf or c
             print(_line(f"desinight {cadence}", runs[f"desinight_{cadence}"]), flush=True)
-        for tuned in (False, True):
+        for tuned in ((False, True) if snakemake else ()):
             name = "snakemake_tuned" if tuned else "snakemake_defaults"
             (work / name).mkdir()
             runs[name] = run_snakemake(work / name, conf, env, tuned)
@@ -336,22 +431,30 @@ def _compare(env: dict, profile: bool, steady: bool) -> dict:
                                 round(sum(dp["calls"].values()) / max(1, sum(dn["calls"].values())), 2)}
         print(f"load budget: production / benchmark cadence: {result['budget']}", flush=True)
         for sm_name in ("snakemake_tuned", "snakemake_defaults"):
-            sm = runs[sm_name]
+            sm = runs.get(sm_name, {"skipped": "--desinight-only"})
             if "skipped" not in sm:
                 result[f"ratio_{sm_name}_over_desinight_benchmark"] = {
                     "wall": round(sm["wall_s"] / dn["wall_s"], 2),
                     "manager_cpu": round(sm["manager_cpu_s"] / max(dn["manager_cpu_s"], 0.01), 2),
+                    "manager_cpu_with_startup": round(sm["manager_cpu_s"] / max(dn["with_startup_cpu_s"], 0.01), 2),
                     "scheduler_calls": round(sum(sm["calls"].values()) / max(sum(dn["calls"].values()), 1), 2)}
                 print(f"{sm_name} / desinight benchmark: {result[f'ratio_{sm_name}_over_desinight_benchmark']}",
                       flush=True)
-        if profile:
+        if profile and pyspy() is None:
+            print("profile: skipped (py-spy not found: set $PYSPY or put py-spy on PATH)", flush=True)
+        elif profile:
             (work / "profile").mkdir()
-            prof = work / "profile" / "daemon.prof"
-            runs_p, _ = run_desinight(work / "profile", env, "production", profile=prof)
-            top = profile_top(prof)
-            result["profile"] = {"manager_cpu_s_profiled": runs_p["manager_cpu_s"], "top_tottime": top}
-            print("profile of the daemon's ticks over a production-cadence night (cProfile, tottime):")
-            print("\n".join("  " + ln for ln in top), flush=True)
+            prof = Path(tempfile.gettempdir()) / "desinight-overhead.pyspy"   # kept: the raw stacks
+            runs_p, _ = run_desinight(work / "profile", env, "benchmark", profile=prof, idle_s=20)
+            result["profile"] = {"manager_cpu_s_profiled": runs_p["manager_cpu_s"],
+                                 "wall_s": runs_p["wall_s"],
+                                 "manager_cpu_parts_s": runs_p["manager_cpu_parts_s"],
+                                 "startup_cpu_parts_s": runs_p["startup_cpu_parts_s"],
+                                 "idle": runs_p["idle"],
+                                 "self_cpu_by_thread_s": runs_p.get("self_cpu_by_thread_s"),
+                                 **profile_buckets(prof)}
+            print(f"profile of one benchmark-cadence night (py-spy, CPU seconds; raw stacks in {prof}): "
+                  f"{result['profile']}", flush=True)
         if steady:
             (work / "steady").mkdir()
             result["desinight_steady_state"] = steady_state(work / "steady", env)

@@ -194,3 +194,11 @@ def air_to_vacuum(wave_air) -> np.ndarray:
 def vacuum_to_air(wave_vac) -> np.ndarray:
     w = np.asarray(wave_vac, dtype=float)
     return w / _refractive_index(w)
+
+
+#: Bright night-sky emission lines that stand alone at DESI's resolution (air, A): [OI] 5577,
+#: 6300 and 6364 and the brightest OH Meinel lines (Osterbrock et al. 1996), the references a
+#: science exposure's wavelengths are checked against (flexure since the arcs).
+SKY_LINES_AIR = np.array([5577.338, 6300.304, 6363.776, 6863.955, 7316.282, 7340.885, 7794.112,
+                          7913.708, 7993.332, 8399.170, 8430.174, 8827.096, 8885.850, 8988.558,
+                          9375.977, 9476.900])

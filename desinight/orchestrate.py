@@ -19,7 +19,7 @@ from datetime import datetime, timedelta
 from pathlib import Path
 
 from sqlalchemy import select
-from sqlalchemy.orm import Session, selectinload, sessionmaker
+from sqlalchemy.orm import Session, aliased, selectinload, sessionmaker
 
 from . import alerts
 from .batch.base import Backend, BackendJob, Resources, SubmitRequest
@@ -33,7 +33,7 @@ from .core.planner import plan_night
 from .core.states import ACTIVE, BROKEN, JobState
 from .db import bulk, repo
 from .db.engine import transaction
-from .db.models import Attempt, Job, Production, utcnow
+from .db.models import Attempt, Job, JobEdge, Production, utcnow
 from .depcheck import check_parents
 from .testhooks import crash_point
 from .transitions import daemon_actor, move_job, transition
@@ -67,6 +67,9 @@ class Context:
     #: seconds the last poll's backend query took (None: no query); the daemon's poll
     #: budget keeps 5x this between queries (``pollclock.py``)
     poll_latency_s: float | None = None
+    #: directories of the attempts the last poll left queued or running (None: it failed
+    #: before knowing); the daemon watches them for exit records without a query of its own
+    active_dirs: set[Path] | None = None
 
     def event(self, name: str, **fields) -> None:
         log.log(alerts.level_of(name) if self.loud else logging.INFO, name, extra={"fields": fields})
@@ -230,10 +233,13 @@ def _submit_waves(ctx: Context, now: datetime, budget: list[int] | None) -> int:
     total = 0
     python = sys.executable
     submitted_now: set[str] = set()   # backend ids of this call's earlier waves
+    first = True
     while True:
         with transaction(ctx.sessions) as s:
             prod = repo.get_production(s, ctx.production)
-            _settle_dep_failed(ctx, s, prod)
+            if first:   # later waves only move planned jobs to submitted: nothing new broke
+                _settle_dep_failed(ctx, s, prod)
+                first = False
             intents = []
             room = None
             if ctx.max_queued is not None:
@@ -409,7 +415,7 @@ CANCELLED_BY_OPERATOR = "cancelled by operator"
 
 
 def _finish(ctx: Context, s: Session, att: Attempt, state: JobState, exit_code, reason, start,
-            end, node) -> None:
+            end, node, batch: dict | None = None) -> None:
     """Record how an attempt ended (the backend's or the exit record's word: the truth), and
     move its job there if it is the job's latest attempt.
 
@@ -432,14 +438,32 @@ def _finish(ctx: Context, s: Session, att: Attempt, state: JobState, exit_code, 
     read = job.state
     if read == JobState.CANCELLED.value:
         why = f"cancel too late: {state.value}"
+    if batch is not None and why is None:
+        # a plain end (completed): moved with the others of its (read, new) state pair in
+        # one compare-and-set by _finish_batch; a poll often ends several jobs at once
+        batch.setdefault((read, state), {})[job.id] = att.number
+        return
     if move_job(s, job, state, why, ctx.actor, expect=[read], set_reason=why is not None,
                 attempt=att.number) or state is JobState.CANCELLED:
         return
-    # Lost the compare-and-set: an operator moved the job since this poll read it. Their
-    # move stands, unless it was a cancel that came after the attempt had ended.
-    if s.scalar(select(Job.state).where(Job.id == job.id)) == JobState.CANCELLED.value:
-        move_job(s, job, state, f"cancel too late: {state.value}", ctx.actor,
-                 expect=[JobState.CANCELLED], set_reason=True, attempt=att.number)
+    _lost_race(ctx, s, job.id, state, att.number)
+
+
+def _lost_race(ctx: Context, s: Session, job_id: int, state: JobState, number: int) -> None:
+    """Lost the compare-and-set: an operator moved the job since this poll read it. Their
+    move stands, unless it was a cancel that came after the attempt had ended."""
+    if s.scalar(select(Job.state).where(Job.id == job_id)) == JobState.CANCELLED.value:
+        transition(s, [job_id], state, f"cancel too late: {state.value}", ctx.actor,
+                   expect=[JobState.CANCELLED], set_reason=True, attempts={job_id: number})
+
+
+def _finish_batch(ctx: Context, s: Session, batch: dict) -> None:
+    """The ends ``_finish`` deferred: one compare-and-set per (read state, new state)."""
+    for (read, state), numbers in batch.items():
+        out = transition(s, list(numbers), state, None, ctx.actor, expect=[read], attempts=numbers)
+        if state is not JobState.CANCELLED:
+            for job_id in out.refused:
+                _lost_race(ctx, s, job_id, state, numbers[job_id])
 
 
 def poll(ctx: Context, now: datetime) -> dict[str, int]:
@@ -447,6 +471,7 @@ def poll(ctx: Context, now: datetime) -> dict[str, int]:
     backend cannot tell (lag, purge, outage)."""
     changes: dict[str, int] = {}
     ctx.poll_latency_s = None
+    ctx.active_dirs = None
     with transaction(ctx.sessions) as s:
         prod = repo.get_production(s, ctx.production)
         # Active attempts, and operator cancels not yet confirmed by the backend (SLURM says
@@ -455,7 +480,13 @@ def poll(ctx: Context, now: datetime) -> dict[str, int]:
         if not active:   # nothing to ask: every state the database holds is current
             repo.set_service(s, prod, "last_poll", now.isoformat(), now)
             repo.set_service(s, prod, "states_as_of", now.isoformat(), now)
+            ctx.active_dirs = set()
             return changes
+        # every attempt of those jobs in one query: "is this the job's latest attempt?" below
+        # (and in _finish) would otherwise lazy-load each job's attempts, one SELECT per job
+        # per poll: the largest share of the daemon's CPU in a night (bench_overhead --profile)
+        s.scalars(select(Job).where(Job.id.in_({a.job_id for a in active}))
+                  .options(selectinload(Job.attempts))).all()
         try:
             t0 = time.monotonic()
             seen = ctx.backend.poll([a.backend_id for a in active])
@@ -479,6 +510,7 @@ def poll(ctx: Context, now: datetime) -> dict[str, int]:
         # queued -> running moves, one compare-and-set per (read state, new state) after the
         # loop instead of one per job: most of a night's moves, and of the daemon's CPU
         live: dict[tuple[str, JobState], dict[int, int]] = {}
+        ended: dict[tuple[str, JobState], dict[int, int]] = {}   # plain ends, the same way
         for att in active:
             old = att.state
             bj = seen.get(att.backend_id)
@@ -493,11 +525,11 @@ def poll(ctx: Context, now: datetime) -> dict[str, int]:
                 # sacct down, squeue's final word: the exit code is in the job's own record
                 code = bj.exit_code if bj.exit_code is not None or rec is None else rec["exit_code"]
                 _finish(ctx, s, att, state, code, reason, bj.start, bj.end or (rec or {}).get("end"),
-                        bj.node)
+                        bj.node, ended)
             elif rec is not None:
                 # The job's own record is newer than a lagging or silent backend.
                 _finish(ctx, s, att, rec["state"], rec["exit_code"], None, rec["start"], rec["end"],
-                        rec.get("host"))
+                        rec.get("host"), ended)
             elif bj is not None:
                 if att.state == JobState.CANCELLED.value:
                     # An operator's scancel is on its way (asked again: the cancel may have
@@ -523,6 +555,7 @@ def poll(ctx: Context, now: datetime) -> dict[str, int]:
                 changes[att.state] = changes.get(att.state, 0) + 1
         for (read, to), numbers in live.items():
             transition(s, list(numbers), to, None, ctx.actor, expect=[read], attempts=numbers)
+        _finish_batch(ctx, s, ended)
         s.flush()
         if recancel:
             try:
@@ -532,6 +565,9 @@ def poll(ctx: Context, now: datetime) -> dict[str, int]:
         _settle_dep_failed(ctx, s, prod)
         _cancel_orphaned_dependents(ctx, s, prod)
         repo.set_service(s, prod, "last_poll", now.isoformat(), now)
+        live_states = {st.value for st in ACTIVE}
+        dirs = {Path(a.attempt_dir) for a in active if a.state in live_states and a.attempt_dir}
+    ctx.active_dirs = dirs   # once committed: what active_attempt_dirs would read now
     return changes
 
 
@@ -544,7 +580,18 @@ def _never_satisfied(bj: BackendJob | None) -> bool:
 def _cancel_orphaned_dependents(ctx: Context, s: Session, prod: Production) -> None:
     """Queued jobs whose upstream broke can never run: cancel them in the backend (SLURM
     without kill_invalid_depend keeps them PENDING forever) and mark them dep_failed."""
-    queued = repo.jobs_in_state(s, prod, [JobState.SUBMITTED, JobState.PENDING])
+    # one indexed query first: a queued job with a broken parent is rare, and loading every
+    # queued job with its parents on each poll was a fifth of the daemon's CPU in a night
+    parent = aliased(Job)
+    suspects = s.scalars(select(Job.id).join(JobEdge, JobEdge.child_id == Job.id)
+                         .join(parent, parent.id == JobEdge.parent_id)
+                         .where(Job.production_id == prod.id,
+                                Job.state.in_([JobState.SUBMITTED.value, JobState.PENDING.value]),
+                                parent.state.in_([st.value for st in BROKEN]))).all()
+    if not suspects:
+        return
+    queued = s.scalars(select(Job).where(Job.id.in_(set(suspects))).order_by(Job.id)
+                       .options(selectinload(Job.attempts))).all()
     parents = repo.parents_of(s, [j.id for j in queued])
     to_cancel = []
     for job in queued:

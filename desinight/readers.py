@@ -190,10 +190,11 @@ class ReaderPool:
         return [r if r is not None else Reply(kind="error", message="no reply") for r in replies]
 
     def warm(self) -> None:
-        """Start one worker now (the daemon at start): the first exposure of the night must
-        not pay Python + fitsio start-up in its reaction time."""
+        """Start every worker now (the daemon at start): the first exposures of the night
+        must not pay Python + fitsio start-up in their reaction time, and a long-running
+        daemon pays it once, not in the night that first reads two exposures at once."""
         with self._lock:
-            if not self._idle and not self._closed.is_set():
+            while len(self._idle) < self.workers and not self._closed.is_set():
                 self._idle.append(self._start())
 
     def _start(self) -> _Worker:
@@ -332,6 +333,7 @@ def _serve() -> None:
         import fitsio  # noqa: F401 - paid once per worker, not per exposure
     except ImportError:
         pass
+    from . import rawdata  # noqa: F401 - so is the parser: before the hello, not in a request
     hello = json.dumps({"ready": True}).encode()
     out.write(_HEADER.pack(len(hello)) + hello)
     out.flush()

@@ -85,6 +85,10 @@ class Daemon:
         #: attempt dirs of queued/running jobs: an exit record there asks for an early poll
         self.exit_dirs: set[Path] = set()
         self.sched = None   # the running scheduler (``_loop``); None when ticks are driven by hand
+        #: held around a tick's call into the scheduler and around taking it away at stop:
+        #: APScheduler's shutdown(wait=True) holds its job-store lock while it waits for the
+        #: running tick, so a tick then calling reschedule_job would wait for it forever
+        self.sched_lock = threading.Lock()
         self.submit_backoff_until = 0.0
         self.submit_backoff = 0.0
         self.dirty_nights: set[int] = set()
@@ -176,7 +180,10 @@ class Daemon:
         finally:   # a failed poll counts against the budget too: no hammering a sick slurmctld
             self.pollclock.polled(time.monotonic(), self.ctx.poll_latency_s, changed=bool(changes))
         retried = auto_retry(self.ctx)   # [desinight] auto_retry: NODE_FAIL/TIMEOUT/OOM only
-        self.exit_dirs = O.active_attempt_dirs(self.ctx)
+        # the poll's own list when it has one (retries submit through tick_plan_submit,
+        # which reads the dirs again)
+        dirs = self.ctx.active_dirs
+        self.exit_dirs = dirs if dirs is not None and not retried else O.active_attempt_dirs(self.ctx)
         if changes or retried:
             if any(JobState(k) in BROKEN for k in changes):
                 self._poll_soon("failure")   # its dependents: cancelled now, confirmed soon
@@ -198,13 +205,14 @@ class Daemon:
 
     def _reschedule_poll(self) -> None:
         from apscheduler.jobstores.base import JobLookupError
-        if self.sched is None:
-            return
-        try:
-            self.sched.reschedule_job("poll", trigger="interval",
-                                      seconds=max(0.05, self.pollclock.due - time.monotonic()))
-        except JobLookupError:
-            pass   # the scheduler is shutting down
+        with self.sched_lock:
+            if self.sched is None:
+                return   # driven by hand, or stopping
+            try:
+                self.sched.reschedule_job("poll", trigger="interval",
+                                          seconds=max(0.05, self.pollclock.due - time.monotonic()))
+            except JobLookupError:
+                pass   # the scheduler is shutting down
 
     def tick_campaigns(self) -> None:
         """One poll + submit round per submitted campaign, under its throttle. A campaign
@@ -281,7 +289,7 @@ class Daemon:
             return 0
         try:
             self._record_start()
-            readers.pool_for(self.cfg).warm()   # a reader ready before the first exposure
+            readers.pool_for(self.cfg).warm()   # readers ready before the first exposure
             self.monitor.start()
             O.reconcile(self.ctx, self.now(), settled=True)   # before anything new is submitted
             # watch first, then scan: nothing lands unseen between the two
@@ -330,7 +338,14 @@ class Daemon:
                                   replace_existing=True, max_instances=2)
         finally:
             readers.close_shared(final=True)   # a tick waiting on a reader stops waiting now
-            sched.shutdown(wait=True)   # lets a running tick finish its transaction
+            self._stop_scheduler(sched)
+
+    def _stop_scheduler(self, sched) -> None:  # noqa: ANN001 - APScheduler's scheduler
+        """Let a running tick finish its transaction, then stop: no tick calls into the
+        scheduler once its shutdown holds the job-store lock (``sched_lock``)."""
+        with self.sched_lock:
+            self.sched = None
+        sched.shutdown(wait=True)
 
     def check_leader(self) -> None:
         """A daemon whose lock connection died has lost the lock: stop before a standby,

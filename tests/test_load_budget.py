@@ -155,3 +155,41 @@ def test_an_exit_record_appearing_brings_the_poll_forward(ctx, tmp_path):
     d.tick_exits()
     assert d.pollclock.reason == "ended" and d.pollclock.due < due     # poll_min_s after the last
     assert d.exit_dirs == set()                                        # asked once per record
+
+
+def test_a_tick_rescheduling_the_poll_while_the_daemon_stops_does_not_hang_it(ctx):
+    """APScheduler's shutdown(wait=True) holds its job-store lock while it waits for the
+    running tick; a tick that then re-arms the poll (every poll does) must not wait for that
+    lock: the daemon's stop hung forever that way (found under load by test_watch)."""
+    import threading
+
+    from apscheduler.executors.pool import ThreadPoolExecutor
+    from apscheduler.schedulers.background import BackgroundScheduler
+
+    from desinight.service import Daemon
+    d = Daemon(ctx)
+    sched = BackgroundScheduler(executors={"default": ThreadPoolExecutor(1)})
+    sched.add_job(lambda: None, "interval", seconds=3600, id="poll")
+    running, go, done = threading.Event(), threading.Event(), threading.Event()
+
+    def tick() -> None:
+        running.set()
+        go.wait(30)
+        d._reschedule_poll()
+        done.set()
+    sched.add_job(tick, id="tick")
+    d.sched = sched
+    sched.start()
+    wait_for(running.is_set, 30, interval=0.05, what="the tick to run")
+    stopper = threading.Thread(target=d._stop_scheduler, args=(sched,), daemon=True)
+    stopper.start()
+
+    def shutdown_holds_the_lock() -> bool:
+        if sched._jobstores_lock.acquire(blocking=False):
+            sched._jobstores_lock.release()
+            return False
+        return True
+    wait_for(shutdown_holds_the_lock, 30, interval=0.01, what="shutdown to take the job-store lock")
+    go.set()                                  # the tick re-arms the poll now
+    stopper.join(30)
+    assert not stopper.is_alive() and done.is_set()

@@ -304,3 +304,19 @@ def test_a_dependant_cancelled_with_its_parent_names_the_parent(ctx, raw_night, 
         for b in below:
             job = by_comment[fake_backend.requests[b].comment]
             assert (job.state, job.reason) == ("dep_failed", f"upstream {N}/biasnight failed"), job.key
+
+
+def test_poll_hands_back_the_dirs_of_the_attempts_it_left_queued(ctx, raw_night, fake_backend):
+    """The daemon watches these dirs for exit records instead of querying them after each
+    poll: they must be what the query would read (queued/running attempts only)."""
+    ingest_night(ctx, N, O.utc_now())
+    O.plan(ctx, N, closed=True)
+    O.submit_ready(ctx, O.utc_now())
+    for bid in fake_backend.by_name("biasnight") + fake_backend.by_name("arc"):
+        fake_backend.finish(bid, JobState.COMPLETED, 0)
+    O.poll(ctx, O.utc_now())
+    assert ctx.active_dirs == O.active_attempt_dirs(ctx)
+    assert 0 < len(ctx.active_dirs) < fake_backend.calls["submit"]
+    with transaction(ctx.sessions) as s:   # the ended ones are out, each queued one is in
+        ended = {a.attempt_dir for a in s.scalars(select(Attempt).where(Attempt.state == "completed"))}
+    assert ended and not ended & {str(d) for d in ctx.active_dirs}

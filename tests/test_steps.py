@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 from click.testing import CliRunner
 
-from desinight.desimodel import vacuum_to_air
+from desinight.desimodel import ARM_RANGES, vacuum_to_air
 from desinight.sim import simulate_night
 from desinight.steps import io
 from desinight.steps.jobs import run_job
@@ -84,6 +84,11 @@ def test_arc_job_preprocs_and_fits_psf(env):
         # the line-spread width measured on the arc lines: the simulator's, within 10%
         lsf = read_lsf(io.exposure_path("psf", NIGHT, expid, cam))
         assert lsf.shape == x.shape and abs(np.median(lsf) / I.PSF_SIGMA_Y - 1) < 0.1
+        # and its variation over the CCD (focus: ~17% between centre and corners) fibre by
+        # fibre and row by row: r.m.s. 0.3-0.4% (a line in y per fibre alone: 2.6%), at worst
+        # 2-3% in a corner on seeds 3-5
+        rel = lsf / I.lsf_sigma(p, cam) - 1
+        assert np.sqrt(np.mean(rel**2)) < 0.01 and np.abs(rel).max() < 0.05, cam
     for cam in CAMS:
         path = io.preproc_path(NIGHT, expid, cam)
         img = fitsio.read(str(path), "IMAGE")
@@ -112,27 +117,49 @@ def test_flat_preproc_noise_consistent(env):
     assert 0.8 < chi2 < 1.3
 
 
+@pytest.mark.slow
 def test_chain_to_sframe_sky_residuals_are_noise(env):
-    """arc -> psfnight -> flat -> fiberflatnight -> science; sky fibres' residual chi2/dof ~ 1."""
+    """arc -> psfnight -> flat -> fiberflatnight -> science (all three exposures); the sky
+    fibres' residual pulls (flux - sky) * sqrt(ivar), each sky fibre predicted by the model of
+    the other sky fibres, have a standard deviation of 1 +- 0.05 in every camera (the issue's
+    goal). Measured on this seed: b 0.98, r 1.02, z 1.04. On the brightest 1% of sky pixels
+    (the cores of the OH lines, where a sky model that ignores each fibre's line-spread width
+    reached 1.8) they are 1.0-1.14: bounded at 1.2, printed with -s. The sframes' wavelengths
+    are shifted by the flexure the sky lines show."""
     from desinight.steps.jobs import sky_fibers
     n = env["ARC"] + env["FLAT"]
     _nightly_calibrations(env)
-    expid = env["SCIENCE"][0]
-    assert run_job("science", NIGHT, [expid], None, CAMS) == 0
-    chi2, dof = 0.0, 0
-    pulls = []
+    for expid in env["SCIENCE"]:
+        assert run_job("science", NIGHT, [expid], None, CAMS) == 0
+    exposures = fitsio.read(str(io.raw_root() / "truth" / f"truth-{NIGHT}.fits"), "EXPOSURES")
+    flex = dict(zip(exposures["EXPID"].tolist(), exposures["FLEX_Y"].tolist()))
     for cam in CAMS:
-        path = io.exposure_path("sframe", NIGHT, expid, cam)
-        flux, ivar = fitsio.read(str(path), "FLUX"), fitsio.read(str(path), "IVAR")
-        assert fitsio.read_header(str(path), "FLUX")["DNSTEP"] == "sky"
-        sky = sky_fibers(NIGHT, expid, cam, flux.shape[0])
-        ok = ivar[sky] > 0
-        chi2 += float((flux[sky] ** 2 * ivar[sky])[ok].sum())
-        dof += int(ok.sum())
-        pulls.append((flux[sky] * np.sqrt(ivar[sky]))[ok])
-    assert n and 0.8 < chi2 / dof < 1.2
-    # the issue's goal: sky-fibre residual pulls with a standard deviation of 1 +- 0.05
-    assert 0.95 < float(np.std(np.concatenate(pulls))) < 1.05
+        pulls, level = [], []
+        for expid in env["SCIENCE"]:
+            path = io.exposure_path("sframe", NIGHT, expid, cam)
+            flux, ivar = fitsio.read(str(path), "FLUX"), fitsio.read(str(path), "IVAR")
+            hdr = fitsio.read_header(str(path), "FLUX")
+            assert hdr["DNSTEP"] == "sky"
+            # the flexure since the arcs, from the sky lines: the simulator's (0.1-0.22 rows
+            # on this seed) within 0.03 rows (measured within 0.02), in every camera
+            assert hdr["NFLEXLN"] >= 1 and abs(hdr["FLEXURE"] - flex[expid]) < 0.03, \
+                (expid, cam, hdr["FLEXURE"], flex[expid])
+            frame_wave = fitsio.read(str(io.exposure_path("frame", NIGHT, expid, cam)), "WAVELENGTH")
+            shift = (frame_wave - fitsio.read(str(path), "WAVELENGTH")) / np.gradient(frame_wave, axis=1)
+            assert np.allclose(shift, hdr["FLEXURE"], atol=1e-3)    # relabelled by it
+            sky = sky_fibers(NIGHT, expid, cam, flux.shape[0])
+            # outliers masked on sky fibres (cosmic-ray hits) are rare: they hide no model error
+            assert hdr["NSKYREJ"] < 1e-3 * ivar[sky].size
+            ok = ivar[sky] > 0
+            assert ok.mean() > 0.98
+            pulls.append((flux[sky] * np.sqrt(ivar[sky]))[ok])
+            level.append(fitsio.read(str(path), "SKY")[sky][ok])
+        p, lv = np.concatenate(pulls), np.concatenate(level)
+        bright = lv > np.quantile(lv, 0.99)
+        std_all, std_bright = float(np.std(p)), float(np.std(p[bright]))
+        print(f"{cam}: sky-fibre pulls std {std_all:.3f}, brightest 1% {std_bright:.3f}")
+        assert n and 0.95 < std_all < 1.05, (cam, std_all)
+        assert std_bright < 1.2, (cam, std_bright)
 
 
 def test_cli_bad_kind_and_failure_exit(env):
@@ -202,11 +229,11 @@ def _true_spectra(tileid: int, seed: int = 5):
 def test_flux_calibration_is_within_2_percent_rms_of_truth_per_camera(env):
     """The fibre map carries the imaging catalogue's g, r, z fluxes (DECam curves), so stdstars
     fits a chromatic correction per exposure and camera (the simulator tilts each exposure's
-    throughput by 10-18% across an arm). The standards' cframes against their true spectra (the
-    simulator's, which the steps never see), in 40-row bins: r.m.s. of calibrated / true - 1
-    below 2% in each camera. Not met blue of 4000 A (up to 12% low at 3600 A, docs/science.md):
-    the simulator's stars and DESI's stellar templates differ most around the Balmer jump, where
-    a smooth correction cannot follow; that range is reported, not asserted."""
+    throughput by 10-18% across an arm, and extinction grows to the blue). The standards'
+    cframes against their true spectra (the simulator's, which the steps never see), in
+    40-row bins over each camera's full range, 3570-3600 A included: r.m.s. of calibrated /
+    true - 1 below 2% in each camera, and no bin of the median star off by more than 5%.
+    Measured on this seed: b 0.8-1.3%, r 0.4-0.8%, z 0.8-1.1%, worst bin 2.4%."""
     sci = env["SCIENCE"]
     if not io.exposure_path("sframe", NIGHT, sci[-1], "z0").exists():
         test_stdstars_and_fluxcalib_recover_star_fluxes(env)
@@ -223,13 +250,16 @@ def test_flux_calibration_is_within_2_percent_rms_of_truth_per_camera(env):
             cf = io.exposure_path("cframe", NIGHT, e, cam)
             flux, ivar = fitsio.read(str(cf), "FLUX"), fitsio.read(str(cf), "IVAR")
             wave = fitsio.read(str(cf), "WAVELENGTH")
-            dev = []
+            dev, starts = [], list(range(0, wave.size - 40, 40))
             for s in std:
                 true = spectra[int(s["FIBER"])].evaluate(vacuum_to_air(wave))  # sim: air
                 f, iv = flux[s["FIBER"]], ivar[s["FIBER"]]
-                for k in range(0, wave.size - 40, 40):
-                    sl = slice(k, k + 40)
-                    if (iv[sl] > 0).all() and wave[k] > 4000:
-                        dev.append(f[sl].sum() / true[sl].sum() - 1)
-            rms = float(np.sqrt(np.mean(np.square(dev))))
-            assert len(dev) > 20 and rms < 0.02, (e, cam, rms)
+                dev.append([f[k:k + 40].sum() / true[k:k + 40].sum() - 1
+                            if (iv[k:k + 40] > 0).all() else np.nan for k in starts])
+            dev = np.array(dev)
+            assert np.isfinite(dev).sum() > 20 and wave[0] < ARM_RANGES[cam[0]][0] + 30
+            rms = float(np.sqrt(np.nanmean(np.square(dev))))
+            seen = np.isfinite(dev).any(axis=0)       # bins some standard covers
+            worst = float(np.max(np.abs(np.nanmedian(dev[:, seen], axis=0))))
+            print(f"{e} {cam}: flux calibration r.m.s. {rms:.4f}, worst bin {worst:.3f}")
+            assert rms < 0.02 and worst < 0.05, (e, cam, rms, worst)

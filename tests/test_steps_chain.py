@@ -6,7 +6,7 @@ import pytest
 from click.testing import CliRunner
 
 from desinight.sim import simulate_night
-from desinight.sim.score import score_production
+from desinight.sim.score import CLASSES, score_production
 from desinight.steps.chain import run_night
 
 NIGHT = 20261124
@@ -43,12 +43,13 @@ def test_small_night_runs_and_is_scored_per_class(night):
 
 
 @pytest.mark.slow
-@pytest.mark.xfail(strict=True, reason="issue 17 open: the simulator's bright-galaxy continua "
-                   "lie outside DESI's galaxy PCA (BGS fitted as stars, docs/science.md)")
+@pytest.mark.xfail(strict=True, reason="issue 17 open: one of this night's 12 faint ELGs is "
+                   "fitted at a wrong z with DELTACHI2 above redrock's flag (docs/science.md)")
 def test_small_night_meets_the_issue_17_goal(night):
     """The Done-when of issue 17 on this night: no class above 2% unflagged catastrophic."""
     _, truth, prod = night
     res = score_production(truth, prod)
-    for name, c in res["classes"].items():
+    for name in CLASSES:            # QSO at DESI's 3000 km/s; QSO@1000 is reported, not judged
+        c = res["classes"][name]
         if c["n"]:
             assert c["catastrophic_unflagged"]["frac"] <= 0.02, (name, c)

@@ -31,6 +31,17 @@ def _profile(cols: np.ndarray, xc: np.ndarray, s: np.ndarray) -> np.ndarray:
     return 0.5 * (erf((cols + 0.5 - xc) / s) - erf((cols - 0.5 - xc) / s))
 
 
+def model_weights(w: np.ndarray, d: np.ndarray, model: np.ndarray) -> np.ndarray:
+    """Pixel weights with the shot noise of the fitted model instead of the pixel's own value.
+    preproc's variance is read noise + the pixel's signal: weighting by the data gives a low
+    pixel more weight and reports too small a variance (~5% in the pulls of faint sky, where
+    read noise and signal are alike); the model has no such noise."""
+    var = 1.0 / np.maximum(w, 1e-30)
+    floor = np.maximum(var - np.maximum(d, 0.0), 0.0)      # read noise (and bias) part
+    out = 1.0 / np.maximum(floor + np.maximum(model, 0.0), 1e-6)
+    return np.where(w > 0, out, 0.0)
+
+
 def extract_bundle(img, ivar, x, sig, rows=None):
     """Fluxes and ivar (nfib_b, ny) of one bundle. x: (nfib_b, ny) centres; sig: (nfib_b,).
 
@@ -78,16 +89,15 @@ def extract_bundle(img, ivar, x, sig, rows=None):
             f = np.einsum("rij,rj->ri", Minv, b)                         # (nr, nf)
             if it == 0:
                 # pixels the PSF model cannot explain (cosmic rays the sharpness test in
-                # preproc missed, e.g. tracks along a trace) get zero weight; refit the row
+                # preproc missed, e.g. tracks along a trace) get zero weight, the others the
+                # model's shot noise; refit the row
                 ft = f.T
                 model = ft[..., None] * P
                 for k in up:
                     model[:-k] += ft[k:, :, None] * up[k]
                     model[k:] += ft[:-k, :, None] * down[k]
                 bad = np.abs(d - model) * np.sqrt(w) > REJECT_NSIGMA
-                if not bad.any():
-                    break
-                w = np.where(bad, 0.0, w)
+                w = np.where(bad, 0.0, model_weights(w, d, model))
         var = np.einsum("rii->ri", Minv)
         flux[:, r0:r1] = f.T
         fivar[:, r0:r1] = np.where(dead, 0.0, 1.0 / np.maximum(var, 1e-30)).T

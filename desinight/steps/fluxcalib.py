@@ -11,9 +11,10 @@ tile measure how the real one departs from it, in colour as well as in grey:
    (speclite): FLUX_R alone fixes the grey level; with FLUX_G and FLUX_Z too, a smooth colour
    factor (quadratic in ln lambda) fixes the colour as well;
 3. per exposure and camera, observed / (nominal x scaled model), the median over stars, is fitted
-   with a Legendre polynomial in wavelength (CHROMA_DEG): the chromatic correction. It needs the
-   g, r and z fluxes: with FLUX_R alone it is one grey factor per exposure (from the r camera,
-   applied to every camera), header CHROMA = F.
+   with a Legendre polynomial in wavelength (CHROMA_DEG; in b fitted red of STAR_MODEL_MIN,
+   where the photometry pins the star model, and extrapolated): the chromatic correction. It
+   needs the g, r and z fluxes: with FLUX_R alone it is one grey factor per exposure (from the
+   r camera, applied to every camera), header CHROMA = F.
 Why not chromatic from FLUX_R alone: the stars' colours would then come from the templates'
 physics (lines -> type -> continuum); on the simulator's black-body standards that guess is off
 by 2-5% per camera, and the resulting tilts and camera-to-camera jumps cost redshifts (seed 3 of
@@ -35,6 +36,16 @@ from . import io, rrfit
 R_PIVOT = 6400.0     # A, where a catalogue r flux is turned into a flux density (tests)
 STD_TYPES = ("A", "F", "G", "K")   # standard stars are F-type; neighbours allow for misfits
 CHROMA_DEG = 3       # a throughput change is smooth within one camera
+#: A, blue limit of the star model's use in the chromatic correction. The catalogue's g band
+#: pins the model's colour only down to ~4000 A, and blue of ~4400 A a template's continuum
+#: (Balmer jump, line blanketing) is its physics' guess: against the simulator's standards
+#: DESI's templates are ~3% low at 4000-4400 A and 8-18% low at 3600-4000 A, and fitting that
+#: made the b camera 10% low at 3600 A. The throughput change is smooth, so the b correction is
+#: fitted on 4400-5950 A and extrapolated, as a quadratic (EXTRAP_DEG: a cubic's end wanders
+#: with the ratio's ~1% wiggles; the simulator's true throughput change, fitted so, is within
+#: 1.5% at 3600 A). Seeds 3-5, b: 0.4-0.8% r.m.s. over the full range (limit 4000 A: 0.8-1.9%).
+STAR_MODEL_MIN = 4400.0
+EXTRAP_DEG = 2
 FILTER = "decam2014-r"
 #: catalogue fluxes (nanomaggies) a standard star may carry, and their filter curves (speclite)
 BANDS = {"FLUX_G": "decam2014-g", "FLUX_R": "decam2014-r", "FLUX_Z": "decam2014-z"}
@@ -171,9 +182,12 @@ def stdstars_calib(sframes: dict[int, dict[str, Path]], fa: np.ndarray, spectro:
     # and a wrong guess becomes a tilt and camera-to-camera jumps in every spectrum; then only
     # one grey factor per exposure (from the r camera) is measured and applied to all cameras.
     chromatic = len(bands) == len(BANDS) or "r" not in arms
-    deg = CHROMA_DEG if chromatic else 0
+    base_deg = CHROMA_DEG if chromatic else 0
     hdus = []
     for arm in (arms if chromatic else ["r"]):
+        # a camera reaching blue of STAR_MODEL_MIN is extrapolated there: a quadratic at most
+        cut = STAR_MODEL_MIN > I.ARM_RANGES[arm][0]
+        deg = min(base_deg, EXTRAP_DEG) if cut else base_deg
         coefs = np.zeros((len(expids), CHROMA_DEG + 1))
         for j, e in enumerate(expids):
             if arm not in frames[e]:
@@ -194,7 +208,8 @@ def stdstars_calib(sframes: dict[int, dict[str, Path]], fa: np.ndarray, spectro:
                 warnings.simplefilter("ignore", RuntimeWarning)    # all-NaN columns at the edges
                 rat = np.nanmedian(np.array(ratios), axis=0)
             wt = np.sum(weights, axis=0)
-            good = np.isfinite(rat) & (wt > 0)
+            # the star model is trusted only where the photometry pins it (see STAR_MODEL_MIN)
+            good = np.isfinite(rat) & (wt > 0) & (grid >= STAR_MODEL_MIN)
             if good.sum() < 10 * (CHROMA_DEG + 1):
                 raise ValueError(f"spectrograph {spectro} exposure {e} {arm}: too few good pixels")
             u = _u(arm, grid[good])
