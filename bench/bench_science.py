@@ -203,10 +203,9 @@ def compact(res: dict) -> dict:
 def _fitter() -> str:
     """What the redshift step fits with (named in the figure: the curve belongs to it)."""
     import desinight.steps.redshift as R
-    src = Path(R.__file__).read_text()
-    if "import redrock" in src or "from redrock" in src:
-        return "redrock with DESI templates"
-    return "steps/zfit.py (quick fitter sharing the old simulator's components)"
+    if getattr(R, "rrfit", None) is not None:
+        return "redrock with DESI templates (steps/rrfit.py)"
+    return "unknown (steps/redshift.py does not use steps/rrfit.py)"
 
 
 if __name__ == "__main__":
