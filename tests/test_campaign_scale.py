@@ -44,9 +44,8 @@ def _exposures() -> list[dict]:
     return rows
 
 
-def _save_campaign(url: str, root: Path, batch: int | None, monkeypatch=None) -> tuple[list, int]:
-    """A source production of NIGHTS, a campaign over them enqueued in batches of ``batch``
-    jobs; returns (what was written, how many save_jobs calls it took)."""
+def _source(url: str, root: Path):
+    """A source production "daily" of NIGHTS (exposures ingested, nothing planned): (cfg, ctx)."""
     cfg = Config(production="daily", raw_root=root / "raw", redux_root=root / "redux",
                  state_dir=root / "state", db_url=url)
     ctx = open_context(cfg, backend=None, create=True)
@@ -54,6 +53,13 @@ def _save_campaign(url: str, root: Path, batch: int | None, monkeypatch=None) ->
         prod, _ = repo.ensure_production(s, "daily", str(cfg.raw_root), str(cfg.redux_root / "daily"))
         bulk.insert_nights(s, prod, NIGHTS)
         bulk.insert_exposures(s, prod, _exposures())
+    return cfg, ctx
+
+
+def _save_campaign(url: str, root: Path, batch: int | None, monkeypatch=None) -> tuple[list, int]:
+    """A source production of NIGHTS, a campaign over them enqueued in batches of ``batch``
+    jobs; returns (what was written, how many save_jobs calls it took)."""
+    cfg, ctx = _source(url, root)
     calls = []
     if monkeypatch is not None:
         monkeypatch.setattr(bulk, "ANALYZE_AFTER", 100)   # the statistics refresh, small
@@ -110,14 +116,7 @@ def test_batched_save_writes_what_one_sqlite_save_writes(db_url, tmp_path, monke
 
 def test_dry_run_counts_what_submit_saves(tmp_path):
     """`campaign plan` counts its jobs in batches without keeping them; same figures."""
-    url = f"sqlite:///{tmp_path / 'state' / 'desinight.db'}"
-    cfg = Config(production="daily", raw_root=tmp_path / "raw", redux_root=tmp_path / "redux",
-                 state_dir=tmp_path / "state", db_url=url)
-    ctx = open_context(cfg, backend=None, create=True)
-    with transaction(ctx.sessions) as s:
-        prod, _ = repo.ensure_production(s, "daily", str(cfg.raw_root), str(cfg.redux_root / "daily"))
-        bulk.insert_nights(s, prod, NIGHTS)
-        bulk.insert_exposures(s, prod, _exposures())
+    cfg, ctx = _source(f"sqlite:///{tmp_path / 'state' / 'desinight.db'}", tmp_path)
     m = parse_manifest(f'[campaign]\nname = "scale"\nsource = "daily"\ncode_version = "t"\n'
                        f'[selection]\nnight_ranges = [[{NIGHTS[0]}, {NIGHTS[-1]}]]\n', "c.toml")
     with transaction(ctx.sessions) as s:
