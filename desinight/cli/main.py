@@ -36,6 +36,7 @@ LAZY = {"init": "ops_cmds", "ingest": "ops_cmds", "demo": "ops_cmds", "daemon": 
         "exposure": "exposure_cmd", "calib": "calib_cmd",
         # optional: absent when their extra dependencies are (an ImportError hides them)
         "sim": "sim_cmd", "step": "step_cmd", "campaign": "campaign_cmd", "graph": "graph_cmd"}
+OPTIONAL = {"sim", "step", "campaign", "graph"}
 
 
 class LazyGroup(click.Group):
@@ -49,7 +50,9 @@ class LazyGroup(click.Group):
             try:
                 mod = __import__(f"desinight.cli.{LAZY[name]}", fromlist=["COMMANDS"])
             except ImportError:
-                return None
+                if name in OPTIONAL:
+                    return None
+                raise          # a core command that cannot import is a bug, not "no such command"
             cmd = next((c for c in getattr(mod, "COMMANDS", None) or [getattr(mod, name)]
                         if c.name == name), None)
             if cmd is None:
