@@ -31,6 +31,22 @@ def _read_until(fd: int, needle: str, timeout: float) -> str:
     return ANSI.sub("", buf.decode(errors="replace"))
 
 
+def _exit_code(pid: int, fd: int, timeout: float) -> int | None:
+    """The child's exit code, reading its terminal meanwhile (a child blocked writing to a full
+    pty never exits); None if it has not exited by the timeout."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        done, status = os.waitpid(pid, os.WNOHANG)
+        if done:
+            return os.waitstatus_to_exitcode(status)
+        if select.select([fd], [], [], 0.2)[0]:
+            try:
+                os.read(fd, 65536)
+            except OSError:
+                pass
+    return None
+
+
 def test_watch_redraws_the_table_in_a_pty(tmp_path):
     conf = write_config(tmp_path)
     cli(conf, "init")
@@ -39,6 +55,9 @@ def test_watch_redraws_the_table_in_a_pty(tmp_path):
     pid, fd = pty.fork()
     if pid == 0:   # the child: desinight on the pty, as in an operator's terminal
         os.environ.update(COLUMNS="120", LINES="60", TERM="xterm-256color")
+        # Ctrl-C as a shell gives it: a test runner's worker may ignore SIGINT (seen under
+        # xdist), and an ignored disposition survives exec
+        signal.signal(signal.SIGINT, signal.SIG_DFL)
         os.execv(sys.executable, [sys.executable, "-m", "desinight", "--config", str(conf),
                                   "status", "--watch", "0.5"])
     try:
@@ -48,8 +67,7 @@ def test_watch_redraws_the_table_in_a_pty(tmp_path):
         assert "night 20261124" in text and "production test" in text
         assert re.search(r"\d{8}\s*│\s*SCIENCE", text), text[-2000:]
         os.kill(pid, signal.SIGINT)
-        _, status = os.waitpid(pid, 0)
-        assert os.waitstatus_to_exitcode(status) == 0
+        assert _exit_code(pid, fd, timeout=30) == 0
     finally:
         try:
             os.kill(pid, signal.SIGKILL)
