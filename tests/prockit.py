@@ -33,3 +33,12 @@ def inotify_watches(pid: int) -> int:
         except OSError:      # closed meanwhile
             continue
     return n
+
+
+def ctrl_c_as_in_a_shell() -> None:
+    """In a child before exec: SIGINT back to its default, as an operator's shell gives it.
+    The suite may run with SIGINT ignored (a shell starts a background job, `cmd &`, with
+    SIGINT and SIGQUIT ignored, and pytest and its workers inherit that), and an ignored signal
+    stays ignored across exec: Ctrl-C sent to the child would then do nothing."""
+    import signal
+    signal.signal(signal.SIGINT, signal.SIG_DFL)

@@ -14,6 +14,7 @@ import sys
 import pytest
 
 from tests.daemonkit import cli, cli_inproc, fast_templates, stop_daemon, wait_for, write_config
+from tests.prockit import ctrl_c_as_in_a_shell
 from tests.rawfixture import N, write_night
 
 FIVE_LINES = "for i in 1 2 3 4 5; do echo line-$i; done; exit 3"
@@ -181,7 +182,7 @@ def test_exit_130_when_interrupted(tmp_path):
     write_night(tmp_path / "raw")
     proc = subprocess.Popen([sys.executable, "-m", "desinight", "--config", str(conf), "ingest",
                              str(N), "--wait"], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                            text=True)
+                            text=True, preexec_fn=ctrl_c_as_in_a_shell)
     try:
         wait_for(lambda: any(j["state"] == "running" for j in
                              json.loads(cli_inproc(conf, "status", "--json").stdout)["jobs"]),

@@ -11,6 +11,7 @@ import sys
 import time
 
 from tests.daemonkit import cli, write_config
+from tests.prockit import ctrl_c_as_in_a_shell
 
 ANSI = re.compile(r"\x1b\[[0-9;?]*[A-Za-z]")
 
@@ -55,9 +56,7 @@ def test_watch_redraws_the_table_in_a_pty(tmp_path):
     pid, fd = pty.fork()
     if pid == 0:   # the child: desinight on the pty, as in an operator's terminal
         os.environ.update(COLUMNS="120", LINES="60", TERM="xterm-256color")
-        # Ctrl-C as a shell gives it: a test runner's worker may ignore SIGINT (seen under
-        # xdist), and an ignored disposition survives exec
-        signal.signal(signal.SIGINT, signal.SIG_DFL)
+        ctrl_c_as_in_a_shell()
         os.execv(sys.executable, [sys.executable, "-m", "desinight", "--config", str(conf),
                                   "status", "--watch", "0.5"])
     try:
