@@ -10,6 +10,7 @@ import shutil
 import subprocess
 import sys
 import time
+from datetime import datetime
 from pathlib import Path
 
 import pytest
@@ -177,7 +178,9 @@ def test_a_tick_rescheduling_the_poll_while_the_daemon_stops_does_not_hang_it(ct
         go.wait(30)
         d._reschedule_poll()
         done.set()
-    sched.add_job(tick, id="tick")
+    # an interval job run at once, not a one-shot: APScheduler removes a one-shot after its
+    # run, and that removal racing the shutdown raised JobLookupError in its thread
+    sched.add_job(tick, "interval", seconds=3600, id="tick", next_run_time=datetime.now())
     d.sched = sched
     sched.start()
     wait_for(running.is_set, 30, interval=0.05, what="the tick to run")
