@@ -5,7 +5,7 @@ from __future__ import annotations
 from .batch.base import Backend
 from .config import Config
 from .core.errors import DesinightError
-from .db.engine import is_initialised, make_engine, migrate, session_factory
+from .db.engine import open_database, session_factory
 from .orchestrate import Context
 
 
@@ -35,32 +35,10 @@ def _find_local_cluster() -> None:
 
 
 def open_context(cfg: Config, backend: Backend | None = None, create: bool = False) -> Context:
-    engine = _open_database(cfg, create)
+    engine = open_database(cfg.database_url, create)
     ctx = Context(cfg=cfg, sessions=session_factory(engine),
                   backend=backend or make_backend(cfg), production=cfg.production)
     return _campaign_aware(ctx)
-
-
-def _open_database(cfg: Config, create: bool):
-    """The engine, at the newest schema; every failure one line naming the (masked) URL."""
-    from sqlalchemy.exc import SQLAlchemyError
-
-    from .errtext import database_error, filesystem_error
-    url = cfg.database_url
-    try:
-        engine = make_engine(url)
-        if create:
-            migrate(engine)
-        elif not is_initialised(engine):
-            raise DesinightError(f"no desinight database at {_safe_url(url)}: "
-                                 "run `desinight init` first")
-        else:
-            migrate(engine)   # cheap when already at head; upgrades after a code update
-    except SQLAlchemyError as e:
-        raise database_error(e, _safe_url(url)) from None
-    except OSError as e:
-        raise filesystem_error(e) from None
-    return engine
 
 
 def _campaign_aware(ctx: Context) -> Context:
@@ -76,12 +54,3 @@ def _campaign_aware(ctx: Context) -> Context:
         return ctx
     from .campaign import campaign_context
     return campaign_context(ctx, ctx.production)
-
-
-def _safe_url(url: str) -> str:
-    """The URL without its password, for messages."""
-    from sqlalchemy.engine import make_url
-    try:
-        return make_url(url).render_as_string(hide_password=True)
-    except Exception:  # noqa: BLE001 - a bad URL is reported by make_engine
-        return url

@@ -25,30 +25,8 @@ def parse_night(value: str) -> int:
 
 
 def open_read(cfg) -> ReadContext:
-    """The database at the newest schema (as ``app._open_database``: migrating is free when it
-    is at head); every failure one line naming the masked URL."""
-    from sqlalchemy.exc import SQLAlchemyError
-
-    from ..db.engine import is_initialised, make_engine, migrate, session_factory
-    from ..errtext import database_error, filesystem_error
-    url = cfg.database_url
-    try:
-        engine = make_engine(url)
-        if not is_initialised(engine):
-            raise DesinightError(f"no desinight database at {_safe_url(url)}: "
-                                 "run `desinight init` first")
-        migrate(engine)
-    except SQLAlchemyError as e:
-        raise database_error(e, _safe_url(url)) from None
-    except OSError as e:
-        raise filesystem_error(e) from None
-    return ReadContext(cfg=cfg, sessions=session_factory(engine), production=cfg.production)
-
-
-def _safe_url(url: str) -> str:
-    """The URL without its password, for messages (as ``app._safe_url``)."""
-    from sqlalchemy.engine import make_url
-    try:
-        return make_url(url).render_as_string(hide_password=True)
-    except Exception:  # noqa: BLE001 - a bad URL is reported by make_engine
-        return url
+    """The database at the newest schema, as ``app.open_context`` opens it (one-line errors),
+    without the orchestrator and the backends."""
+    from ..db.engine import open_database, session_factory
+    return ReadContext(cfg=cfg, sessions=session_factory(open_database(cfg.database_url)),
+                       production=cfg.production)

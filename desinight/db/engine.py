@@ -93,6 +93,36 @@ def is_initialised(engine: Engine) -> bool:
     return inspect(engine).has_table("production")
 
 
+def open_database(url: str, create: bool = False) -> Engine:
+    """The engine, at the newest schema (migrating is cheap at head, and upgrades after a code
+    update); every failure one line naming the masked URL. Without ``create`` a database
+    that was never initialised is refused."""
+    from sqlalchemy.exc import SQLAlchemyError
+
+    from ..core.errors import DesinightError
+    from ..errtext import database_error, filesystem_error
+    try:
+        engine = make_engine(url)
+        if not create and not is_initialised(engine):
+            raise DesinightError(f"no desinight database at {safe_url(url)}: "
+                                 "run `desinight init` first")
+        migrate(engine)
+    except SQLAlchemyError as e:
+        raise database_error(e, safe_url(url)) from None
+    except OSError as e:
+        raise filesystem_error(e) from None
+    return engine
+
+
+def safe_url(url: str) -> str:
+    """The URL without its password, for messages."""
+    from sqlalchemy.engine import make_url
+    try:
+        return make_url(url).render_as_string(hide_password=True)
+    except Exception:  # noqa: BLE001 - a bad URL is reported by make_engine
+        return url
+
+
 def session_factory(engine: Engine) -> sessionmaker[Session]:
     return sessionmaker(engine, expire_on_commit=False)
 
