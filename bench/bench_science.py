@@ -88,13 +88,13 @@ def run_depths(depths: list[float], seeds: list[int], preset: str, jobs: int = 1
 
 
 def summarise(depths: list[float], runs: list[dict]) -> dict:
-    from desinight.sim.score import SCORED, _frac, score_arrays
+    from desinight.sim.score import SCORED, _frac, good_mask, score_arrays
     out = {"depths_s": depths, "classes": {}, "elg_oii": {}, "efftime_s": [], "failed_jobs": 0}
     for d, m in zip(depths, runs):
         sc = score_arrays(m["CLASS"], m["TRUEZ"], m["Z"], m["ZWARN"])
         for c in SCORED:
             out["classes"].setdefault(c, []).append(sc[c])
-        good = np.abs(m["Z"] - m["TRUEZ"]) / (1 + m["TRUEZ"]) < 0.0033
+        good = good_mask(m["CLASS"], m["TRUEZ"], m["Z"])   # only ELGs are binned below
         elg = m["CLASS"] == "ELG"
         bins = []
         for lo, hi in zip(OII_BINS[:-1], OII_BINS[1:]):
