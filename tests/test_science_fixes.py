@@ -43,3 +43,26 @@ def test_coadd_rejects_a_cosmic_and_nothing_else():
     assert not cosmic_outliers(fl[:1], iv[:1]).any()
 
 
+
+
+def test_coadd_variance_counts_shared_noise_once():
+    """Three exposures with a noise part they share (one bias subtracted from all) and their own:
+    the coadd's variance from calvar.coadd_variance matches the scatter of many draws; the
+    independent formula 1/sum(ivar) claims too little; different CALVARIDs share nothing."""
+    from desinight.steps import calvar
+
+    rng = np.random.default_rng(5)
+    own = np.array([4.0, 6.0, 9.0])[:, None]          # each exposure's own variance
+    shared = np.array([3.0, 3.0, 3.0])[:, None]       # the bias's noise, the same draw in all
+    iv = 1.0 / (own + shared)
+    ndraw = 200_000
+    common = rng.normal(0, np.sqrt(3.0), ndraw)
+    draws = rng.normal(0, np.sqrt(own), (3, ndraw)) + common
+    mean = (draws * iv).sum(0) / iv.sum(0)
+    var = calvar.coadd_variance(iv, shared, ["bias-a"] * 3)[0]
+    assert abs(var / np.var(mean) - 1) < 0.02
+    assert 1.0 / iv.sum() < 0.8 * var                 # the old ivar sum: ~1.5x too little
+    apart = calvar.coadd_variance(iv, shared, ["bias-a", "bias-b", ""])[0]
+    assert np.isclose(apart, 1.0 / iv.sum())
+    two = calvar.coadd_variance(iv, shared, ["bias-a", "bias-a", "bias-b"])[0]
+    assert 1.0 / iv.sum() < two < var

@@ -53,3 +53,24 @@ def test_small_night_meets_the_issue_17_goal(night):
         c = res["classes"][name]
         if c["n"]:
             assert c["catastrophic_unflagged"]["frac"] <= 0.02, (name, c)
+
+
+@pytest.mark.slow
+def test_coadd_ivar_counts_the_noise_its_exposures_share(night):
+    """The coadd's sky fibres hold only noise: their pulls flux * sqrt(ivar) have a standard
+    deviation near 1 in every arm. The night's bias is one zero whose noise is in all three
+    exposures alike; summing the exposures' ivar as if it were independent gave 1.22-1.26
+    (seed 3), and redrock took the missing variance for signal (steps/calvar.py)."""
+    import fitsio
+    import numpy as np
+
+    _, _, prod = night
+    (coadd,) = prod.glob("tiles/*/*/coadd-*.fits")
+    fm = fitsio.read(str(coadd), "FIBERMAP")
+    sky = np.char.strip(fm["OBJTYPE"].astype(str)) == "SKY"
+    for arm in "BRZ":
+        flux = fitsio.read(str(coadd), f"{arm}_FLUX")[sky].astype(float)
+        ivar = fitsio.read(str(coadd), f"{arm}_IVAR")[sky].astype(float)
+        std = float(np.std((flux * np.sqrt(ivar))[ivar > 0]))
+        print(f"{arm}: coadd sky-fibre pulls std {std:.3f}")
+        assert 0.9 < std < 1.15, (arm, std)

@@ -5,7 +5,8 @@ cross-sections (pixel-integrated, centres and widths from the PSF); the fluxes a
 least-squares solution, their variance the diagonal of the inverse normal matrix.  Bundles are
 independent (gaps between them), which is what makes them the unit of parallelism.
 The frame also carries LSFSIGMA (nfib, ny): the arcs' line-spread width converted to Angstrom
-(times the local dispersion), the resolution data the redshift fit needs.
+(times the local dispersion), the resolution data the redshift fit needs, and CALVAR: the
+part of the variance that the nightly bias's noise puts in every exposure alike (steps/calvar.py).
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ from scipy.special import erf
 
 from desinight import desimodel as I
 
-from . import io
+from . import calvar, io
 from .psf import read_lsf, read_psf
 
 HALF = 5          # columns each side of a trace that carry its light (5 sigma)
@@ -42,8 +43,11 @@ def model_weights(w: np.ndarray, d: np.ndarray, model: np.ndarray) -> np.ndarray
     return np.where(w > 0, out, 0.0)
 
 
-def extract_bundle(img, ivar, x, sig, rows=None):
-    """Fluxes and ivar (nfib_b, ny) of one bundle. x: (nfib_b, ny) centres; sig: (nfib_b,).
+def extract_bundle(img, ivar, x, sig, rows=None, cvar=None):
+    """Fluxes, ivar and CALVAR (nfib_b, ny) of one bundle. x: (nfib_b, ny) centres; sig:
+    (nfib_b,); cvar: the image's per-pixel variance shared with other exposures (the nightly
+    bias's, steps/calvar.py) or None, carried through the same weights (own fibre only: the
+    neighbours' share of a pixel is small).
 
     Each fibre's light lies in a window of 2*HALF+2 columns around its trace, so the normal
     matrix is banded: M[f, f+k] = sum over f's window of w P_f P_(f+k), with P_(f+k) evaluated
@@ -59,6 +63,7 @@ def extract_bundle(img, ivar, x, sig, rows=None):
     s = (np.sqrt(2.0) * np.asarray(sig, float))[:, None, None]
     flux = np.zeros((nf, ny))
     fivar = np.zeros((nf, ny))
+    fcvar = np.zeros((nf, ny))
     ii = np.arange(nf)
     for r0 in range(0, ny, ROWS_PER_CHUNK):
         r1 = min(r0 + ROWS_PER_CHUNK, ny)
@@ -101,7 +106,11 @@ def extract_bundle(img, ivar, x, sig, rows=None):
         var = np.einsum("rii->ri", Minv)
         flux[:, r0:r1] = f.T
         fivar[:, r0:r1] = np.where(dead, 0.0, 1.0 / np.maximum(var, 1e-30)).T
-    return flux, fivar
+        if cvar is not None:
+            # var of sum(w P d)/sum(w P^2) from the shared part c of each pixel's variance
+            shared = np.sum(w * w * P * P * cvar[rr, cc], axis=-1).T * var**2
+            fcvar[:, r0:r1] = np.where(dead, 0.0, np.minimum(shared, var)).T
+    return flux, fivar, fcvar
 
 
 def extract_camera(preproc_file: Path, psf_file: Path, cam: str, out: Path,
@@ -112,10 +121,12 @@ def extract_camera(preproc_file: Path, psf_file: Path, cam: str, out: Path,
     img, hdr = io.read_hdu(preproc_file, "IMAGE")
     ivar, _ = io.read_hdu(preproc_file, "IVAR")
     img, ivar = img.astype(float), ivar.astype(float)
+    cimg = calvar.bias_var_image(hdr, img.shape) if "CALVARID" in hdr else None
     x, wave, sig = read_psf(psf_file)
     nfib, ny = x.shape
     flux = np.zeros((nfib, ny), np.float32)
     fivar = np.zeros((nfib, ny), np.float32)
+    fcvar = np.zeros((nfib, ny), np.float32)
     nb = nfib // I.FIBERS_PER_BUNDLE
     if bundles is None:
         bundles = list(range(nb))
@@ -125,29 +136,30 @@ def extract_camera(preproc_file: Path, psf_file: Path, cam: str, out: Path,
     try:
         for b in bundles:
             sl = slice(b * I.FIBERS_PER_BUNDLE, (b + 1) * I.FIBERS_PER_BUNDLE)
-            flux[sl], fivar[sl] = extract_bundle(img, ivar, x[sl], sig[sl])
+            flux[sl], fivar[sl], fcvar[sl] = extract_bundle(img, ivar, x[sl], sig[sl], cvar=cimg)
     except Exception as e:  # noqa: BLE001 - reported on every rank below
         err = f"{cam} bundles {bundles}: {type(e).__name__}: {e}"
     if comm is not None and comm.Get_size() > 1:
         errs = [e for e in comm.allgather(err) if e]
         if errs:
             raise RuntimeError("; ".join(errs))
-        parts = comm.gather((bundles, flux, fivar), root=0)
+        parts = comm.gather((bundles, flux, fivar, fcvar), root=0)
         if comm.Get_rank() != 0:
             path, msg = comm.bcast(None, root=0)
             if msg:
                 raise RuntimeError(f"writing {Path(out).name} failed: {msg}")
             return path
-        for bl, fl, fi in parts:
+        for bl, fl, fi, fc in parts:
             for b in bl:
                 sl = slice(b * I.FIBERS_PER_BUNDLE, (b + 1) * I.FIBERS_PER_BUNDLE)
-                flux[sl], fivar[sl] = fl[sl], fi[sl]
+                flux[sl], fivar[sl], fcvar[sl] = fl[sl], fi[sl], fc[sl]
     elif err:
         raise RuntimeError(err)
     if comm is None or comm.Get_size() == 1:
-        return _write_frame(out, flux, fivar, wave, hdr, cam, preproc_file, psf_file)
+        return _write_frame(out, flux, fivar, fcvar, wave, hdr, cam, preproc_file, psf_file)
     try:
-        path, err = _write_frame(out, flux, fivar, wave, hdr, cam, preproc_file, psf_file), None
+        path, err = _write_frame(out, flux, fivar, fcvar, wave, hdr, cam, preproc_file,
+                                 psf_file), None
     except Exception as e:  # noqa: BLE001 - the other ranks wait for this answer
         path, err = None, e
     comm.bcast((path, None if err is None else str(err)), root=0)
@@ -156,13 +168,14 @@ def extract_camera(preproc_file: Path, psf_file: Path, cam: str, out: Path,
     return path
 
 
-def _write_frame(out, flux, fivar, wave, hdr, cam, preproc_file, psf_file) -> Path:
+def _write_frame(out, flux, fivar, fcvar, wave, hdr, cam, preproc_file, psf_file) -> Path:
     lsf = read_lsf(psf_file) * np.abs(np.gradient(wave, axis=1))
     cards = [{"name": k, "value": hdr[k]} for k in ("EXPID", "NIGHT", "OBSTYPE", "TILEID",
-                                                     "EXPTIME", "MJD-OBS") if k in hdr]
+                                                     "EXPTIME", "MJD-OBS", "CALVARID") if k in hdr]
     cards += [{"name": "CAMERA", "value": cam}, {"name": "BUNIT", "value": "electron/row"}]
     cards += io.provenance("extract", [preproc_file, psf_file])
     mask = (fivar == 0).astype(np.int16)
     return io.write_fits(out, [("FLUX", flux, cards), ("IVAR", fivar, None), ("MASK", mask, None),
                                ("WAVELENGTH", wave.astype(np.float64), None),
-                               ("LSFSIGMA", lsf.astype(np.float32), None)])
+                               ("LSFSIGMA", lsf.astype(np.float32), None),
+                               ("CALVAR", fcvar.astype(np.float32), None)])

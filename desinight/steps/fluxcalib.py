@@ -239,11 +239,14 @@ def correction(stdstars: Path, expid: int, arm: str, wave: np.ndarray) -> np.nda
     return L.legval(_u(arm, wave), c)
 
 
-def resample(wave: np.ndarray, flux: np.ndarray, ivar: np.ndarray, grid: np.ndarray):
-    """Linear interpolation of each fibre onto grid, propagating the variance."""
+def resample(wave: np.ndarray, flux: np.ndarray, ivar: np.ndarray, grid: np.ndarray,
+             cvar: np.ndarray | None = None):
+    """Linear interpolation of each fibre onto grid, propagating the variance (and, given
+    cvar, the CALVAR part of it: steps/calvar.py)."""
     nf = flux.shape[0]
     out_f = np.zeros((nf, grid.size), np.float32)
     out_i = np.zeros((nf, grid.size), np.float32)
+    out_c = np.zeros((nf, grid.size), np.float32)
     for f in range(nf):
         w = wave[f]
         j = np.clip(np.searchsorted(w, grid) - 1, 0, w.size - 2)
@@ -252,7 +255,9 @@ def resample(wave: np.ndarray, flux: np.ndarray, ivar: np.ndarray, grid: np.ndar
         v = (1 - t) ** 2 / np.maximum(ivar[f, j], 1e-30) + t**2 / np.maximum(ivar[f, j + 1], 1e-30)
         out_f[f] = np.where(ok, (1 - t) * flux[f, j] + t * flux[f, j + 1], 0.0)
         out_i[f] = np.where(ok, 1.0 / v, 0.0)
-    return out_f, out_i
+        if cvar is not None:
+            out_c[f] = np.where(ok, (1 - t) ** 2 * cvar[f, j] + t**2 * cvar[f, j + 1], 0.0)
+    return (out_f, out_i) if cvar is None else (out_f, out_i, out_c)
 
 
 def resample_lsf(wave: np.ndarray, lsf: np.ndarray, grid: np.ndarray) -> np.ndarray:
@@ -279,15 +284,18 @@ def fluxcalib_camera(sframe: Path, stdstars: Path, cam: str, calib_out: Path, cf
                               ("WAVELENGTH", wave, None)])
     nfib, ny = flux.shape
     grid = I.camera_wave_grid(I.preset_for_shape(ny, _nx_for(nfib, ny)), cam[0])
-    cf, ci = resample(wave, flux / cal, ivar * cal**2, grid)
+    cf, ci, cc = resample(wave, flux / cal, ivar * cal**2, grid,
+                          io.read_calvar(sframe, flux.shape) / cal**2)
     lsf = resample_lsf(wave, io.read_hdu(sframe, "LSFSIGMA")[0], grid)
-    cards = [{"name": k, "value": hdr[k]} for k in ("EXPID", "NIGHT", "TILEID", "EXPTIME") if k in hdr]
+    cards = [{"name": k, "value": hdr[k]} for k in ("EXPID", "NIGHT", "TILEID", "EXPTIME",
+                                                    "CALVARID") if k in hdr]
     cards += [{"name": "CAMERA", "value": cam}, {"name": "BUNIT", "value": "1e-17 erg/(s cm2 Angstrom)"}]
     cards += io.provenance("fluxcalib", [sframe, stdstars])
     return io.write_fits(cframe_out, [("FLUX", cf, cards), ("IVAR", ci, None),
                                       ("MASK", (ci == 0).astype(np.int16), None),
                                       ("WAVELENGTH", grid, None),
-                                      ("LSFSIGMA", lsf.astype(np.float32), None)])
+                                      ("LSFSIGMA", lsf.astype(np.float32), None),
+                                      ("CALVAR", cc, None)])
 
 
 def _nx_for(nfib: int, ny: int) -> int:

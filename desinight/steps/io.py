@@ -98,3 +98,14 @@ def read_hdu(path: Path, ext: str) -> tuple[np.ndarray, dict]:
 
     with reading(path), fitsio.FITS(str(path)) as f:
         return f[ext].read(), dict(f[ext].read_header())
+
+
+def read_calvar(path: Path, shape: tuple) -> np.ndarray:
+    """The CALVAR plane of a frame, sframe or cframe (see steps/calvar.py); zeros when the file
+    has none (reduced without a nightly bias, or by an older desinight)."""
+    import fitsio
+
+    with reading(path), fitsio.FITS(str(path)) as f:
+        if "CALVAR" not in f:
+            return np.zeros(shape)
+        return f["CALVAR"].read().astype(float)

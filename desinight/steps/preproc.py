@@ -87,7 +87,7 @@ def preproc_camera(raw: Path, cam: str, bias: Path | None, out: Path,
     if bias is not None:
         b, bh = io.read_hdu(bias, "IMAGE")
         img -= b
-        var_bias = rdn**2 / max(int(bh.get("NZERO", 1)), 1)
+        var_bias = rdn**2 * bias_noise_factor(int(bh.get("NZERO", 1)))
         inputs.append(bias)
     exptime = float(prim.get("EXPTIME", 0.0))
     dark_e = np.zeros_like(img)
@@ -110,9 +110,27 @@ def preproc_camera(raw: Path, cam: str, bias: Path | None, out: Path,
     hcards = [{"name": k, "value": v} for k, v in keep.items()]
     hcards += [{"name": "CAMERA", "value": cam}, {"name": "CCDSIZE", "value": hdr["CCDSIZE"]},
                {"name": "PRESET", "value": hdr.get("PRESET", "")}]
+    if bias is not None:
+        # the bias's noise is the same in every exposure it corrects: extraction carries it as
+        # CALVAR, and the coadd counts it once instead of averaging it down (steps/calvar.py)
+        hcards += [{"name": "CALVARID", "value": Path(bias).name[:68],
+                    "comment": "exposures sharing it share CALVAR's noise"}]
+        for amp in I.AMPS:
+            cy0, cy1, cx0, cx1 = I.parse_section(hdr[f"CCDSEC{amp}"])
+            hcards += [{"name": f"CCDSEC{amp}", "value": hdr[f"CCDSEC{amp}"]},
+                       {"name": f"BIASVAR{amp}", "value": float(var_bias[cy0, cx0]),
+                        "comment": "e2 per pixel: the nightly bias's noise"}]
     hcards += io.provenance("preproc", inputs)
     return io.write_fits(out, [("IMAGE", img.astype(np.float32), hcards),
                                ("IVAR", ivar, None), ("MASK", mask, None)])
+
+
+def bias_noise_factor(nzero: int) -> float:
+    """Variance of the nightly bias (the median of nzero zeros) in units of one zero's read-noise
+    variance: one zero is itself, two are their mean, and a median of more is pi/2 noisier than
+    their mean."""
+    nzero = max(int(nzero), 1)
+    return 1.0 / nzero if nzero <= 2 else np.pi / (2 * nzero)
 
 
 def biasnight_camera(raws: list[Path], cam: str, out: Path) -> Path:

@@ -1,7 +1,8 @@
 """coadd + redshift: per tile and spectrograph, combine exposures, then fit with redrock.
 
 Coadd: inverse-variance mean of the cframes of each arm (they share the camera's wavelength
-grid), cosmic rays left by preproc rejected against the other exposures, written per arm like
+grid), cosmic rays left by preproc rejected against the other exposures, its variance counting
+the noise that exposures reduced with the same nightly bias share (steps/calvar.py), written per arm like
 DESI's coadds, with each fibre's line-spread width ({ARM}_LSFSIGMA, Angstrom: the
 ivar-weighted r.m.s. of the exposures'). Redshift: redrock (steps/rrfit.py) with
 DESI's templates fits each target's three arms at once, each on its own grid with its own
@@ -21,7 +22,7 @@ from pathlib import Path
 
 import numpy as np
 
-from . import io, rrfit
+from . import calvar, io, rrfit
 
 
 def coadd(cframes: dict[str, list[Path]]) -> dict[str, tuple]:
@@ -30,15 +31,20 @@ def coadd(cframes: dict[str, list[Path]]) -> dict[str, tuple]:
     for arm, files in cframes.items():
         if not files:
             continue
-        fl = np.array([io.read_hdu(f, "FLUX")[0] for f in files], float)
+        fh = [io.read_hdu(f, "FLUX") for f in files]
+        fl = np.array([d for d, _ in fh], float)
         iv = np.array([io.read_hdu(f, "IVAR")[0] for f in files], float)
         sg = np.array([io.read_hdu(f, "LSFSIGMA")[0] for f in files], float)
+        cv = np.array([io.read_calvar(f, fl.shape[1:]) for f in files])
+        groups = [str(h.get("CALVARID", "")) for _, h in fh]
         iv = iv * ~cosmic_outliers(fl, iv)
         wsum = iv.sum(0)
         wn = np.maximum(wsum, 1e-30)
         lsf = np.where(wsum > 0, np.sqrt((sg**2 * iv).sum(0) / wn), np.sqrt((sg**2).mean(0)))
+        var = calvar.coadd_variance(iv, cv, groups)
         out[arm] = (io.read_hdu(files[0], "WAVELENGTH")[0],
-                    np.where(wsum > 0, (fl * iv).sum(0) / wn, 0.0), wsum, lsf)
+                    np.where(wsum > 0, (fl * iv).sum(0) / wn, 0.0),
+                    np.where(wsum > 0, 1.0 / np.maximum(var, 1e-30), 0.0), lsf)
     return out
 
 

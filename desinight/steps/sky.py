@@ -304,8 +304,12 @@ def subtract_sky(frame: Path, fiberflat: Path, skyfibers: np.ndarray, cam: str, 
     shift, nlines = flexure(wave, d, clipped, sky_idx, I.air_to_vacuum(I.SKY_LINES_AIR))
     wave_out = wave - shift * np.gradient(wave, axis=1)
     sivar = np.where((div > 0) & inside, 1.0 / (1.0 / np.maximum(div, 1e-30) + var_model), 0.0)
-    cards = [{"name": k, "value": hdr[k]} for k in ("EXPID", "NIGHT", "TILEID", "EXPTIME")
-             if k in hdr]
+    # shared with the night's other exposures (steps/calvar.py): the bias's noise, and the
+    # flat's, which scales with this exposure's light
+    cvar = io.read_calvar(frame, flux.shape) / (np.gradient(wave, axis=1) * ff) ** 2
+    cvar = np.where(sivar > 0, cvar + d**2 / np.maximum(ffivar * ff**2, 1e-30), 0.0)
+    cards = [{"name": k, "value": hdr[k]} for k in ("EXPID", "NIGHT", "TILEID", "EXPTIME",
+                                                    "CALVARID") if k in hdr]
     cards += [{"name": "CAMERA", "value": cam}, {"name": "BUNIT", "value": "electron/Angstrom"},
               {"name": "NSKYFIB", "value": int(sky_idx.size)},
               {"name": "NSKYREJ", "value": nrej, "comment": "sky-fibre pixels masked as outliers"},
@@ -318,4 +322,5 @@ def subtract_sky(frame: Path, fiberflat: Path, skyfibers: np.ndarray, cam: str, 
                                ("MASK", (sivar == 0).astype(np.int16), None),
                                ("WAVELENGTH", wave_out, None),
                                ("SKY", model.astype(np.float32), None),
-                               ("LSFSIGMA", lsf, None)])
+                               ("LSFSIGMA", lsf, None),
+                               ("CALVAR", cvar.astype(np.float32), None)])
