@@ -157,3 +157,15 @@ def test_redshift_job_under_mpi_spreads_targets_over_ranks(tmp_path):
     assert np.allclose(out["Z"], [0.9, 1.3, 0.75], atol=0.002) and (out["ZWARN"] == 0).all()
     ranks = sorted((tmp_path / "redux" / "t" / "run" / "steps" / str(night)).glob("redshift-*"))
     assert [p.name for p in ranks] == [f"redshift-tile{tile}-rank0.json", f"redshift-tile{tile}-rank1.json"]
+
+
+def test_galaxy_scan_ends_where_oii_leaves_the_reddest_camera():
+    """Galaxy redshifts are scanned only while [OII] 3729.9 A is inside the data: with DESI's
+    z camera (to 9824 A) up to z 1.634, never past redrock's own end (1.7) for a redder one."""
+    cams = {"b": (np.linspace(3600, 5900, 50),), "z": (np.linspace(7500, 9824, 50),)}
+    lo, hi, step = (float(v) for v in rrfit.galaxy_zscan(cams).split(","))
+    assert (lo, step) == (-0.005, 3e-4)
+    assert hi == pytest.approx(9824 / 3729.875 - 1, abs=1e-4) and 1.63 < hi < 1.64
+    red = {"z": (np.linspace(7500, 11000, 50),)}
+    assert float(rrfit.galaxy_zscan(red).split(",")[1]) == 1.7
+

@@ -116,8 +116,28 @@ def make_targets(targetids, cams: dict[str, tuple]) -> list:
     return out
 
 
+#: [OII] 3729.875 A (vacuum), the redder line of the doublet: a galaxy's last feature to leave
+#: the spectrograph's red end as its redshift grows
+OII_RED = 3729.875
+#: redrock's own galaxy scan (templates.py): from z -0.005 to 1.7 in steps of 3e-4 in log10(1+z)
+GALAXY_ZMIN, GALAXY_ZMAX, GALAXY_DLOGZ = -0.005, 1.7, 3e-4
+
+
+def galaxy_zscan(cams: dict[str, tuple]) -> str:
+    """Redrock's galaxy scan, ending where [OII] leaves the reddest camera (z ~1.63 here).
+
+    Beyond it a galaxy has no feature in the data, only its rest-frame UV continuum, where the
+    galaxy basis is flexible enough to absorb a quasar's: on development nights every quasar
+    failure (6 of 70) was a GALAXY fit at z 1.64-1.69, most with DELTACHI2 well above 9.
+    DESI's galaxy targets all lie below that limit; a survey with a redder camera gets
+    redrock's default end."""
+    reddest = max(float(np.max(np.asarray(c[0]))) for c in cams.values())
+    zmax = min(GALAXY_ZMAX, reddest / OII_RED - 1)
+    return f"{GALAXY_ZMIN},{zmax:.4f},{GALAXY_DLOGZ}"
+
+
 def fit(targetids, cams: dict[str, tuple], comm=None, quiet: bool = True,
-        files: tuple[str, ...] = TEMPLATE_FILES) -> np.ndarray | None:
+        files: tuple[str, ...] = TEMPLATE_FILES, zscan_galaxy: str | None = None) -> np.ndarray | None:
     """Redrock's best fit per target (REDSHIFTS rows, OUT_DTYPE). With an MPI ``comm`` every rank
     calls this with the same inputs (redrock's DistTargetsCopy wants the list on every rank);
     redrock spreads the targets over the ranks and the table comes back on every rank."""
@@ -132,7 +152,8 @@ def fit(targetids, cams: dict[str, tuple], comm=None, quiet: bool = True,
     # redrock prints progress to stdout; keep it out of the job's own report unless asked
     with contextlib.redirect_stdout(sink if quiet else sys.stdout):
         dt = DistTargetsCopy(targets, comm=comm, root=0)
-        dtemplates = load_dist_templates(dt.wavegrids(), templates=template_paths(files), comm=comm)
+        dtemplates = load_dist_templates(dt.wavegrids(), templates=template_paths(files), comm=comm,
+                                         zscan_galaxy=zscan_galaxy or galaxy_zscan(cams))
         _, zfit = zfind(dt, dtemplates, mp_procs=1)
     out = None
     if rank == 0:
