@@ -43,22 +43,25 @@ def test_small_night_runs_and_is_scored_per_class(night):
 
 
 @pytest.mark.slow
-@pytest.mark.xfail(strict=True, reason="issue 17 open: one of this night's 12 faint ELGs is "
-                   "fitted at a wrong z with DELTACHI2 above redrock's flag (docs/science.md)")
 def test_small_night_meets_the_issue_17_goal(night):
-    """The Done-when of issue 17 on this night: no class above 2% unflagged catastrophic."""
+    """The Done-when of issue 17 on this night: no class above 2% unflagged catastrophic, and
+    ZWARN on at least 70% of the failures. (Was a strict xfail until the coadd counted its
+    shared noise, the sky fit stopped leaning low and the galaxy scan stopped past [OII].)"""
     _, truth, prod = night
     res = score_production(truth, prod)
     for name in CLASSES:            # QSO at DESI's 3000 km/s; QSO@1000 is reported, not judged
         c = res["classes"][name]
         if c["n"]:
             assert c["catastrophic_unflagged"]["frac"] <= 0.02, (name, c)
+    ff = [res["classes"][n]["failures_flagged"] for n in CLASSES if res["classes"][n]["n"]]
+    fails, flagged = sum(f["n"] for f in ff), sum(f["k"] for f in ff)
+    assert fails == 0 or flagged >= 0.7 * fails, (flagged, fails)
 
 
 @pytest.mark.slow
-def test_coadd_ivar_counts_the_noise_its_exposures_share(night):
+def test_coadd_sky_fibres_are_noise_of_the_size_ivar_says(night):
     """The coadd's sky fibres hold only noise: their pulls flux * sqrt(ivar) have a standard
-    deviation near 1 in every arm. The night's bias is one zero whose noise is in all three
+    deviation near 1 and a mean near 0 in every arm. The night's bias is one zero whose noise is in all three
     exposures alike; summing the exposures' ivar as if it were independent gave 1.22-1.26
     (seed 3), and redrock took the missing variance for signal (steps/calvar.py)."""
     import fitsio
@@ -71,6 +74,10 @@ def test_coadd_ivar_counts_the_noise_its_exposures_share(night):
     for arm in "BRZ":
         flux = fitsio.read(str(coadd), f"{arm}_FLUX")[sky].astype(float)
         ivar = fitsio.read(str(coadd), f"{arm}_IVAR")[sky].astype(float)
-        std = float(np.std((flux * np.sqrt(ivar))[ivar > 0]))
-        print(f"{arm}: coadd sky-fibre pulls std {std:.3f}")
+        pulls = (flux * np.sqrt(ivar))[ivar > 0]
+        std, mean = float(np.std(pulls)), float(np.mean(pulls))
+        print(f"{arm}: coadd sky-fibre pulls std {std:.3f} mean {mean:.3f}")
         assert 0.9 < std < 1.15, (arm, std)
+        # and no offset, which a faint galaxy would wear as continuum (sky.expected_ivar: it was
+        # 0.09-0.16 sigma with each pixel's shot noise from its own counts)
+        assert abs(mean) < 0.07, (arm, mean)
