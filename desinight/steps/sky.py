@@ -195,9 +195,12 @@ def expected_ivar(d, div, expected, epd):
     fluctuates up also reports more variance: every inverse-variance weighted sum then leans
     low. The sky model sat ~0.1 sigma below every sky fibre (seed 3, per exposure; 0.13-0.16
     sigma in the coadd), an offset that reached every target as added flux, 10-20% of a faint
-    galaxy's continuum. epd: electrons per unit of d (d's shot-noise variance is d / epd)."""
-    var = 1.0 / np.maximum(div, 1e-30) + (np.maximum(expected, 0) - np.maximum(d, 0)) / epd
-    return np.where(div > 0, 1.0 / np.maximum(var, 1e-30), 0.0)
+    galaxy's continuum. epd: electrons per unit of d (d's shot-noise variance is d / epd).
+    The result never drops below a quarter of the old variance: only a pixel far above what is
+    expected (a cosmic ray) comes near it, and it should not gain weight by it."""
+    var0 = 1.0 / np.maximum(div, 1e-30)
+    var = var0 + (np.maximum(expected, 0) - np.maximum(d, 0)) / np.maximum(epd, 1e-6)
+    return np.where(div > 0, 1.0 / np.maximum(var, 0.25 * var0), 0.0)
 
 
 def sky_model(wave, lsf, d, div, sky_idx: np.ndarray, epd=None):
