@@ -43,6 +43,16 @@ def test_coadd_rejects_a_cosmic_and_nothing_else():
     assert not cosmic_outliers(fl[:1], iv[:1]).any()
 
 
+def test_bias_noise_factor_is_the_variance_of_the_nightly_median():
+    """The nightly bias is the median of the night's zeros: its noise variance, in units of
+    one zero's, is 1 for one zero, 1/2 for two (their mean), near pi/(2N) for more (pi/(2N)
+    itself is 17% high at N = 3)."""
+    from desinight.steps.preproc import bias_noise_factor
+
+    rng = np.random.default_rng(9)
+    for n in (1, 2, 3, 4, 5, 10, 25):
+        med = np.median(rng.normal(size=(n, 200_000)), axis=0)
+        assert abs(np.var(med) / bias_noise_factor(n) - 1) < 0.02, n
 
 
 def test_coadd_variance_counts_shared_noise_once():

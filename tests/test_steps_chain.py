@@ -61,9 +61,9 @@ def test_small_night_meets_the_issue_17_goal(night):
 @pytest.mark.slow
 def test_coadd_sky_fibres_are_noise_of_the_size_ivar_says(night):
     """The coadd's sky fibres hold only noise: their pulls flux * sqrt(ivar) have a standard
-    deviation near 1 and a mean near 0 in every arm. The night's bias is one zero whose noise is in all three
-    exposures alike; summing the exposures' ivar as if it were independent gave 1.22-1.26
-    (seed 3), and redrock took the missing variance for signal (steps/calvar.py)."""
+    deviation near 1 and a mean near 0 in every arm. The night's bias is one zero whose noise
+    is in all three exposures alike; summing the exposures' ivar as if it were independent gave
+    1.22-1.26 (seed 3), and redrock took the missing variance for signal (steps/calvar.py)."""
     import fitsio
     import numpy as np
 
