@@ -22,12 +22,12 @@ import numpy as np
 from desinight import desimodel as I
 
 
-def bias_var_image(hdr: dict, shape: tuple[int, int]) -> np.ndarray:
+def bias_var_image(hdr: dict, shape: tuple[int, int]) -> np.ndarray | None:
     """Per-pixel variance (e^2) of the nightly bias that preproc subtracted, from its header
-    (BIASVARA-D over CCDSECA-D); zeros when no bias was subtracted."""
-    out = np.zeros(shape)
+    (BIASVARA-D over CCDSECA-D); None when no bias was subtracted."""
     if "CALVARID" not in hdr:
-        return out
+        return None
+    out = np.zeros(shape)
     for amp in I.AMPS:
         if f"BIASVAR{amp}" in hdr:
             cy0, cy1, cx0, cx1 = I.parse_section(hdr[f"CCDSEC{amp}"])

@@ -121,7 +121,7 @@ def extract_camera(preproc_file: Path, psf_file: Path, cam: str, out: Path,
     img, hdr = io.read_hdu(preproc_file, "IMAGE")
     ivar, _ = io.read_hdu(preproc_file, "IVAR")
     img, ivar = img.astype(float), ivar.astype(float)
-    cimg = calvar.bias_var_image(hdr, img.shape) if "CALVARID" in hdr else None
+    cimg = calvar.bias_var_image(hdr, img.shape)
     x, wave, sig = read_psf(psf_file)
     nfib, ny = x.shape
     flux = np.zeros((nfib, ny), np.float32)

@@ -240,9 +240,9 @@ def correction(stdstars: Path, expid: int, arm: str, wave: np.ndarray) -> np.nda
 
 
 def resample(wave: np.ndarray, flux: np.ndarray, ivar: np.ndarray, grid: np.ndarray,
-             cvar: np.ndarray | None = None):
-    """Linear interpolation of each fibre onto grid, propagating the variance (and, given
-    cvar, the CALVAR part of it: steps/calvar.py)."""
+             cvar: np.ndarray):
+    """Linear interpolation of each fibre onto grid, propagating the variance and its CALVAR
+    part (steps/calvar.py): (flux, ivar, cvar) on the grid."""
     nf = flux.shape[0]
     out_f = np.zeros((nf, grid.size), np.float32)
     out_i = np.zeros((nf, grid.size), np.float32)
@@ -255,9 +255,8 @@ def resample(wave: np.ndarray, flux: np.ndarray, ivar: np.ndarray, grid: np.ndar
         v = (1 - t) ** 2 / np.maximum(ivar[f, j], 1e-30) + t**2 / np.maximum(ivar[f, j + 1], 1e-30)
         out_f[f] = np.where(ok, (1 - t) * flux[f, j] + t * flux[f, j + 1], 0.0)
         out_i[f] = np.where(ok, 1.0 / v, 0.0)
-        if cvar is not None:
-            out_c[f] = np.where(ok, (1 - t) ** 2 * cvar[f, j] + t**2 * cvar[f, j + 1], 0.0)
-    return (out_f, out_i) if cvar is None else (out_f, out_i, out_c)
+        out_c[f] = np.where(ok, (1 - t) ** 2 * cvar[f, j] + t**2 * cvar[f, j + 1], 0.0)
+    return out_f, out_i, out_c
 
 
 def resample_lsf(wave: np.ndarray, lsf: np.ndarray, grid: np.ndarray) -> np.ndarray:

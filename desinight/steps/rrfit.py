@@ -137,7 +137,7 @@ def galaxy_zscan(cams: dict[str, tuple]) -> str:
 
 
 def fit(targetids, cams: dict[str, tuple], comm=None, quiet: bool = True,
-        files: tuple[str, ...] = TEMPLATE_FILES, zscan_galaxy: str | None = None) -> np.ndarray | None:
+        files: tuple[str, ...] = TEMPLATE_FILES) -> np.ndarray | None:
     """Redrock's best fit per target (REDSHIFTS rows, OUT_DTYPE). With an MPI ``comm`` every rank
     calls this with the same inputs (redrock's DistTargetsCopy wants the list on every rank);
     redrock spreads the targets over the ranks and the table comes back on every rank."""
@@ -153,7 +153,7 @@ def fit(targetids, cams: dict[str, tuple], comm=None, quiet: bool = True,
     with contextlib.redirect_stdout(sink if quiet else sys.stdout):
         dt = DistTargetsCopy(targets, comm=comm, root=0)
         dtemplates = load_dist_templates(dt.wavegrids(), templates=template_paths(files), comm=comm,
-                                         zscan_galaxy=zscan_galaxy or galaxy_zscan(cams))
+                                         zscan_galaxy=galaxy_zscan(cams))
         _, zfit = zfind(dt, dtemplates, mp_procs=1)
     out = None
     if rank == 0:

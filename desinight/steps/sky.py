@@ -341,7 +341,7 @@ def subtract_sky(frame: Path, fiberflat: Path, skyfibers: np.ndarray, cam: str, 
     sivar = np.where((div > 0) & inside, 1.0 / (1.0 / np.maximum(div, 1e-30) + var_model), 0.0)
     # shared with the night's other exposures (steps/calvar.py): the bias's noise, and the
     # flat's, which scales with this exposure's light
-    cvar = io.read_calvar(frame, flux.shape) / (np.gradient(wave, axis=1) * ff) ** 2
+    cvar = io.read_calvar(frame, flux.shape) / epd**2
     cvar = np.where(sivar > 0, cvar + d**2 / np.maximum(ffivar * ff**2, 1e-30), 0.0)
     cards = [{"name": k, "value": hdr[k]} for k in ("EXPID", "NIGHT", "TILEID", "EXPTIME",
                                                     "CALVARID") if k in hdr]
