@@ -5,9 +5,10 @@ chain (steps.chain.run_night: whatever steps/redshift.py fits with), scored per 
                                   [--preset small] [--png docs/science-depth.png]
                                   [--json-out FILE] [--jobs N]
 
-Depth = the tile's total exposure time at nominal conditions (3 exposures of depth/3 s, seeing
-1.1", airmass 1.0, dark sky), i.e. close to DESI's effective time (the truth's EFFTIME is
-reported beside it). The seeds are ones the tests never use. Prints one line per depth and
+Depth = the tile's effective time (EFFTIME), reached as DESI reaches it: the simulator's
+exposure-time calculator (``--efftime``) sets each of the 3 exposures for its own transparency
+(drawn 0.85-1.0) at seeing 1.1", airmass 1.0, dark sky; the truth's EFFTIME is reported beside
+it. (Until 2026-11-30 depth was the exposure time, which gave 0.85 of it as EFFTIME.) The seeds are ones the tests never use. Prints one line per depth and
 class, then the figures as one JSON object (last line); draws success against depth per class,
 and ELG success against [OII] flux per depth, into the PNG.
 """
@@ -45,7 +46,7 @@ def run_one(depth: float, seed: int, preset: str) -> dict:
         tmp = Path(tmpd)
         os.environ.update(DESI_SPECTRO_DATA=str(tmp / "raw"),
                           DESI_SPECTRO_REDUX=str(tmp / "redux"), SPECPROD="bench")
-        simulate_night(NIGHT, tmp / "raw", preset=preset, seed=seed, exptime=depth / 3,
+        simulate_night(NIGHT, tmp / "raw", preset=preset, seed=seed, efftime=depth,
                        seeing=1.1, airmass=1.0, moon=0.0)
         t0 = time.perf_counter()
         with contextlib.redirect_stdout(_io.StringIO()):

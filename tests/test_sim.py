@@ -353,3 +353,36 @@ def test_continuum_goes_through_the_line_spread_function():
     rows = np.arange(101) - 50
     width = np.sqrt((dip * rows**2).sum(axis=1))
     assert width == pytest.approx(np.sqrt(np.array([1.0, 4.0]) + 1 / 12), rel=0.02)
+
+
+def test_efftime_goal_sets_each_exposure_for_its_conditions():
+    """--efftime S (an exposure-time calculator): every tile's EFFTIME sums to S whatever the
+    drawn transparency, seeing and airmass, and worse conditions get longer exposures; moon
+    makes the whole tile longer."""
+    from desinight.sim import conditions as C
+    from desinight.sim import instrument as I
+    from desinight.sim import night as N
+    p = I.PRESETS["small"]
+    ex = N.truth_tables(p, N.schedule(p, NIGHT, 11, (), C.Conditions(efftime=900.0)), 11)[0]
+    assert len(ex) == 3 and float(ex["EFFTIME"].sum()) == pytest.approx(900.0, rel=1e-4)
+    np.testing.assert_allclose(ex["EFFTIME"], 300.0, rtol=1e-4)
+    assert ex["EXPTIME"].max() > 1.05 * ex["EXPTIME"].min()        # conditions differ
+    rate = ex["EFFTIME"] / ex["EXPTIME"]
+    slow = np.argsort(rate)
+    assert np.all(np.diff(ex["EXPTIME"][slow]) <= 0)                # slower -> longer
+    moon = N.truth_tables(p, N.schedule(p, NIGHT, 11, (), C.Conditions(efftime=900.0, moon=1.0)),
+                          11)[0]
+    assert float(moon["EFFTIME"].sum()) == pytest.approx(900.0, rel=1e-4)
+    assert moon["EXPTIME"].sum() > 1.5 * ex["EXPTIME"].sum()
+
+
+@pytest.mark.parametrize("args", [["--efftime", "900", "--exptime", "300"], ["--efftime", "0"],
+                                  ["--efftime", "15000", "--moon", "1", "--airmass", "3"]])
+def test_efftime_errors_are_one_line(tmp_path, args):
+    import subprocess
+    import sys
+    r = subprocess.run([sys.executable, "-m", "desinight", "sim", "night", "--night", str(NIGHT),
+                        "--out", str(tmp_path), *args], capture_output=True, text=True)
+    err = r.stderr.strip().splitlines()
+    assert r.returncode == 1 and len(err) == 1 and "--efftime" in err[0], r.stderr
+    assert not list(tmp_path.glob("*/*/desi-*.fits.fz"))

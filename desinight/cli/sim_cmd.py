@@ -31,6 +31,9 @@ def sim() -> None:
               help="where truth-NIGHT.fits goes (default RAWROOT/truth)")
 @click.option("--exptime", type=float, default=None,
               help="seconds per science exposure (default: the preset's, 1000)")
+@click.option("--efftime", type=float, default=None,
+              help="instead of --exptime: the tile's goal of effective time (s); each exposure "
+                   "runs as long as its conditions need (an exposure-time calculator)")
 @click.option("--seeing", type=float, default=None,
               help="seeing FWHM (arcsec at 6400 A) of every science exposure (default: drawn, ~1.1)")
 @click.option("--moon", type=float, default=None,
@@ -50,7 +53,8 @@ def sim() -> None:
                    "truncated")
 def night_cmd(night: int, out: str, preset: str, seed: int, realtime: float | None,
               bad: tuple[str, ...], truth_dir: str | None, exptime: float | None,
-              seeing: float | None, moon: float | None, airmass: float | None,
+              efftime: float | None, seeing: float | None, moon: float | None,
+              airmass: float | None,
               tileids: tuple[int, ...], darks: int, narc: int | None,
               broken_arcs: str | None) -> None:
     """Simulate one night of raw exposures."""
@@ -62,7 +66,8 @@ def night_cmd(night: int, out: str, preset: str, seed: int, realtime: float | No
     dirs = simulate_night(night, Path(out), preset=preset, seed=seed, realtime=realtime,
                           bad=bad, truth_dir=Path(truth_dir) if truth_dir else None,
                           progress=sys.stderr.isatty(), exptime=exptime, seeing=seeing,
-                          moon=moon, airmass=airmass, tileids=tileids, darks=darks, narc=narc,
+                          moon=moon, airmass=airmass, efftime=efftime, tileids=tileids,
+                          darks=darks, narc=narc,
                           broken_arcs=broken_arcs)
     click.echo(f"wrote {len(dirs)} exposures of night {night} under {out} "
                f"in {time.perf_counter() - t0:.1f} s")

@@ -20,7 +20,8 @@ def simulate_night(night: int, out: Path, preset: str = "small", seed: int = 0,
                    truth_dir: Path | None = None, progress: bool = False,
                    exptime: float | None = None, seeing: float | None = None,
                    moon: float | None = None, airmass: float | None = None,
-                   tileids: Sequence[int] = (), darks: int = 0, narc: int | None = None,
+                   efftime: float | None = None, tileids: Sequence[int] = (), darks: int = 0,
+                   narc: int | None = None,
                    broken_arcs: str | None = None) -> list[Path]:
     """Write night ``night`` under ``out``; return the exposure directories in time order.
 
@@ -29,6 +30,8 @@ def simulate_night(night: int, out: Path, preset: str = "small", seed: int = 0,
     bad: bad-data modes (``desinight.sim.badmodes.BAD_MODES``), each one extra exposure.
     exptime, seeing, moon, airmass: conditions of every science exposure (None: the preset's
       exposure time; seeing, airmass drawn per exposure; dark time). See docs/simulator.md.
+    efftime: instead of exptime, the tile's goal of effective time: each exposure's EXPTIME is
+      set for its conditions (as DESI's exposure-time calculator does).
     tileids: TILEIDs of the night's tiles, in order, instead of the night's own (a TILEID of
       an earlier night with the same seed observes the same targets again).
     darks, narc, broken_arcs: DARK exposures (and with them the CCD defects), arcs in the
@@ -47,7 +50,7 @@ def simulate_night(night: int, out: Path, preset: str = "small", seed: int = 0,
         raise DesinightError(f"bad night {night}: expected YYYYMMDD")
     if realtime is not None and realtime <= 0:
         raise DesinightError("--realtime needs a positive speed-up factor")
-    cond = C.Conditions(exptime, seeing, moon, airmass)
+    cond = C.Conditions(exptime, seeing, moon, airmass, efftime)
     _check_conditions(cond)
     p = I.PRESETS[preset]
     out = Path(out)
@@ -88,6 +91,11 @@ def simulate_night(night: int, out: Path, preset: str = "small", seed: int = 0,
 def _check_conditions(c) -> None:
     if c.exptime is not None and not (0 < c.exptime <= 10000):
         raise DesinightError(f"--exptime {c.exptime}: expected 0 < seconds <= 10000")
+    if c.efftime is not None and not (0 < c.efftime <= 20000):
+        raise DesinightError(f"--efftime {c.efftime}: expected 0 < seconds <= 20000")
+    if c.efftime is not None and c.exptime is not None:
+        raise DesinightError("--efftime sets each exposure's time: give it or --exptime, "
+                             "not both")
     if c.seeing is not None and not (0.3 <= c.seeing <= 5.0):
         raise DesinightError(f"--seeing {c.seeing}: expected 0.3-5 arcsec FWHM")
     if c.moon is not None and not (0.0 <= c.moon <= 1.0):

@@ -31,6 +31,9 @@ class Conditions:
     seeing: float | None = None       # FWHM arcsec at 6400 A (default: ~1.1, log-normal)
     moon: float | None = None         # illuminated fraction 0-1 (default 0: dark time)
     airmass: float | None = None      # (default: uniform 1.0-1.5)
+    #: the tile's goal of effective time (s): each exposure's EXPTIME is set for its conditions,
+    #: as DESI's exposure-time calculator does, so the tile's EFFTIME sums to it
+    efftime: float | None = None
 
 
 def draw(cond: Conditions, rng: np.random.Generator) -> dict:

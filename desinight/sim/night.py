@@ -115,8 +115,19 @@ def schedule(p: I.Preset, night: int, seed: int, bad: Sequence[str] = (),
     for i in range(p.ntiles):
         tileid = tileids[i] if i < len(tileids) else (night % 10000) * 10 + i
         for k in range(p.nscience):
-            add("SCIENCE", exptime, k + 1, p.nscience, 300.0, tileid=tileid,
-                transparency=float(rng.uniform(0.85, 1.0)), **C.draw(cond, crng))
+            kw = dict(tileid=tileid, transparency=float(rng.uniform(0.85, 1.0)),
+                      **C.draw(cond, crng))
+            texp = exptime
+            if cond.efftime is not None:
+                # the exposure-time calculator: this exposure's share of the tile's goal, at
+                # the effective time per second its conditions give
+                probe = Exposure(expid_for(night, len(out)), night, "SCIENCE", 1.0, k + 1,
+                                 p.nscience, t, **kw)
+                texp = cond.efftime / p.nscience / C.efftime(probe, sky_rel(p, probe, seed))
+                if texp > 10000:
+                    raise DesinightError(f"--efftime {cond.efftime:g}: these conditions need "
+                                         f"{texp:.0f} s exposures (at most 10000)")
+            add("SCIENCE", texp, k + 1, p.nscience, 300.0, **kw)
     for mode in bad:
         if mode not in BAD_MODES:
             raise DesinightError(f"unknown bad-data mode {mode!r} (one of {', '.join(BAD_MODES)})")
@@ -163,6 +174,13 @@ def camera_electrons(p: I.Preset, camera: str, exp: Exposure, tile: TG.Tile | No
 def exposure_sky(p: I.Preset, exp: Exposure, seed: int) -> SKY.ExposureSky:
     return SKY.ExposureSky(SKY.night_level(exp.night, seed), exp.airmass, exp.moon, exp.moonsep,
                            np.random.default_rng([seed, exp.expid, 78]), p.nspec * p.nfiber)
+
+
+def sky_rel(p: I.Preset, exp: Exposure, seed: int) -> float:
+    """The exposure's continuum sky (r) relative to the night's dark sky at the zenith."""
+    dark = SKY.ExposureSky(SKY.night_level(exp.night, seed), 1.0, 0.0, 90.0,
+                           np.random.default_rng(0), 1)
+    return float(10 ** (-0.4 * (exposure_sky(p, exp, seed).r_mag() - dark.r_mag())))
 
 
 def _science_rows(p, camera, exp, tile, wave, tf, lsf, seed):
@@ -299,15 +317,10 @@ def truth_tables(p: I.Preset, exps: Sequence[Exposure], seed: int):
     nf = p.nspec * p.nfiber
     sk = np.zeros(len(sci) * nf, [("EXPID", "i4"), ("FIBER", "i4"), ("CONT_SCALE", "f4"),
                                   ("LINE_SCALE", "f4")])
-    dark_r = None
     for i, e in enumerate(sci):
         sky = exposure_sky(p, e, seed)
-        if dark_r is None:
-            dark_r = SKY.ExposureSky(SKY.night_level(e.night, seed), 1.0, 0.0, 90.0,
-                                     np.random.default_rng(0), 1).r_mag()
-        rel = 10 ** (-0.4 * (sky.r_mag() - dark_r))
         ex[i] = (e.expid, e.tileid, e.exptime, e.seeing, e.airmass, e.moon, e.moonsep,
-                 e.transparency, e.flex_y, e.flex_x, sky.r_mag(), C.efftime(e, rel))
+                 e.transparency, e.flex_y, e.flex_x, sky.r_mag(), C.efftime(e, sky_rel(p, e, seed)))
         for j, cam in enumerate(cams):
             lo, hi = I.ARM_RANGES[cam[0]]
             w = np.linspace(lo, hi, TRUTH_NWAVE)
