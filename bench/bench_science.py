@@ -89,10 +89,10 @@ def run_depths(depths: list[float], seeds: list[int], preset: str, jobs: int = 1
 
 
 def summarise(depths: list[float], runs: list[dict]) -> dict:
-    from desinight.sim.score import SCORED, _frac, good_mask, score_arrays
+    from desinight.sim.score import SCORED, _frac, good_mask, kept_mask, score_arrays
     out = {"depths_s": depths, "classes": {}, "elg_oii": {}, "efftime_s": [], "failed_jobs": 0}
     for d, m in zip(depths, runs):
-        sc = score_arrays(m["CLASS"], m["TRUEZ"], m["Z"], m["ZWARN"])
+        sc = score_arrays(m["CLASS"], m["TRUEZ"], m["Z"], m["ZWARN"], kept_mask(m))
         for c in SCORED:
             out["classes"].setdefault(c, []).append(sc[c])
         good = good_mask(m["CLASS"], m["TRUEZ"], m["Z"])   # only ELGs are binned below
@@ -178,7 +178,9 @@ def main() -> None:
                 print(f"{c:4s} {d:6.0f} s: n={r['n']:3d} good {100 * r['good']['frac']:5.1f}% "
                       f"[{100 * r['good']['lo']:.1f}, {100 * r['good']['hi']:.1f}]  catastrophic "
                       f"unflagged {100 * r['catastrophic_unflagged']['frac']:4.1f}%  failures "
-                      f"flagged {r['failures_flagged']['k']}/{r['failures_flagged']['n']}")
+                      f"flagged {r['failures_flagged']['k']}/{r['failures_flagged']['n']}  "
+                      f"DESI cut: good kept {100 * r['good_kept']['frac']:5.1f}% catastrophic "
+                      f"kept {100 * r['catastrophic_kept']['frac']:4.1f}%")
     plot(res, a.png, f"{a.preset} preset, seeds {' '.join(map(str, a.seeds))}; "
          f"redshift step: {_fitter()}")
     print(f"figure: {a.png}")
@@ -196,7 +198,9 @@ def compact(res: dict) -> dict:
         out[c] = {f"{d:.0f} s": (f"good {100 * r['good']['frac']:.1f}% [{100 * r['good']['lo']:.1f}, "
                                  f"{100 * r['good']['hi']:.1f}] of {r['n']}, catastrophic unflagged "
                                  f"{100 * r['catastrophic_unflagged']['frac']:.1f}%, failures flagged "
-                                 f"{r['failures_flagged']['k']}/{r['failures_flagged']['n']}")
+                                 f"{r['failures_flagged']['k']}/{r['failures_flagged']['n']}; DESI "
+                                 f"cut: good kept {100 * r['good_kept']['frac']:.1f}%, catastrophic "
+                                 f"kept {r['catastrophic_kept']['k']}")
                   for d, r in zip(res["depths_s"], rows) if r["n"]}
     return out
 

@@ -84,7 +84,7 @@ def chi2_at(z: float, t, cams: dict, i: int) -> float:
     return float(np.sum(wt * (b - A @ coef) ** 2))
 
 
-HELD_OUT = set(range(31, 34)) | set(range(41, 47)) | set(range(51, 57))
+HELD_OUT = set(range(31, 34)) | set(range(41, 47)) | set(range(51, 57)) | set(range(61, 67))
 
 
 def main(argv=None) -> int:

@@ -10,7 +10,9 @@ resolution matrix; no common-grid resampling, which would blur the spectra a sec
 correlate neighbouring pixels that the fit treats as independent.
 
 The REDSHIFTS table is redrock's: TARGETID, Z, ZERR, ZWARN, SPECTYPE, SUBTYPE, DELTACHI2, CHI2,
-COEFF, NPIXELS (and FIBER). With an MPI communicator the targets are spread over its ranks.
+COEFF, NPIXELS; and FIBER, OII_FLUX, OII_FLUX_IVAR (the [OII] doublet at Z, steps/emline.py,
+as DESI's emission-line afterburner adds). With an MPI communicator the targets are spread over
+its ranks.
 
 Both files carry an EXPOSURES table (NIGHT, EXPID): the exposures whose cframes went into the
 coadd, so a per-night and a cumulative result say what they were made of.
@@ -22,7 +24,7 @@ from pathlib import Path
 
 import numpy as np
 
-from . import calvar, io, rrfit
+from . import calvar, emline, io, rrfit
 
 
 def coadd(cframes: dict[str, list[Path]]) -> dict[str, tuple]:
@@ -120,10 +122,13 @@ def redshift_spectrograph(cframes: dict[str, list[Path]], fa: np.ndarray, spectr
     res = rrfit.fit(tids, cams, comm=comm)
     if rank != 0:
         return redrock_out
-    cat = np.zeros(len(res), res.dtype.descr + [("FIBER", "i4")])
+    cat = np.zeros(len(res), res.dtype.descr + [("FIBER", "i4"), ("OII_FLUX", "f4"),
+                                                 ("OII_FLUX_IVAR", "f4")])
     for k in res.dtype.names:
         cat[k] = res[k]
     cat["FIBER"] = fibers
+    # DESI's ELG sample is selected on the [OII] S/N at the fitted redshift (emline.quality_cut)
+    cat["OII_FLUX"], cat["OII_FLUX_IVAR"] = emline.oii_flux(cams, res["Z"])
     return io.write_fits(redrock_out, [("REDSHIFTS", cat, io.provenance("redshift", [coadd_out])),
                                        ("EXPOSURES", used, None)])
 
