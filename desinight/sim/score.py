@@ -98,14 +98,15 @@ def match(truth: Path, redux: Path) -> dict[str, np.ndarray]:
     return {"CLASS": np.char.strip(tr["TRUESUBTYPE"][ti].astype(str)),
             "TRUETYPE": np.char.strip(tr["TRUETYPE"][ti].astype(str)),
             "TRUEZ": tr["TRUEZ"][ti].astype(float), "Z": rr["Z"].astype(float),
-            "ZWARN": rr["ZWARN"].astype(int), "DELTACHI2": rr["DELTACHI2"].astype(float),
+            "ZWARN": rr["ZWARN"].astype(int), "DELTACHI2": _col(rr, "DELTACHI2"),
             "OII_FLUX_FIT": _col(rr, "OII_FLUX"), "OII_FLUX_IVAR": _col(rr, "OII_FLUX_IVAR"),
             "OII_FLUX": tr["OII_FLUX"][ti].astype(float) if "OII_FLUX" in names else np.zeros(len(ti)),
             "MAG_R": tr["MAG_R"][ti].astype(float)}
 
 
 def _col(rr: np.ndarray, name: str) -> np.ndarray:
-    # catalogues written before the [OII] columns: no flux, so the ELG cut keeps nothing
+    # a catalogue without the column (written before the [OII] columns): 0, which DESI's cut
+    # never keeps for ELGs, BGS or LRGs
     return rr[name].astype(float) if name in rr.dtype.names else np.zeros(len(rr))
 
 
