@@ -128,7 +128,7 @@ def plot(res: dict, png: Path, title: str) -> None:
     a1.set_xscale("log")
     a1.set_xticks(x, [f"{int(v)}" for v in x])
     a1.xaxis.set_minor_formatter(NullFormatter())
-    a1.set_xlabel("tile exposure time at nominal conditions (s)")
+    a1.set_xlabel("tile effective time, EFFTIME (s)")
     a1.set_ylabel("fraction (good: solid; catastrophic unflagged: dotted)")
     a1.set_ylim(-0.02, 1.02)
     a1.legend(fontsize=8, loc="center right")
