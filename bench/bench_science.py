@@ -8,9 +8,10 @@ chain (steps.chain.run_night: whatever steps/redshift.py fits with), scored per 
 Depth = the tile's effective time (EFFTIME), reached as DESI reaches it: the simulator's
 exposure-time calculator (``--efftime``) sets each of the 3 exposures for its own transparency
 (drawn 0.85-1.0) at seeing 1.1", airmass 1.0, dark sky; the truth's EFFTIME is reported beside
-it. (Until 2026-11-30 depth was the exposure time, which gave 0.85 of it as EFFTIME.) The seeds are ones the tests never use. Prints one line per depth and
-class, then the figures as one JSON object (last line); draws success against depth per class,
-and ELG success against [OII] flux per depth, into the PNG.
+it. (Until 2026-11-30 depth was the exposure time, which gave 0.85 of it as EFFTIME.) The seeds
+are ones the tests never use. Prints one line per depth and class, then the figures as one JSON
+object (last line); draws success against depth per class, and ELG success against [OII] flux
+per depth, into the PNG.
 """
 
 from __future__ import annotations
@@ -198,9 +199,9 @@ def compact(res: dict) -> dict:
         out[c] = {f"{d:.0f} s": (f"good {100 * r['good']['frac']:.1f}% [{100 * r['good']['lo']:.1f}, "
                                  f"{100 * r['good']['hi']:.1f}] of {r['n']}, catastrophic unflagged "
                                  f"{100 * r['catastrophic_unflagged']['frac']:.1f}%, failures flagged "
-                                 f"{r['failures_flagged']['k']}/{r['failures_flagged']['n']}; DESI "
-                                 f"cut: good kept {100 * r['good_kept']['frac']:.1f}%, catastrophic "
-                                 f"kept {r['catastrophic_kept']['k']}")
+                                 f"{r['failures_flagged']['k']}/{r['failures_flagged']['n']}; "
+                                 f"DESI cut: good kept {100 * r['good_kept']['frac']:.1f}%, "
+                                 f"catastrophic kept {r['catastrophic_kept']['k']}")
                   for d, r in zip(res["depths_s"], rows) if r["n"]}
     return out
 

@@ -66,7 +66,8 @@ def score_arrays(cls: np.ndarray, truez: np.ndarray, z: np.ndarray, zwarn: np.nd
         out[c] = {"n": n, "good": _frac(int((good & m).sum()), n),
                   "catastrophic_unflagged": _frac(int((~good & ~flagged & m).sum()), n),
                   "flagged": _frac(int((flagged & m).sum()), n),
-                  "failures_flagged": _frac(int((~good & flagged & m).sum()), int((~good & m).sum())),
+                  "failures_flagged": _frac(int((~good & flagged & m).sum()),
+                                            int((~good & m).sum())),
                   "catastrophic_kept": _frac(int((~good & kept & m).sum()), n),
                   "good_kept": _frac(int((good & kept & m).sum()), n)}
     return out
@@ -75,7 +76,8 @@ def score_arrays(cls: np.ndarray, truez: np.ndarray, z: np.ndarray, zwarn: np.nd
 def kept_mask(m: dict[str, np.ndarray]) -> np.ndarray:
     """DESI's quality cut on matched arrays (``match``)."""
     from desinight.steps.emline import quality_cut
-    return quality_cut(m["CLASS"], m["ZWARN"], m["DELTACHI2"], m["OII_FLUX_FIT"], m["OII_FLUX_IVAR"])
+    return quality_cut(m["CLASS"], m["ZWARN"], m["DELTACHI2"], m["OII_FLUX_FIT"],
+                       m["OII_FLUX_IVAR"])
 
 
 def match(truth: Path, redux: Path) -> dict[str, np.ndarray]:
