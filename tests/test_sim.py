@@ -376,6 +376,28 @@ def test_efftime_goal_sets_each_exposure_for_its_conditions():
     assert moon["EXPTIME"].sum() > 1.5 * ex["EXPTIME"].sum()
 
 
+@pytest.mark.slow
+def test_efftime_cli_writes_each_exposure_its_time(tmp_path):
+    """`sim night --efftime 600`: the tile's truth EFFTIME sums to 600 s, and every science
+    exposure's header and request carry the EXPTIME the calculator chose for it."""
+    from click.testing import CliRunner
+
+    from desinight.cli.sim_cmd import sim
+    r = CliRunner().invoke(sim, ["night", "--night", str(NIGHT), "--out", str(tmp_path),
+                                 "--seed", "12", "--efftime", "600"])
+    assert r.exit_code == 0, r.output
+    ex = fitsio.read(str(tmp_path / "truth" / f"truth-{NIGHT}.fits"), "EXPOSURES")
+    assert float(ex["EFFTIME"].sum()) == pytest.approx(600.0, rel=1e-3)
+    for row in ex:
+        d = tmp_path / str(NIGHT) / f"{row['EXPID']:08d}"
+        hdr = fitsio.read_header(str(d / f"desi-{d.name}.fits.fz"), 0)
+        assert hdr["OBSTYPE"] == "SCIENCE"
+        assert hdr["EXPTIME"] == pytest.approx(float(row["EXPTIME"]), rel=1e-5)
+        assert json.loads((d / f"request-{d.name}.json").read_text())["EXPTIME"] == \
+            pytest.approx(float(row["EXPTIME"]), rel=1e-5)
+    assert len(set(np.round(ex["EXPTIME"], 1))) == 3              # one time per exposure
+
+
 @pytest.mark.parametrize("args", [["--efftime", "900", "--exptime", "300"], ["--efftime", "0"],
                                   ["--efftime", "15000", "--moon", "1", "--airmass", "3"]])
 def test_efftime_errors_are_one_line(tmp_path, args):
