@@ -123,7 +123,8 @@ def schedule(p: I.Preset, night: int, seed: int, bad: Sequence[str] = (),
                 # the effective time per second its conditions give
                 probe = Exposure(expid_for(night, len(out)), night, "SCIENCE", 1.0, k + 1,
                                  p.nscience, t, **kw)
-                texp = cond.efftime / p.nscience / C.efftime(probe, sky_rel(p, probe, seed))
+                rel = sky_rel(probe, seed, exposure_sky(p, probe, seed))
+                texp = cond.efftime / p.nscience / C.efftime(probe, rel)
                 if texp > 10000:
                     raise DesinightError(f"--efftime {cond.efftime:g}: these conditions need "
                                          f"{texp:.0f} s exposures (at most 10000)")
@@ -176,11 +177,12 @@ def exposure_sky(p: I.Preset, exp: Exposure, seed: int) -> SKY.ExposureSky:
                            np.random.default_rng([seed, exp.expid, 78]), p.nspec * p.nfiber)
 
 
-def sky_rel(p: I.Preset, exp: Exposure, seed: int) -> float:
-    """The exposure's continuum sky (r) relative to the night's dark sky at the zenith."""
+def sky_rel(exp: Exposure, seed: int, sky: SKY.ExposureSky) -> float:
+    """The exposure's continuum sky (r; ``sky`` is its exposure_sky) relative to the night's
+    dark sky at the zenith."""
     dark = SKY.ExposureSky(SKY.night_level(exp.night, seed), 1.0, 0.0, 90.0,
                            np.random.default_rng(0), 1)
-    return float(10 ** (-0.4 * (exposure_sky(p, exp, seed).r_mag() - dark.r_mag())))
+    return float(10 ** (-0.4 * (sky.r_mag() - dark.r_mag())))
 
 
 def _science_rows(p, camera, exp, tile, wave, tf, lsf, seed):
@@ -320,7 +322,8 @@ def truth_tables(p: I.Preset, exps: Sequence[Exposure], seed: int):
     for i, e in enumerate(sci):
         sky = exposure_sky(p, e, seed)
         ex[i] = (e.expid, e.tileid, e.exptime, e.seeing, e.airmass, e.moon, e.moonsep,
-                 e.transparency, e.flex_y, e.flex_x, sky.r_mag(), C.efftime(e, sky_rel(p, e, seed)))
+                 e.transparency, e.flex_y, e.flex_x, sky.r_mag(),
+                 C.efftime(e, sky_rel(e, seed, sky)))
         for j, cam in enumerate(cams):
             lo, hi = I.ARM_RANGES[cam[0]]
             w = np.linspace(lo, hi, TRUTH_NWAVE)
