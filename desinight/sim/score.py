@@ -96,20 +96,19 @@ def match(truth: Path, redux: Path) -> dict[str, np.ndarray]:
     keep = np.array([int(t) in index for t in rr["TARGETID"]], dtype=bool)
     rr = rr[keep]
     ti = np.array([index[int(t)] for t in rr["TARGETID"]], dtype=int)
-    names = tr.dtype.names
     return {"CLASS": np.char.strip(tr["TRUESUBTYPE"][ti].astype(str)),
             "TRUETYPE": np.char.strip(tr["TRUETYPE"][ti].astype(str)),
             "TRUEZ": tr["TRUEZ"][ti].astype(float), "Z": rr["Z"].astype(float),
             "ZWARN": rr["ZWARN"].astype(int), "DELTACHI2": _col(rr, "DELTACHI2"),
             "OII_FLUX_FIT": _col(rr, "OII_FLUX"), "OII_FLUX_IVAR": _col(rr, "OII_FLUX_IVAR"),
-            "OII_FLUX": tr["OII_FLUX"][ti].astype(float) if "OII_FLUX" in names else np.zeros(len(ti)),
+            "OII_FLUX": _col(tr, "OII_FLUX")[ti],
             "MAG_R": tr["MAG_R"][ti].astype(float)}
 
 
-def _col(rr: np.ndarray, name: str) -> np.ndarray:
-    # a catalogue without the column (written before the [OII] columns): 0, which DESI's cut
-    # never keeps for ELGs, BGS or LRGs
-    return rr[name].astype(float) if name in rr.dtype.names else np.zeros(len(rr))
+def _col(table: np.ndarray, name: str) -> np.ndarray:
+    # a table without the column (a truth or catalogue written before it): 0; for the [OII]
+    # and DELTACHI2 columns DESI's cut then keeps no ELG, BGS or LRG
+    return table[name].astype(float) if name in table.dtype.names else np.zeros(len(table))
 
 
 def score_production(truth: Path, redux: Path) -> dict:
