@@ -90,10 +90,10 @@ def run_depths(depths: list[float], seeds: list[int], preset: str, jobs: int = 1
 
 
 def summarise(depths: list[float], runs: list[dict]) -> dict:
-    from desinight.sim.score import SCORED, _frac, good_mask, kept_mask, score_arrays
+    from desinight.sim.score import SCORED, _frac, good_mask, score_arrays
     out = {"depths_s": depths, "classes": {}, "elg_oii": {}, "efftime_s": [], "failed_jobs": 0}
     for d, m in zip(depths, runs):
-        sc = score_arrays(m["CLASS"], m["TRUEZ"], m["Z"], m["ZWARN"], kept_mask(m))
+        sc = score_arrays(m["CLASS"], m["TRUEZ"], m["Z"], m["ZWARN"])
         for c in SCORED:
             out["classes"].setdefault(c, []).append(sc[c])
         good = good_mask(m["CLASS"], m["TRUEZ"], m["Z"])   # only ELGs are binned below
@@ -180,8 +180,9 @@ def main() -> None:
                       f"[{100 * r['good']['lo']:.1f}, {100 * r['good']['hi']:.1f}]  catastrophic "
                       f"unflagged {100 * r['catastrophic_unflagged']['frac']:4.1f}%  failures "
                       f"flagged {r['failures_flagged']['k']}/{r['failures_flagged']['n']}  "
-                      f"DESI cut: good kept {100 * r['good_kept']['frac']:5.1f}% catastrophic "
-                      f"kept {100 * r['catastrophic_kept']['frac']:4.1f}%")
+                      f"good unflagged {100 * r['good_unflagged']['frac']:5.1f}%  redrock bits "
+                      f"alone: catastrophic unflagged "
+                      f"{100 * r['catastrophic_unflagged_rr']['frac']:4.1f}%")
     plot(res, a.png, f"{a.preset} preset, seeds {' '.join(map(str, a.seeds))}; "
          f"redshift step: {_fitter()}")
     print(f"figure: {a.png}")
@@ -200,8 +201,9 @@ def compact(res: dict) -> dict:
                                  f"{100 * r['good']['hi']:.1f}] of {r['n']}, catastrophic unflagged "
                                  f"{100 * r['catastrophic_unflagged']['frac']:.1f}%, failures flagged "
                                  f"{r['failures_flagged']['k']}/{r['failures_flagged']['n']}; "
-                                 f"DESI cut: good kept {100 * r['good_kept']['frac']:.1f}%, "
-                                 f"catastrophic kept {r['catastrophic_kept']['k']}")
+                                 f"good unflagged {100 * r['good_unflagged']['frac']:.1f}%; "
+                                 f"redrock's bits alone: catastrophic unflagged "
+                                 f"{r['catastrophic_unflagged_rr']['k']}")
                   for d, r in zip(res["depths_s"], rows) if r["n"]}
     return out
 

@@ -85,6 +85,7 @@ def chi2_at(z: float, t, cams: dict, i: int) -> float:
 
 
 HELD_OUT = set(range(31, 34)) | set(range(41, 47)) | set(range(51, 57)) | set(range(61, 67))
+HELD_OUT |= set(range(71, 77))
 
 
 def main(argv=None) -> int:

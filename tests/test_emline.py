@@ -1,4 +1,4 @@
-"""[OII] at the fitted redshift and DESI's per-class quality cuts (steps/emline.py).
+"""[OII] at the fitted redshift and DESI's per-class quality cuts in ZWARN (steps/emline.py).
 
 Synthetic spectra only: a doublet of known flux on a sloped continuum with Gaussian noise.
 """
@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from desinight.steps.emline import OII, oii_flux, quality_cut
+from desinight.steps.emline import OII, QUALITY_CUT, class_cut, flag_quality, oii_flux
 
 
 def _cams(rng, ntarg, z, total, width_kms=60.0, sigma=0.3):
@@ -53,14 +53,27 @@ def test_no_line_gives_a_small_snr_and_out_of_range_gives_zero():
     assert np.all(fl == 0) and np.all(iv == 0)
 
 
-def test_quality_cut_follows_desis_published_selections():
-    cls = np.array(["BGS", "BGS", "LRG", "LRG", "ELG", "ELG", "ELG", "QSO", "QSO", "STAR"])
-    zwarn = np.array([0, 0, 0, 4, 0, 0, 4, 0, 4, 0])
-    dchi2 = np.array([41, 39, 16, 100, 100, 100, 25, 10, 100, 9.5])
+def test_class_cut_follows_desis_published_selections():
+    cls = np.array(["BGS", "BGS", "LRG", "LRG", "ELG", "ELG", "ELG", "QSO", "STAR", "STD"])
+    dchi2 = np.array([41.0, 39.0, 16.0, 14.0, 100.0, 100.0, 100.0, 1.0, 1.0, 1.0])
     # ELG: log10(S/N) > 0.9 - 0.2 log10(DELTACHI2): at DELTACHI2 100 the S/N must beat 3.16
     snr = np.array([0, 0, 0, 0, 3.3, 3.0, 8.0, 0, 0, 0])
-    got = quality_cut(cls, zwarn, dchi2, snr, np.ones(cls.size))
-    assert got.tolist() == [True, False, True, False, True, False, True, True, False, True]
+    got = class_cut(cls, dchi2, snr, np.ones(cls.size))
+    # classes without a published cut beyond ZWARN pass whatever their DELTACHI2
+    assert got.tolist() == [True, False, True, False, True, False, True, True, True, True]
     # a negative or unmeasured [OII] never passes
-    assert not quality_cut(np.array(["ELG"]), [0], [1e4], [-5.0], [1.0])[0]
-    assert not quality_cut(np.array(["ELG"]), [0], [1e4], [0.0], [0.0])[0]
+    assert not class_cut(np.array(["ELG"]), [1e4], [-5.0], [1.0])[0]
+    assert not class_cut(np.array(["ELG"]), [1e4], [0.0], [0.0])[0]
+
+
+def test_flag_quality_sets_the_afterburner_bit_and_keeps_redrocks():
+    """ZWARN gains QUALITY_CUT (bit 16, a bit redrock reserves for afterburners) exactly where
+    the class cut fails; redrock's own bits stay, so ZWARN & 0xFFFF is still redrock's."""
+    assert QUALITY_CUT == 1 << 16
+    cls = np.array(["ELG", "ELG", "LRG", "LRG", "QSO", ""])
+    zwarn = np.array([0, 4, 0, 32, 4, 0])
+    dchi2 = np.array([100.0, 100.0, 10.0, 10.0, 1.0, 1.0])
+    snr = np.array([1.0, 8.0, 0, 0, 0, 0])
+    out = flag_quality(cls, zwarn, dchi2, snr, np.ones(cls.size))
+    assert out.tolist() == [QUALITY_CUT, 4, QUALITY_CUT, 32 | QUALITY_CUT, 4, 0]
+    assert np.array_equal(out & 0xFFFF, zwarn)

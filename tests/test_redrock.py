@@ -107,7 +107,9 @@ def test_resolution_matrix_rows_are_normalised_gaussians():
 @pytest.mark.slow
 def test_redshift_job_under_mpi_spreads_targets_over_ranks(tmp_path):
     """`desinight step run redshift` under mpiexec -n 2 on one spectrograph: the two ranks share
-    its targets (redrock's MPI mode); rank 0 writes one REDSHIFTS table with every target."""
+    its targets (redrock's MPI mode); rank 0 writes one REDSHIFTS table with every target. Each
+    target's class cut is applied to the class it was targeted as: the ELGs' [OII] passes, the
+    LRG-targeted fibre of noise alone gets QUALITY_CUT in ZWARN (DELTACHI2 <= 15)."""
     import os
     import shutil
     import subprocess
@@ -124,13 +126,15 @@ def test_redshift_job_under_mpi_spreads_targets_over_ranks(tmp_path):
     os.environ.update({k: env[k] for k in ("DESI_SPECTRO_DATA", "DESI_SPECTRO_REDUX", "SPECPROD")})
     try:
         rng = np.random.default_rng(3)
-        fa = np.zeros(4, [("FIBER", "i4"), ("TARGETID", "i8"), ("OBJTYPE", "U3")])
-        fa["FIBER"], fa["TARGETID"] = np.arange(4), 500 + np.arange(4)
-        fa["OBJTYPE"] = ["TGT", "TGT", "SKY", "TGT"]
+        fa = np.zeros(5, [("FIBER", "i4"), ("TARGETID", "i8"), ("OBJTYPE", "U3"),
+                          ("TARGET_TYPE", "U4")])
+        fa["FIBER"], fa["TARGETID"] = np.arange(5), 500 + np.arange(5)
+        fa["OBJTYPE"] = ["TGT", "TGT", "SKY", "TGT", "TGT"]
+        fa["TARGET_TYPE"] = ["ELG", "ELG", "SKY", "ELG", "LRG"]
         zfib = {0: 0.9, 1: 1.3, 3: 0.75}           # fibre 2 is a sky fibre: not fitted
         for arm, (lo, hi) in {"b": (3600, 5900), "r": (5700, 7700), "z": (7500, 9800)}.items():
             w = _grid(lo, hi)
-            f = np.full((4, w.size), 0.5)
+            f = np.full((5, w.size), 0.5)          # fibre 4: a flat continuum and noise
             for fib, z in zfib.items():
                 for lam, amp in ((3726.03, 10.0), (3728.82, 13.0), (4861.3, 6.0), (5006.8, 15.0)):
                     f[fib] += amp * np.exp(-0.5 * ((w - lam * (1 + z)) / 2.5) ** 2)
@@ -153,8 +157,11 @@ def test_redshift_job_under_mpi_spreads_targets_over_ranks(tmp_path):
     assert r.returncode == 0, r.stdout + r.stderr
     out = fitsio.read(str(tmp_path / "redux" / "t" / "tiles" / str(tile) / str(night) /
                           f"redrock-0-{tile}-{night}.fits"), "REDSHIFTS")
-    assert list(out["TARGETID"]) == [500, 501, 503] and list(out["FIBER"]) == [0, 1, 3]
-    assert np.allclose(out["Z"], [0.9, 1.3, 0.75], atol=0.002) and (out["ZWARN"] == 0).all()
+    assert list(out["TARGETID"]) == [500, 501, 503, 504] and list(out["FIBER"]) == [0, 1, 3, 4]
+    assert np.allclose(out["Z"][:3], [0.9, 1.3, 0.75], atol=0.002) and (out["ZWARN"][:3] == 0).all()
+    assert (out["OII_FLUX"][:3] * np.sqrt(out["OII_FLUX_IVAR"][:3]) > 20).all()
+    from desinight.steps.emline import QUALITY_CUT
+    assert out["DELTACHI2"][3] <= 15 and out["ZWARN"][3] & QUALITY_CUT
     ranks = sorted((tmp_path / "redux" / "t" / "run" / "steps" / str(night)).glob("redshift-*"))
     assert [p.name for p in ranks] == [f"redshift-tile{tile}-rank0.json", f"redshift-tile{tile}-rank1.json"]
 

@@ -99,39 +99,23 @@ def test_cli_text_and_json(tmp_path):
     assert js["classes"]["QSO@1000"]["catastrophic_unflagged"]["k"] == 2
 
 
-def test_desi_quality_cut_figures(tmp_path):
-    """With DELTACHI2 and the [OII] columns the score adds what DESI's cut keeps: an ELG is kept
-    on its [OII] S/N whatever ZWARN says, an LRG needs DELTACHI2 > 15; a catalogue without the
-    columns keeps no ELG or LRG; the text output names the cut."""
+def test_good_unflagged_and_redrocks_own_bits(tmp_path):
+    """ZWARN's afterburner bits count as flags; the score also gives the sample a user keeps
+    (good, ZWARN == 0) and, beside it, the catastrophic failures redrock's own bits (0-15)
+    leave unflagged, so what the class cut adds is visible; the text output names both."""
+    from desinight.steps.emline import QUALITY_CUT
     cls, tz, z, zw = (np.array(c) for c in zip(*ROWS))
-    n = len(ROWS)
-    dchi2 = np.full(n, 100.0)
-    snr = np.zeros(n)
+    zw = zw.astype(np.int64)
     elg = np.flatnonzero(cls == "ELG")
-    snr[elg[:4]] = 10.0             # 4 of the 5 good unflagged ELGs have a clear [OII]
-    snr[elg[6]] = 10.0              # and one wrong unflagged ELG (a real line taken for [OII])
-    snr[elg[8]] = 10.0              # and one wrong flagged one: the cut keeps it anyway
-    dchi2[np.flatnonzero(cls == "LRG")[0]] = 12.0      # one good LRG below LRG's 15
-    cat = np.zeros(n, [("TARGETID", "i8"), ("Z", "f8"), ("ZWARN", "i8"), ("SPECTYPE", "U6"),
-                       ("DELTACHI2", "f8"), ("OII_FLUX", "f4"), ("OII_FLUX_IVAR", "f4")])
+    zw[elg[6]] |= QUALITY_CUT        # one wrong unflagged ELG caught by the class cut
+    zw[elg[0]] |= QUALITY_CUT        # and one right ELG cut (a weak [OII])
+    res = score_arrays(cls, tz.astype(float), z.astype(float), zw)["ELG"]
+    assert res["catastrophic_unflagged"]["k"] == 1 and res["catastrophic_unflagged_rr"]["k"] == 2
+    assert (res["good_unflagged"]["k"], res["flagged"]["k"]) == (4, 5)
+    assert (res["failures_flagged"]["k"], res["failures_flagged"]["n"]) == (3, 4)
     tp, prod = _production(tmp_path)
-    truth = fitsio.read(str(tp), "TRUTH")
-    for i in range(n):
-        cat[i] = (truth["TARGETID"][i], z[i], zw[i], "GALAXY", dchi2[i], snr[i], 1.0)
-    for f in prod.glob("tiles/*/*/redrock-*.fits"):
-        f.unlink()
-    fitsio.write(str(prod / "tiles/1000/20261124/redrock-0-1000-20261124.fits"), cat,
-                 extname="REDSHIFTS")
-    res = score_production(tp, prod)["classes"]
-    assert (res["ELG"]["good_kept"]["k"], res["ELG"]["catastrophic_kept"]["k"]) == (4, 2)
-    assert (res["LRG"]["good_kept"]["k"], res["LRG"]["catastrophic_kept"]["k"]) == (2, 1)
-    assert (res["QSO"]["good_kept"]["k"], res["QSO"]["catastrophic_kept"]["k"]) == (2, 1)
-    r = CliRunner().invoke(sim, ["score", "--truth", str(tp), "--redux", str(prod)])
-    assert "DESI cut: good kept" in r.output.splitlines()[0]
-    (tmp_path / "old").mkdir()
-    tp, prod = _production(tmp_path / "old")
-    res = score_production(tp, prod)["classes"]
-    assert res["ELG"]["good_kept"]["k"] == 0 and res["LRG"]["catastrophic_kept"]["k"] == 0
+    head = CliRunner().invoke(sim, ["score", "--truth", str(tp), "--redux", str(prod)]).output
+    assert "good unflagged %" in head and "redrock bits alone" in head.splitlines()[0]
 
 
 def test_no_catalogue_is_one_line_not_found(tmp_path):

@@ -8,9 +8,10 @@ Per target class (BGS, LRG, ELG, QSO, STAR; standards and sky fibres are not sco
   quasars are also scored at 1000 km/s (``QSO@1000``), so nothing is hidden by the wider limit;
 - catastrophic unflagged: not good and ZWARN == 0 (the failures a user would trust);
 - flagged: ZWARN != 0; failures flagged: flagged among the not-good;
-- with DESI's published per-class quality cuts (steps/emline.quality_cut: BGS and LRG
-  DELTACHI2 thresholds, the ELGs' [OII] S/N) as a user of DESI's samples selects them:
-  catastrophic and kept (``catastrophic_kept``) and good and kept (``good_kept``);
+- good unflagged: good and ZWARN == 0, the sample a user keeps;
+- catastrophic unflagged by redrock's own bits (``catastrophic_unflagged_rr``: ZWARN & 0xFFFF
+  == 0), i.e. without the pipeline's class cut (steps/emline.QUALITY_CUT), so that what the cut
+  adds is shown;
 each with a binomial 68.27% Wilson interval (scipy.stats.binomtest).
 """
 
@@ -49,14 +50,14 @@ def good_mask(cls: np.ndarray, truez: np.ndarray, z: np.ndarray) -> np.ndarray:
     return np.abs(np.asarray(z) - truez) / (1 + np.asarray(truez)) < limit
 
 
-def score_arrays(cls: np.ndarray, truez: np.ndarray, z: np.ndarray, zwarn: np.ndarray,
-                 kept: np.ndarray | None = None) -> dict:
-    """The per-class figures from matched arrays (class name, true z, fitted Z, ZWARN); kept:
-    the targets DESI's quality cut keeps (None: ZWARN == 0)."""
+def score_arrays(cls: np.ndarray, truez: np.ndarray, z: np.ndarray, zwarn: np.ndarray) -> dict:
+    """The per-class figures from matched arrays (class name, true z, fitted Z, ZWARN)."""
+    from desinight.steps.emline import REDROCK_BITS
     cls = np.char.strip(np.asarray(cls).astype(str))
     dz = np.abs(np.asarray(z) - truez) / (1 + np.asarray(truez))
-    flagged = np.asarray(zwarn) != 0
-    kept = ~flagged if kept is None else np.asarray(kept, bool)
+    zwarn = np.asarray(zwarn).astype(np.int64)
+    flagged = zwarn != 0
+    flagged_rr = (zwarn & REDROCK_BITS) != 0
     out = {}
     for c in SCORED:
         base = c.split("@")[0]
@@ -68,22 +69,14 @@ def score_arrays(cls: np.ndarray, truez: np.ndarray, z: np.ndarray, zwarn: np.nd
                   "flagged": _frac(int((flagged & m).sum()), n),
                   "failures_flagged": _frac(int((~good & flagged & m).sum()),
                                             int((~good & m).sum())),
-                  "catastrophic_kept": _frac(int((~good & kept & m).sum()), n),
-                  "good_kept": _frac(int((good & kept & m).sum()), n)}
+                  "good_unflagged": _frac(int((good & ~flagged & m).sum()), n),
+                  "catastrophic_unflagged_rr": _frac(int((~good & ~flagged_rr & m).sum()), n)}
     return out
-
-
-def kept_mask(m: dict[str, np.ndarray]) -> np.ndarray:
-    """DESI's quality cut on matched arrays (``match``)."""
-    from desinight.steps.emline import quality_cut
-    return quality_cut(m["CLASS"], m["ZWARN"], m["DELTACHI2"], m["OII_FLUX_FIT"],
-                       m["OII_FLUX_IVAR"])
 
 
 def match(truth: Path, redux: Path) -> dict[str, np.ndarray]:
     """The production's REDSHIFTS rows matched to the truth by TARGETID: arrays CLASS (target
-    class), TRUETYPE, TRUEZ, Z, ZWARN, DELTACHI2, OII_FLUX (the truth's), OII_FLUX_FIT and
-    OII_FLUX_IVAR (the catalogue's, 1e-17 erg/s/cm^2), MAG_R."""
+    class), TRUETYPE, TRUEZ, Z, ZWARN, OII_FLUX (the truth's, erg/s/cm^2), MAG_R."""
     import fitsio
 
     tr = fitsio.read(str(truth), "TRUTH")
@@ -99,15 +92,12 @@ def match(truth: Path, redux: Path) -> dict[str, np.ndarray]:
     return {"CLASS": np.char.strip(tr["TRUESUBTYPE"][ti].astype(str)),
             "TRUETYPE": np.char.strip(tr["TRUETYPE"][ti].astype(str)),
             "TRUEZ": tr["TRUEZ"][ti].astype(float), "Z": rr["Z"].astype(float),
-            "ZWARN": rr["ZWARN"].astype(int), "DELTACHI2": _col(rr, "DELTACHI2"),
-            "OII_FLUX_FIT": _col(rr, "OII_FLUX"), "OII_FLUX_IVAR": _col(rr, "OII_FLUX_IVAR"),
-            "OII_FLUX": _col(tr, "OII_FLUX")[ti],
+            "ZWARN": rr["ZWARN"].astype(np.int64), "OII_FLUX": _col(tr, "OII_FLUX")[ti],
             "MAG_R": tr["MAG_R"][ti].astype(float)}
 
 
 def _col(table: np.ndarray, name: str) -> np.ndarray:
-    # a table without the column (a truth or catalogue written before it): 0; for the [OII]
-    # and DELTACHI2 columns DESI's cut then keeps no ELG, BGS or LRG
+    # a truth written before the column: 0 (its ELGs fall below every [OII] bin)
     return table[name].astype(float) if name in table.dtype.names else np.zeros(len(table))
 
 
@@ -121,7 +111,7 @@ def score_production(truth: Path, redux: Path) -> dict:
             "frac_good_galqso": float(good[extragal].mean()) if n_eg else float("nan"),
             "frac_catastrophic_unflagged": float(((~good) & (m["ZWARN"] == 0)).mean()) if n else float("nan"),
             "frac_flagged": float((m["ZWARN"] != 0).mean()) if n else float("nan"),
-            "classes": score_arrays(m["CLASS"], m["TRUEZ"], m["Z"], m["ZWARN"], kept_mask(m))}
+            "classes": score_arrays(m["CLASS"], m["TRUEZ"], m["Z"], m["ZWARN"])}
 
 
 def _pct(f: dict) -> str:
@@ -133,13 +123,13 @@ def _pct(f: dict) -> str:
 def format_score(res: dict) -> list[str]:
     """A table per class (percent with the 68% interval), then the summary line (last)."""
     lines = [f"{'class':5s} {'n':>4s}  {'good %':22s} {'catastrophic unflagged %':26s} "
-             f"{'flagged %':22s} {'failures flagged %':22s} {'DESI cut: good kept %':22s} "
-             f"{'catastrophic kept %':22s}"]
+             f"{'flagged %':22s} {'failures flagged %':22s} {'good unflagged %':22s} "
+             f"{'redrock bits alone: catastrophic unflagged %':22s}"]
     for c, r in res.get("classes", {}).items():
         lines.append(f"{c:5s} {r['n']:4d}  {_pct(r['good']):22s} "
                      f"{_pct(r['catastrophic_unflagged']):26s} {_pct(r['flagged']):22s} "
-                     f"{_pct(r['failures_flagged']):22s} {_pct(r['good_kept']):22s} "
-                     f"{_pct(r['catastrophic_kept']):22s}")
+                     f"{_pct(r['failures_flagged']):22s} {_pct(r['good_unflagged']):22s} "
+                     f"{_pct(r['catastrophic_unflagged_rr']):22s}")
     lines += [f"targets scored: {res['ntarget']} ({res['n_galqso']} galaxies/quasars)",
               f"good (gal+qso; QSO within 3000 km/s): {100 * res['frac_good_galqso']:.1f}%  "
               f"catastrophic unflagged: {100 * res['frac_catastrophic_unflagged']:.1f}%  "

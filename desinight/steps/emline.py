@@ -1,13 +1,18 @@
-"""[OII] flux at the fitted redshift, and DESI's per-class redshift-quality cuts.
+"""[OII] flux at the fitted redshift, and DESI's per-class redshift-quality cuts in ZWARN.
 
 A redshift that rests on one faint line can beat every other redshift by DELTACHI2 > 9 (redrock's
 ZWARN threshold) from noise alone: the scan tries thousands of redshifts. DESI therefore selects
-its large-scale-structure samples with cuts beyond ZWARN (``quality_cut``), published with the
+its large-scale-structure samples with cuts beyond ZWARN (``class_cut``), published with the
 samples: BGS DELTACHI2 > 40 (Hahn et al. 2023, AJ 165, 253), LRG DELTACHI2 > 15 (Zhou et al.
 2023, AJ 165, 58), and for ELGs the [OII] flux's S/N against DELTACHI2, log10(S/N) > 0.9 - 0.2
 log10(DELTACHI2) (Raichoor et al. 2023, AJ 165, 126). The [OII] flux is measured at the fitted
 redshift as DESI's emission-line afterburner (desispec.emlinefit) does: a Gaussian doublet of
 one width on a local continuum, here a linear least-squares fit over a grid of widths.
+
+The redshift step applies those cuts to the class each target was targeted as (the
+fiberassign's TARGET_TYPE, known before any spectrum, as DESI_TARGET is) and records a failure in
+ZWARN (``QUALITY_CUT``, a bit redrock reserves for afterburners), so that ZWARN == 0 alone
+selects trusted redshifts. The thresholds are DESI's, not tuned on this project's simulations.
 """
 
 from __future__ import annotations
@@ -73,17 +78,32 @@ def _fit_one(w, f, iv, sg, z):
     return None if best is None else (best[1], best[2], int(win.sum()))
 
 
-def quality_cut(cls: np.ndarray, zwarn: np.ndarray, deltachi2: np.ndarray,
-                oii_flux: np.ndarray, oii_ivar: np.ndarray) -> np.ndarray:
-    """DESI's published redshift-quality selection per target class (True: a confident redshift):
-    ZWARN == 0 and, for BGS DELTACHI2 > 40, for LRG DELTACHI2 > 15, for ELG log10(OII S/N) >
-    0.9 - 0.2 log10(DELTACHI2) (ELGs: the [OII] cut alone, as DESI's ELG sample)."""
+#: the ZWARN bit set where a target fails its class's published cut (class_cut). Redrock sets
+#: bits 0-11 and reserves 16-23 for an experiment's afterburners: ZWARN & REDROCK_BITS is
+#: redrock's own verdict.
+QUALITY_CUT = 2**16
+REDROCK_BITS = 0xFFFF
+
+
+def class_cut(cls: np.ndarray, deltachi2: np.ndarray, oii_flux: np.ndarray,
+              oii_ivar: np.ndarray) -> np.ndarray:
+    """True where a target passes DESI's published redshift-quality criterion of its target
+    class: BGS DELTACHI2 > 40, LRG DELTACHI2 > 15, ELG log10(OII S/N) > 0.9 - 0.2
+    log10(DELTACHI2); other classes (no published criterion beyond ZWARN) always pass."""
     cls = np.char.strip(np.asarray(cls).astype(str))
     dchi2 = np.maximum(np.asarray(deltachi2, float), 1e-30)
     snr = np.asarray(oii_flux, float) * np.sqrt(np.maximum(np.asarray(oii_ivar, float), 0))
-    ok = np.asarray(zwarn) == 0
-    ok = np.where(cls == "BGS", ok & (dchi2 > 40), ok)
-    ok = np.where(cls == "LRG", ok & (dchi2 > 15), ok)
     with np.errstate(divide="ignore", invalid="ignore"):
-        elg = np.log10(np.where(snr > 0, snr, np.nan)) > 0.9 - 0.2 * np.log10(dchi2)
-    return np.where(cls == "ELG", np.nan_to_num(elg, nan=0).astype(bool), ok)
+        elg = np.nan_to_num(np.log10(np.where(snr > 0, snr, np.nan))
+                            > 0.9 - 0.2 * np.log10(dchi2), nan=0).astype(bool)
+    return np.select([cls == "BGS", cls == "LRG", cls == "ELG"], [dchi2 > 40, dchi2 > 15, elg],
+                     default=True)
+
+
+def flag_quality(cls: np.ndarray, zwarn: np.ndarray, deltachi2: np.ndarray,
+                 oii_flux: np.ndarray, oii_ivar: np.ndarray) -> np.ndarray:
+    """ZWARN with QUALITY_CUT set where the target fails its class's cut (class_cut); redrock's
+    bits are kept as they are, so ZWARN == 0 means: redrock found nothing wrong and the
+    redshift passes the cut DESI selects that class's sample with."""
+    bad = ~class_cut(cls, deltachi2, oii_flux, oii_ivar)
+    return np.asarray(zwarn).astype(np.int64) | np.where(bad, QUALITY_CUT, 0)

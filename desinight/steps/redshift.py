@@ -11,8 +11,9 @@ correlate neighbouring pixels that the fit treats as independent.
 
 The REDSHIFTS table is redrock's: TARGETID, Z, ZERR, ZWARN, SPECTYPE, SUBTYPE, DELTACHI2, CHI2,
 COEFF, NPIXELS; and FIBER, OII_FLUX, OII_FLUX_IVAR (the [OII] doublet at Z, steps/emline.py,
-as DESI's emission-line afterburner adds). With an MPI communicator the targets are spread over
-its ranks.
+as DESI's emission-line afterburner adds). ZWARN keeps redrock's bits and gains bit 16 where a
+target fails DESI's published cut for the class it was targeted as (emline.flag_quality). With
+an MPI communicator the targets are spread over its ranks.
 
 Both files carry an EXPOSURES table (NIGHT, EXPID): the exposures whose cframes went into the
 coadd, so a per-night and a cumulative result say what they were made of.
@@ -118,7 +119,7 @@ def redshift_spectrograph(cframes: dict[str, list[Path]], fa: np.ndarray, spectr
             raise RuntimeError(f"rank 0 of this spectrograph failed: {msg}")
     if err is not None:
         raise err
-    tids, fibers, cams, used = payload
+    tids, fibers, classes, cams, used = payload
     res = rrfit.fit(tids, cams, comm=comm)
     if rank != 0:
         return redrock_out
@@ -127,14 +128,17 @@ def redshift_spectrograph(cframes: dict[str, list[Path]], fa: np.ndarray, spectr
     for k in res.dtype.names:
         cat[k] = res[k]
     cat["FIBER"] = fibers
-    # DESI's ELG sample is selected on the [OII] S/N at the fitted redshift (emline.quality_cut)
+    # DESI's ELG sample is selected on the [OII] S/N at the fitted redshift (emline.class_cut)
     cat["OII_FLUX"], cat["OII_FLUX_IVAR"] = emline.oii_flux(cams, res["Z"])
+    cat["ZWARN"] = emline.flag_quality(classes, cat["ZWARN"], cat["DELTACHI2"], cat["OII_FLUX"],
+                                       cat["OII_FLUX_IVAR"])
     return io.write_fits(redrock_out, [("REDSHIFTS", cat, io.provenance("redshift", [coadd_out])),
                                        ("EXPOSURES", used, None)])
 
 
 def _prepare(cframes, fa, spectro, coadd_out):
-    """Coadd and write the spectrograph's cframes; (TARGETID, FIBER, arm -> arrays) of targets."""
+    """Coadd and write the spectrograph's cframes; (TARGETID, FIBER, TARGET_TYPE, arm -> arrays)
+    of targets, and the exposures used."""
     co = coadd(cframes)
     if not co:
         raise FileNotFoundError(f"spectrograph {spectro}: no cframes")
@@ -146,4 +150,7 @@ def _prepare(cframes, fa, spectro, coadd_out):
     targ = np.char.strip(fam["OBJTYPE"].astype(str)) != "SKY"
     fib = (fam["FIBER"] % nfib)[targ]
     cams = {arm: (w, f[fib], i[fib], s[fib]) for arm, (w, f, i, s) in co.items()}
-    return fam["TARGETID"][targ], fam["FIBER"][targ], cams, exposure_table(inputs)
+    # the class each target was targeted as; a fiberassign without it gets no class cut
+    kind = (fam["TARGET_TYPE"] if "TARGET_TYPE" in fam.dtype.names
+            else np.full(len(fam), "", "U1"))[targ]
+    return fam["TARGETID"][targ], fam["FIBER"][targ], kind, cams, exposure_table(inputs)
