@@ -21,6 +21,8 @@ from pathlib import Path
 
 import numpy as np
 
+from desinight.steps.emline import REDROCK_BITS
+
 DZ_OK = 0.0033
 #: per-class limits where DESI's differs from DZ_OK; "QSO@1000" re-scores quasars at DZ_OK
 DZ_CLASS = {"QSO": 0.01}
@@ -52,7 +54,6 @@ def good_mask(cls: np.ndarray, truez: np.ndarray, z: np.ndarray) -> np.ndarray:
 
 def score_arrays(cls: np.ndarray, truez: np.ndarray, z: np.ndarray, zwarn: np.ndarray) -> dict:
     """The per-class figures from matched arrays (class name, true z, fitted Z, ZWARN)."""
-    from desinight.steps.emline import REDROCK_BITS
     cls = np.char.strip(np.asarray(cls).astype(str))
     dz = np.abs(np.asarray(z) - truez) / (1 + np.asarray(truez))
     zwarn = np.asarray(zwarn).astype(np.int64)
